@@ -1,0 +1,27 @@
+//! The runtime-free core of S3 Balance.
+//!
+//! Nothing in this crate does IO, reads the clock or draws randomness: time, random bytes,
+//! configuration and health snapshots are arguments. The three runtimes (Cloudflare Worker,
+//! AWS Lambda, self-hosted server) supply IO through the [`store::MetadataStore`] and
+//! [`http::HttpClient`] traits and call [`engine::Engine::handle`].
+#![forbid(unsafe_code)]
+// The traits are used with concrete types by each adapter; Send-ness leaks through there.
+#![allow(async_fn_in_trait)]
+
+pub mod body;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod listing;
+pub mod metrics;
+pub mod multipart;
+pub mod placement;
+pub mod route;
+pub mod sigv4;
+pub mod store;
+pub mod time;
+pub mod xml;
+
+pub use error::{S3Error, S3ErrorCode};

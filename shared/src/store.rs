@@ -1,0 +1,327 @@
+//! The metadata store: an index of where objects live, plus usage counters and small documents.
+//!
+//! Backends are the truth; this is an index. A missing entry is answered by probing the
+//! backends (see the engine), so a lagging or lost store never loses an object.
+//! Implementations: [`MemoryStore`] here, SQLite in `server/`, DynamoDB in `lambda/`, Workers
+//! KV in `edge-worker/`. Each runs [`contract::run`] in its tests.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// A failure of the store itself (connection, throttling, corrupt row). Logged by the engine
+/// and answered as `ServiceUnavailable`/`InternalError`, or ignored where the index is optional.
+#[derive(Debug, thiserror::Error)]
+#[error("metadata store: {0}")]
+pub struct StoreError(pub String);
+
+/// Where one object of a virtual bucket lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Backend name (the `name` of a real bucket in the config).
+    pub backend: String,
+    pub size: u64,
+    pub etag: String,
+    /// Unix seconds.
+    pub last_modified: u64,
+}
+
+/// A virtual bucket created at run time with CreateBucket (configured ones are not stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    pub name: String,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+/// Bytes and objects one backend holds, as counted by the gateway and reconciled by scans.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendUsage {
+    pub backend: String,
+    pub used_bytes: i64,
+    pub objects: i64,
+}
+
+/// Operations sent to one backend in one month, as R2 and B2 bill them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationCounts {
+    /// Class A: writes and lists.
+    pub class_a: u64,
+    /// Class B: reads.
+    pub class_b: u64,
+}
+
+/// What every metadata store provides. No method takes the clock: times are in the records.
+pub trait MetadataStore {
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError>;
+    async fn put_object(&self, bucket: &str, key: &str, record: &ObjectRecord) -> Result<(), StoreError>;
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
+    /// Index entries of `bucket` with keys after `start_after`, in key order, at most `limit`.
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, ObjectRecord)>, StoreError>;
+
+    /// Creates a bucket record; `Ok(false)` when it already existed (nothing changed).
+    async fn create_bucket(&self, record: &BucketRecord) -> Result<bool, StoreError>;
+    async fn delete_bucket(&self, name: &str) -> Result<(), StoreError>;
+    async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StoreError>;
+
+    /// Adds to a backend's usage atomically where the store can (SQLite, DynamoDB `ADD`).
+    async fn add_usage(&self, backend: &str, bytes: i64, objects: i64) -> Result<(), StoreError>;
+    /// Replaces a backend's usage (the reconciling scan).
+    async fn set_usage(&self, usage: &BackendUsage) -> Result<(), StoreError>;
+    async fn list_usage(&self) -> Result<Vec<BackendUsage>, StoreError>;
+
+    /// Adds to a backend's operation counts of `month` (`YYYY-MM`).
+    async fn add_operations(&self, backend: &str, month: &str, counts: &OperationCounts) -> Result<(), StoreError>;
+    async fn get_operations(&self, backend: &str, month: &str) -> Result<OperationCounts, StoreError>;
+
+    /// Small named documents: `config` (hot-switched config), `health` (the latest health
+    /// snapshot), scan cursors.
+    async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError>;
+    async fn put_document(&self, name: &str, value: &str) -> Result<(), StoreError>;
+}
+
+/// An in-memory store, for tests and for runs that need no persistence.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    objects: BTreeMap<(String, String), ObjectRecord>,
+    buckets: BTreeMap<String, BucketRecord>,
+    usage: BTreeMap<String, BackendUsage>,
+    operations: BTreeMap<(String, String), OperationCounts>,
+    documents: BTreeMap<String, String>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops every object entry: what a lost metadata file looks like.
+    pub fn forget_objects(&self) {
+        self.lock().objects.clear();
+    }
+}
+
+impl MetadataStore for MemoryStore {
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError> {
+        Ok(self.lock().objects.get(&(bucket.to_owned(), key.to_owned())).cloned())
+    }
+
+    async fn put_object(&self, bucket: &str, key: &str, record: &ObjectRecord) -> Result<(), StoreError> {
+        self.lock().objects.insert((bucket.to_owned(), key.to_owned()), record.clone());
+        Ok(())
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.lock().objects.remove(&(bucket.to_owned(), key.to_owned()));
+        Ok(())
+    }
+
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, ObjectRecord)>, StoreError> {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let from = (bucket.to_owned(), start_after.to_owned());
+        Ok(inner
+            .objects
+            .range((Bound::Excluded(from), Bound::Unbounded))
+            .take_while(|((b, _), _)| b == bucket)
+            .take(limit)
+            .map(|((_, k), r)| (k.clone(), r.clone()))
+            .collect())
+    }
+
+    async fn create_bucket(&self, record: &BucketRecord) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.buckets.contains_key(&record.name) {
+            return Ok(false);
+        }
+        inner.buckets.insert(record.name.clone(), record.clone());
+        Ok(true)
+    }
+
+    async fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
+        self.lock().buckets.remove(name);
+        Ok(())
+    }
+
+    async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StoreError> {
+        Ok(self.lock().buckets.values().cloned().collect())
+    }
+
+    async fn add_usage(&self, backend: &str, bytes: i64, objects: i64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let u = inner
+            .usage
+            .entry(backend.to_owned())
+            .or_insert_with(|| BackendUsage { backend: backend.to_owned(), ..Default::default() });
+        u.used_bytes += bytes;
+        u.objects += objects;
+        Ok(())
+    }
+
+    async fn set_usage(&self, usage: &BackendUsage) -> Result<(), StoreError> {
+        self.lock().usage.insert(usage.backend.clone(), usage.clone());
+        Ok(())
+    }
+
+    async fn list_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
+        Ok(self.lock().usage.values().cloned().collect())
+    }
+
+    async fn add_operations(&self, backend: &str, month: &str, counts: &OperationCounts) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let c = inner.operations.entry((backend.to_owned(), month.to_owned())).or_default();
+        c.class_a += counts.class_a;
+        c.class_b += counts.class_b;
+        Ok(())
+    }
+
+    async fn get_operations(&self, backend: &str, month: &str) -> Result<OperationCounts, StoreError> {
+        Ok(self.lock().operations.get(&(backend.to_owned(), month.to_owned())).cloned().unwrap_or_default())
+    }
+
+    async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().documents.get(name).cloned())
+    }
+
+    async fn put_document(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.lock().documents.insert(name.to_owned(), value.to_owned());
+        Ok(())
+    }
+}
+
+/// The contract every [`MetadataStore`] must pass. Call [`contract::run`] with a fresh, empty
+/// store from the store's own tests; it panics with the failed expectation.
+pub mod contract {
+    use super::*;
+
+    fn rec(backend: &str, size: u64) -> ObjectRecord {
+        ObjectRecord { backend: backend.to_owned(), size, etag: format!("\"etag-{size}\""), last_modified: 1_700_000_000 + size }
+    }
+
+    /// Runs every check against `store`, which must start empty.
+    pub async fn run<S: MetadataStore>(store: &S) {
+        objects(store).await;
+        long_and_unicode_keys(store).await;
+        listing(store).await;
+        buckets(store).await;
+        usage(store).await;
+        operations(store).await;
+        documents(store).await;
+    }
+
+    async fn objects<S: MetadataStore>(s: &S) {
+        assert_eq!(s.get_object("b", "k").await.unwrap(), None, "empty store has no object");
+        s.put_object("b", "k", &rec("one", 1)).await.unwrap();
+        assert_eq!(s.get_object("b", "k").await.unwrap(), Some(rec("one", 1)), "read after write");
+        assert_eq!(s.get_object("other", "k").await.unwrap(), None, "buckets are separate");
+        s.put_object("b", "k", &rec("two", 2)).await.unwrap();
+        assert_eq!(s.get_object("b", "k").await.unwrap(), Some(rec("two", 2)), "overwrite replaces");
+        s.delete_object("b", "k").await.unwrap();
+        assert_eq!(s.get_object("b", "k").await.unwrap(), None, "delete removes");
+        s.delete_object("b", "never-there").await.unwrap();
+    }
+
+    async fn long_and_unicode_keys<S: MetadataStore>(s: &S) {
+        let long = "k/".repeat(500); // 1000 bytes: over Workers KV's 512-byte key limit
+        let odd = "dir/é \"&+%?#\u{1F600}";
+        for key in [long.as_str(), odd] {
+            s.put_object("keys", key, &rec("one", 3)).await.unwrap();
+            assert_eq!(s.get_object("keys", key).await.unwrap(), Some(rec("one", 3)), "key {key:?}");
+            s.delete_object("keys", key).await.unwrap();
+            assert_eq!(s.get_object("keys", key).await.unwrap(), None);
+        }
+    }
+
+    async fn listing<S: MetadataStore>(s: &S) {
+        let keys: Vec<String> = (0..25).map(|i| format!("key-{i:03}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            s.put_object("list", k, &rec("one", i as u64)).await.unwrap();
+        }
+        s.put_object("list-other", "key-000", &rec("one", 0)).await.unwrap();
+        let mut seen = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = s.list_objects("list", &after, 10).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 10, "limit honoured");
+            after = page.last().unwrap().0.clone();
+            seen.extend(page.into_iter().map(|(k, _)| k));
+        }
+        assert_eq!(seen, keys, "paged listing is exact and ordered");
+    }
+
+    async fn buckets<S: MetadataStore>(s: &S) {
+        let b = BucketRecord { name: "photos".into(), created: 1_700_000_000 };
+        assert!(s.create_bucket(&b).await.unwrap(), "first create");
+        assert!(!s.create_bucket(&b).await.unwrap(), "second create reports existing");
+        assert_eq!(s.list_buckets().await.unwrap(), vec![b]);
+        s.delete_bucket("photos").await.unwrap();
+        assert!(s.list_buckets().await.unwrap().is_empty());
+    }
+
+    async fn usage<S: MetadataStore>(s: &S) {
+        s.add_usage("one", 100, 1).await.unwrap();
+        s.add_usage("one", 50, 1).await.unwrap();
+        s.add_usage("one", -30, -1).await.unwrap();
+        s.add_usage("two", 7, 1).await.unwrap();
+        let mut u = s.list_usage().await.unwrap();
+        u.sort_by(|a, b| a.backend.cmp(&b.backend));
+        assert_eq!(
+            u,
+            vec![
+                BackendUsage { backend: "one".into(), used_bytes: 120, objects: 1 },
+                BackendUsage { backend: "two".into(), used_bytes: 7, objects: 1 },
+            ]
+        );
+        s.set_usage(&BackendUsage { backend: "one".into(), used_bytes: 5, objects: 2 }).await.unwrap();
+        s.add_usage("one", 1, 0).await.unwrap();
+        let one = s.list_usage().await.unwrap().into_iter().find(|u| u.backend == "one").unwrap();
+        assert_eq!((one.used_bytes, one.objects), (6, 2), "set then add");
+    }
+
+    async fn operations<S: MetadataStore>(s: &S) {
+        assert_eq!(s.get_operations("one", "2026-11").await.unwrap(), OperationCounts::default());
+        s.add_operations("one", "2026-11", &OperationCounts { class_a: 2, class_b: 5 }).await.unwrap();
+        s.add_operations("one", "2026-11", &OperationCounts { class_a: 1, class_b: 0 }).await.unwrap();
+        assert_eq!(s.get_operations("one", "2026-11").await.unwrap(), OperationCounts { class_a: 3, class_b: 5 });
+        assert_eq!(s.get_operations("one", "2026-12").await.unwrap(), OperationCounts::default(), "months apart");
+    }
+
+    async fn documents<S: MetadataStore>(s: &S) {
+        assert_eq!(s.get_document("config").await.unwrap(), None);
+        s.put_document("config", "a: 1").await.unwrap();
+        s.put_document("config", "a: 2").await.unwrap();
+        assert_eq!(s.get_document("config").await.unwrap().as_deref(), Some("a: 2"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_store_passes_the_contract() {
+        futures_executor::block_on(super::contract::run(&super::MemoryStore::new()));
+    }
+}

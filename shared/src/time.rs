@@ -1,0 +1,72 @@
+//! Time formats S3 uses, as pure functions of a `SystemTime` the adapter passes in.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::time::{format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime};
+
+const AMZ_DATE: &[FormatItem<'static>] = format_description!("[year][month][day]T[hour][minute][second]Z");
+const ISO8601: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+fn to_offset(t: SystemTime) -> OffsetDateTime {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// `20130524T000000Z`, the form of `X-Amz-Date`.
+pub fn amz_date(t: SystemTime) -> String {
+    to_offset(t).format(AMZ_DATE).unwrap_or_default()
+}
+
+/// Parses `X-Amz-Date`.
+pub fn parse_amz_date(s: &str) -> Option<SystemTime> {
+    let dt = PrimitiveDateTime::parse(s, AMZ_DATE).ok()?.assume_utc();
+    let secs = u64::try_from(dt.unix_timestamp()).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// `2009-10-12T17:50:30.000Z`, the form of `<LastModified>` in XML bodies.
+pub fn iso8601(t: SystemTime) -> String {
+    to_offset(t).format(ISO8601).unwrap_or_default()
+}
+
+/// Parses `<LastModified>` as backends send it (with or without fractional seconds).
+pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
+    let dt = OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339).ok()?;
+    let secs = u64::try_from(dt.unix_timestamp()).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// `Wed, 12 Oct 2009 17:50:00 GMT`, the form of `Last-Modified` and `Date` headers.
+pub fn http_date(t: SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+}
+
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
+    httpdate::parse_http_date(s).ok()
+}
+
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+pub fn from_unix_secs(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_round_trip() {
+        let t = from_unix_secs(1_369_353_600); // 2013-05-24T00:00:00Z
+        assert_eq!(amz_date(t), "20130524T000000Z");
+        assert_eq!(parse_amz_date("20130524T000000Z"), Some(t));
+        assert_eq!(iso8601(t), "2013-05-24T00:00:00.000Z");
+        assert_eq!(parse_iso8601("2013-05-24T00:00:00.000Z"), Some(t));
+        assert_eq!(parse_iso8601("2013-05-24T00:00:00Z"), Some(t));
+        assert_eq!(http_date(t), "Fri, 24 May 2013 00:00:00 GMT");
+        assert_eq!(parse_http_date("Fri, 24 May 2013 00:00:00 GMT"), Some(t));
+    }
+}
