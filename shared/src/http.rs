@@ -30,3 +30,8 @@ pub trait HttpClient {
     type Body: Body;
     async fn send(&self, request: ::http::Request<Self::Body>) -> Result<::http::Response<Self::Body>, TransportError>;
 }
+
+/// A request extension: the adapter's client gives up on the request after this long
+/// (connect and first byte), answering `TransportErrorKind::Timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTimeout(pub std::time::Duration);
