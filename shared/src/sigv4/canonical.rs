@@ -18,7 +18,10 @@ pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 pub fn uri_encode(bytes: &[u8], keep_slash: bool, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || (keep_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(b as char);
         } else {
             out.push('%');
@@ -49,7 +52,10 @@ pub fn canonical_uri(raw_path: &str) -> String {
 /// Decodes one query component as form decoding does (`+` is a space), like the AWS SDKs'
 /// signers and S3 itself.
 pub fn query_decode(s: &str) -> Vec<u8> {
-    let plus_as_space: Vec<u8> = s.bytes().map(|b| if b == b'+' { b' ' } else { b }).collect();
+    let plus_as_space: Vec<u8> = s
+        .bytes()
+        .map(|b| if b == b'+' { b' ' } else { b })
+        .collect();
     percent_decode(&plus_as_space).collect()
 }
 
@@ -160,7 +166,10 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// `AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hex sha256(canonical request)}`.
 pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
-    format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", sha256_hex(canonical_request))
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical_request)
+    )
 }
 
 pub fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
@@ -201,10 +210,16 @@ mod tests {
 
     #[test]
     fn query_is_sorted_encoded_and_plus_is_space() {
-        assert_eq!(canonical_query("prefix=J&max-keys=2", None), "max-keys=2&prefix=J");
+        assert_eq!(
+            canonical_query("prefix=J&max-keys=2", None),
+            "max-keys=2&prefix=J"
+        );
         assert_eq!(canonical_query("lifecycle", None), "lifecycle=");
         assert_eq!(canonical_query("a=x+y&b=%2b", None), "a=x%20y&b=%2B");
-        assert_eq!(canonical_query("b=2&a=1&&X-Amz-Signature=f", Some("X-Amz-Signature")), "a=1&b=2");
+        assert_eq!(
+            canonical_query("b=2&a=1&&X-Amz-Signature=f", Some("X-Amz-Signature")),
+            "a=1&b=2"
+        );
         assert_eq!(canonical_query("k=2&k=1", None), "k=1&k=2");
     }
 
@@ -213,6 +228,9 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.append("my-header", http::HeaderValue::from_static("  a   b  c "));
         h.append("my-header", http::HeaderValue::from_static("d"));
-        assert_eq!(canonical_headers(&h, &["my-header"]), b"my-header:a b c,d\n");
+        assert_eq!(
+            canonical_headers(&h, &["my-header"]),
+            b"my-header:a b c,d\n"
+        );
     }
 }

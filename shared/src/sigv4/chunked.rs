@@ -23,7 +23,10 @@ const MAX_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16;
 
 fn framing(detail: &str) -> S3Error {
-    S3Error::new(S3ErrorCode::InvalidRequest, format!("Invalid aws-chunked body: {detail}"))
+    S3Error::new(
+        S3ErrorCode::InvalidRequest,
+        format!("Invalid aws-chunked body: {detail}"),
+    )
 }
 
 fn incomplete() -> S3Error {
@@ -128,7 +131,9 @@ enum State {
     /// Reading `hex-size[;chunk-signature=...]\r\n`.
     ChunkHeader,
     /// Reading chunk data.
-    Data { remaining: u64 },
+    Data {
+        remaining: u64,
+    },
     /// Reading the `\r\n` after chunk data.
     DataEnd,
     /// After the final chunk: trailer lines up to an empty line.
@@ -163,8 +168,15 @@ pub struct ChunkedDecoder {
 
 impl ChunkedDecoder {
     /// `signing` is `None` for unsigned chunks. `trailer` is the checksum `x-amz-trailer` names.
-    pub fn new(signing: Option<StreamingContext>, trailer: Option<ChecksumAlgorithm>, expected_len: Option<u64>) -> Self {
-        let previous_signature = signing.as_ref().map(|s| s.seed_signature.clone()).unwrap_or_default();
+    pub fn new(
+        signing: Option<StreamingContext>,
+        trailer: Option<ChecksumAlgorithm>,
+        expected_len: Option<u64>,
+    ) -> Self {
+        let previous_signature = signing
+            .as_ref()
+            .map(|s| s.seed_signature.clone())
+            .unwrap_or_default();
         Self {
             signing,
             previous_signature,
@@ -218,8 +230,11 @@ impl ChunkedDecoder {
 
     /// Checks the current chunk's signature over data hashing to `data_hash`.
     fn verify_chunk(&mut self, data_hash: &str) -> Result<(), S3Error> {
-        let Some(ctx) = &self.signing else { return Ok(()) };
-        let computed = canonical::signature(&ctx.signing_key, &self.chunk_string_to_sign(ctx, data_hash));
+        let Some(ctx) = &self.signing else {
+            return Ok(());
+        };
+        let computed =
+            canonical::signature(&ctx.signing_key, &self.chunk_string_to_sign(ctx, data_hash));
         if !bool::from(computed.as_bytes().ct_eq(self.chunk_signature.as_bytes())) {
             return Err(signature_mismatch());
         }
@@ -240,7 +255,9 @@ impl ChunkedDecoder {
         if self.signing.is_some() {
             let sig = ext
                 .strip_prefix("chunk-signature=")
-                .filter(|s| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+                .filter(|s| {
+                    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                })
                 .ok_or_else(|| framing("missing or malformed chunk-signature"))?;
             self.chunk_signature = sig.to_owned();
         }
@@ -248,7 +265,10 @@ impl ChunkedDecoder {
             self.verify_chunk(EMPTY_SHA256)?;
             self.state = State::Trailer;
         } else {
-            if self.expected_len.is_some_and(|e| self.decoded_len + size > e) {
+            if self
+                .expected_len
+                .is_some_and(|e| self.decoded_len + size > e)
+            {
                 return Err(framing("chunks longer than x-amz-decoded-content-length"));
             }
             // Another data chunk follows, so the held one is not the last: release it.
@@ -284,23 +304,31 @@ impl ChunkedDecoder {
 
     fn on_trailer_line(&mut self, line: &[u8]) -> Result<(), S3Error> {
         let line = std::str::from_utf8(line).map_err(|_| framing("trailer is not text"))?;
-        let (name, value) = line.split_once(':').ok_or_else(|| framing("malformed trailer"))?;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| framing("malformed trailer"))?;
         if self.trailers.len() >= MAX_TRAILERS {
             return Err(framing("too many trailers"));
         }
-        self.trailers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        self.trailers
+            .push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
         Ok(())
     }
 
     /// The end of the stream: checks the trailer signature, the checksum and the length.
     fn complete(&mut self) -> Result<Vec<Bytes>, S3Error> {
-        let signature = match self.trailers.iter().position(|(n, _)| n == "x-amz-trailer-signature") {
+        let signature = match self
+            .trailers
+            .iter()
+            .position(|(n, _)| n == "x-amz-trailer-signature")
+        {
             Some(i) => Some(self.trailers.remove(i).1),
             None => None,
         };
         match &self.signing {
             Some(ctx) if ctx.signed_trailer => {
-                let signature = signature.ok_or_else(|| framing("missing x-amz-trailer-signature"))?;
+                let signature =
+                    signature.ok_or_else(|| framing("missing x-amz-trailer-signature"))?;
                 let mut sorted: Vec<&(String, String)> = self.trailers.iter().collect();
                 sorted.sort();
                 let canonical: String = sorted.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
@@ -318,7 +346,9 @@ impl ChunkedDecoder {
             }
             Some(_) if signature.is_some() || !self.trailers.is_empty() => {
                 // Trailers would be unsigned data in a signed stream.
-                return Err(framing("unexpected trailer in a stream without signed trailers"));
+                return Err(framing(
+                    "unexpected trailer in a stream without signed trailers",
+                ));
             }
             _ if signature.is_some() => return Err(framing("unexpected x-amz-trailer-signature")),
             _ => {}
@@ -328,17 +358,30 @@ impl ChunkedDecoder {
                 .trailers
                 .iter()
                 .find(|(n, _)| n == algorithm.header())
-                .ok_or_else(|| framing(&format!("missing the {} trailer named by x-amz-trailer", algorithm.header())))?;
-            let sent = base64::engine::general_purpose::STANDARD.decode(&sent.1).map_err(|_| {
-                S3Error::new(
-                    S3ErrorCode::InvalidRequest,
-                    format!("Value for {} trailing header is invalid.", algorithm.header()),
-                )
-            })?;
+                .ok_or_else(|| {
+                    framing(&format!(
+                        "missing the {} trailer named by x-amz-trailer",
+                        algorithm.header()
+                    ))
+                })?;
+            let sent = base64::engine::general_purpose::STANDARD
+                .decode(&sent.1)
+                .map_err(|_| {
+                    S3Error::new(
+                        S3ErrorCode::InvalidRequest,
+                        format!(
+                            "Value for {} trailing header is invalid.",
+                            algorithm.header()
+                        ),
+                    )
+                })?;
             if !bool::from(checksum.finalize().ct_eq(&sent)) {
                 return Err(S3Error::new(
                     S3ErrorCode::BadDigest,
-                    format!("The {} you specified did not match the calculated checksum.", algorithm.label()),
+                    format!(
+                        "The {} you specified did not match the calculated checksum.",
+                        algorithm.label()
+                    ),
                 ));
             }
         }

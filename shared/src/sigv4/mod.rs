@@ -100,20 +100,30 @@ pub fn verify<'s>(
 /// The filter that turns the request body into the object's bytes, checking what `payload`
 /// promises: the SHA-256, each chunk signature, the trailing `x-amz-checksum-*`. `None` when
 /// the body passes unchanged. `headers` are the request's (for `x-amz-trailer`).
-pub fn body_filter(payload: &Payload, headers: &http::HeaderMap) -> Result<Option<Box<dyn ByteFilter + Send>>, S3Error> {
-    let streaming = |signing: Option<StreamingContext>| -> Result<Option<Box<dyn ByteFilter + Send>>, S3Error> {
-        let trailer = match headers.get("x-amz-trailer") {
-            None => None,
-            Some(v) => {
-                let name = v.to_str().unwrap_or("");
-                Some(chunked::ChecksumAlgorithm::from_header(name).ok_or_else(|| {
-                    S3Error::invalid_argument("The value specified in the x-amz-trailer header is not supported")
-                })?)
-            }
+pub fn body_filter(
+    payload: &Payload,
+    headers: &http::HeaderMap,
+) -> Result<Option<Box<dyn ByteFilter + Send>>, S3Error> {
+    let streaming =
+        |signing: Option<StreamingContext>| -> Result<Option<Box<dyn ByteFilter + Send>>, S3Error> {
+            let trailer = match headers.get("x-amz-trailer") {
+                None => None,
+                Some(v) => {
+                    let name = v.to_str().unwrap_or("");
+                    Some(
+                        chunked::ChecksumAlgorithm::from_header(name).ok_or_else(|| {
+                            S3Error::invalid_argument(
+                                "The value specified in the x-amz-trailer header is not supported",
+                            )
+                        })?,
+                    )
+                }
+            };
+            let expected = header_u64(headers, "x-amz-decoded-content-length");
+            Ok(Some(Box::new(chunked::ChunkedDecoder::new(
+                signing, trailer, expected,
+            ))))
         };
-        let expected = header_u64(headers, "x-amz-decoded-content-length");
-        Ok(Some(Box::new(chunked::ChunkedDecoder::new(signing, trailer, expected))))
-    };
     match payload {
         Payload::Unsigned => Ok(None),
         Payload::Sha256(digest) => Ok(Some(Box::new(crate::body::Sha256Check::new(*digest)))),

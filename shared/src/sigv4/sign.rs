@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
-    UriPathNormalizationMode,
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation,
+    SigningSettings, UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -44,9 +44,17 @@ pub struct BackendSigner {
 
 impl BackendSigner {
     pub fn new(backend: &BackendConfig) -> Self {
-        let credentials =
-            Credentials::new(&backend.access_key, backend.secret_key.expose(), None, None, "s3-balance-backend");
-        Self { identity: credentials.into(), region: backend.region.clone() }
+        let credentials = Credentials::new(
+            &backend.access_key,
+            backend.secret_key.expose(),
+            None,
+            None,
+            "s3-balance-backend",
+        );
+        Self {
+            identity: credentials.into(),
+            region: backend.region.clone(),
+        }
     }
 
     /// S3's rules: the path is signed as sent (no double encoding, no normalization), and the
@@ -61,7 +69,11 @@ impl BackendSigner {
         settings
     }
 
-    fn params(&self, settings: SigningSettings, now: SystemTime) -> Result<v4::SigningParams<'_, SigningSettings>, S3Error> {
+    fn params(
+        &self,
+        settings: SigningSettings,
+        now: SystemTime,
+    ) -> Result<v4::SigningParams<'_, SigningSettings>, S3Error> {
         v4::SigningParams::builder()
             .identity(&self.identity)
             .region(&self.region)
@@ -89,7 +101,9 @@ impl BackendSigner {
         }
         let mut headers = Vec::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
-            let value = value.to_str().map_err(|e| signing_failed("header value to sign is not text", e))?;
+            let value = value
+                .to_str()
+                .map_err(|e| signing_failed("header value to sign is not text", e))?;
             headers.push((name.as_str(), value));
         }
         let body = match payload {
@@ -99,12 +113,16 @@ impl BackendSigner {
         let uri = parts.uri.to_string();
         let request = SignableRequest::new(parts.method.as_str(), uri, headers.into_iter(), body)
             .map_err(|e| signing_failed("signable request", e))?;
-        let params = self.params(Self::settings(SignatureLocation::Headers, None), now)?.into();
-        let (instructions, _signature) =
-            aws_sigv4::http_request::sign(request, &params).map_err(|e| signing_failed("signing", e))?.into_parts();
+        let params = self
+            .params(Self::settings(SignatureLocation::Headers, None), now)?
+            .into();
+        let (instructions, _signature) = aws_sigv4::http_request::sign(request, &params)
+            .map_err(|e| signing_failed("signing", e))?
+            .into_parts();
         let (new_headers, _) = instructions.into_parts();
         for header in new_headers {
-            let mut value = http::HeaderValue::from_str(header.value()).map_err(|e| signing_failed("signed header", e))?;
+            let mut value = http::HeaderValue::from_str(header.value())
+                .map_err(|e| signing_failed("signed header", e))?;
             value.set_sensitive(header.sensitive());
             parts.headers.insert(header.name(), value);
         }
@@ -131,20 +149,25 @@ impl BackendSigner {
             SignableBody::UnsignedPayload,
         )
         .map_err(|e| signing_failed("signable request", e))?;
-        let params = self.params(Self::settings(SignatureLocation::QueryParams, Some(expires)), now)?.into();
-        let (instructions, _signature) =
-            aws_sigv4::http_request::sign(request, &params).map_err(|e| signing_failed("presigning", e))?.into_parts();
+        let params = self
+            .params(
+                Self::settings(SignatureLocation::QueryParams, Some(expires)),
+                now,
+            )?
+            .into();
+        let (instructions, _signature) = aws_sigv4::http_request::sign(request, &params)
+            .map_err(|e| signing_failed("presigning", e))?
+            .into_parts();
         let mut url = uri_string;
-        let mut separator = if uri.query().is_some_and(|q| !q.is_empty()) { '&' } else { '?' };
-        if uri.query() == Some("") {
-            // `http://h/p?`: the `?` is already there.
-            separator = '\0';
+        if !url.contains('?') {
+            url.push('?');
+        } else if !url.ends_with(['?', '&']) {
+            url.push('&');
         }
-        for (name, value) in instructions.params() {
-            if separator != '\0' {
-                url.push(separator);
+        for (i, (name, value)) in instructions.params().iter().enumerate() {
+            if i > 0 {
+                url.push('&');
             }
-            separator = '&';
             canonical::uri_encode(name.as_bytes(), false, &mut url);
             url.push('=');
             canonical::uri_encode(value.as_bytes(), false, &mut url);
@@ -155,7 +178,9 @@ impl BackendSigner {
 
 /// The `Host` header for `uri`: its authority, without the scheme's default port.
 fn host_header(uri: &http::Uri) -> Result<String, S3Error> {
-    let host = uri.host().ok_or_else(|| signing_failed("backend uri", "no host"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| signing_failed("backend uri", "no host"))?;
     Ok(match (uri.scheme_str(), uri.port_u16()) {
         (Some("http"), Some(80)) | (Some("https"), Some(443)) | (_, None) => host.to_owned(),
         (_, Some(port)) => format!("{host}:{port}"),
@@ -181,7 +206,10 @@ fn canonical_path_uri(uri: &http::Uri) -> Result<http::Uri, S3Error> {
     if let Some(authority) = uri.authority() {
         builder = builder.authority(authority.clone());
     }
-    builder.path_and_query(path_and_query).build().map_err(|e| signing_failed("backend uri", e))
+    builder
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| signing_failed("backend uri", e))
 }
 
 /// Signs `parts` (absolute URI, headers to send) for `backend` at `now`: adds `Authorization`,

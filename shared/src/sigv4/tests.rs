@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
-    UriPathNormalizationMode,
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation,
+    SigningSettings, UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity as AwsIdentity;
@@ -45,7 +45,10 @@ fn s3_examples() -> serde_json::Value {
 fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
     let mut h = http::HeaderMap::new();
     for (k, v) in pairs {
-        h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), http::HeaderValue::from_str(v).unwrap());
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
     }
     h
 }
@@ -63,13 +66,22 @@ fn verify_with(
     secret: &Secret,
     now: SystemTime,
 ) -> Result<Verified, S3Error> {
-    let parts = SignedParts { method, raw_path: path, raw_query: query, headers: h };
+    let parts = SignedParts {
+        method,
+        raw_path: path,
+        raw_query: query,
+        headers: h,
+    };
     let lookup = |k: &str| (k == key).then_some(secret);
     verify(&parts, &lookup, now)
 }
 
 /// Runs a filter over `input` split at `splits` (offsets), collecting output and error.
-fn run_filter(filter: &mut dyn ByteFilter, input: &[u8], splits: &[usize]) -> (Vec<u8>, Result<(), S3Error>) {
+fn run_filter(
+    filter: &mut dyn ByteFilter,
+    input: &[u8],
+    splits: &[usize],
+) -> (Vec<u8>, Result<(), S3Error>) {
     let mut out = Vec::new();
     let mut cuts: Vec<usize> = splits.iter().map(|s| s % (input.len() + 1)).collect();
     cuts.push(0);
@@ -108,7 +120,10 @@ fn ex_secret() -> Secret {
 fn example_headers(case: &serde_json::Value, signature: &str) -> http::HeaderMap {
     let mut h = headers(&[("host", case["host"].as_str().unwrap())]);
     for (k, v) in case["headers"].as_object().unwrap() {
-        h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.as_str().unwrap().parse().unwrap());
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.as_str().unwrap().parse().unwrap(),
+        );
     }
     let auth = format!(
         "AWS4-HMAC-SHA256 Credential={EX_KEY}/20130524/us-east-1/s3/aws4_request,SignedHeaders={},Signature={signature}",
@@ -126,24 +141,46 @@ fn s3_header_examples_verify() {
     assert!(cases.len() >= 4);
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let (method, path, query) =
-            (case["method"].as_str().unwrap(), case["path"].as_str().unwrap(), case["query"].as_str().unwrap());
+        let (method, path, query) = (
+            case["method"].as_str().unwrap(),
+            case["path"].as_str().unwrap(),
+            case["query"].as_str().unwrap(),
+        );
         if let Some(cp) = case.get("canonical_path") {
-            assert_eq!(canonical::canonical_uri(path), cp.as_str().unwrap(), "{name}");
+            assert_eq!(
+                canonical::canonical_uri(path),
+                cp.as_str().unwrap(),
+                "{name}"
+            );
         }
         let sig = case["signature"].as_str().unwrap();
         let h = example_headers(case, sig);
-        let v = verify_with(method, path, query, &h, EX_KEY, &ex_secret(), now + Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v = verify_with(
+            method,
+            path,
+            query,
+            &h,
+            EX_KEY,
+            &ex_secret(),
+            now + Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(v.identity, Identity::AccessKey(EX_KEY.into()), "{name}");
         assert!(!v.presigned);
         let declared = case["headers"]["x-amz-content-sha256"].as_str().unwrap();
-        assert_eq!(v.payload, Payload::Sha256(hex::decode(declared).unwrap().try_into().unwrap()), "{name}");
+        assert_eq!(
+            v.payload,
+            Payload::Sha256(hex::decode(declared).unwrap().try_into().unwrap()),
+            "{name}"
+        );
 
         // The body filter checks the declared hash.
         if let Some(body) = case.get("body").and_then(|b| b.as_str()) {
             let mut f = body_filter(&v.payload, &h).unwrap().unwrap();
-            assert_eq!(run_filter(f.as_mut(), body.as_bytes(), &[3, 10]).0, body.as_bytes());
+            assert_eq!(
+                run_filter(f.as_mut(), body.as_bytes(), &[3, 10]).0,
+                body.as_bytes()
+            );
             let mut f = body_filter(&v.payload, &h).unwrap().unwrap();
             let (_, r) = run_filter(f.as_mut(), b"Welcome to Amazon S4.", &[]);
             assert_eq!(r.unwrap_err().code, S3ErrorCode::XAmzContentSHA256Mismatch);
@@ -152,9 +189,19 @@ fn s3_header_examples_verify() {
         // One flipped signature digit, a wrong secret, a different method: all rejected.
         let mut bad = sig.to_owned();
         bad.replace_range(0..1, if &sig[0..1] == "0" { "1" } else { "0" });
-        let e = verify_with(method, path, query, &example_headers(case, &bad), EX_KEY, &ex_secret(), now).unwrap_err();
+        let e = verify_with(
+            method,
+            path,
+            query,
+            &example_headers(case, &bad),
+            EX_KEY,
+            &ex_secret(),
+            now,
+        )
+        .unwrap_err();
         assert_eq!(e.code, S3ErrorCode::SignatureDoesNotMatch, "{name}");
-        let e = verify_with(method, path, query, &h, EX_KEY, &Secret::new("other"), now).unwrap_err();
+        let e =
+            verify_with(method, path, query, &h, EX_KEY, &Secret::new("other"), now).unwrap_err();
         assert_eq!(e.code, S3ErrorCode::SignatureDoesNotMatch, "{name}");
         let e = verify_with("DELETE", path, query, &h, EX_KEY, &ex_secret(), now).unwrap_err();
         assert_eq!(e.code, S3ErrorCode::SignatureDoesNotMatch, "{name}");
@@ -180,20 +227,43 @@ fn s3_presigned_example_verifies_and_expires() {
         let method = case["method"].as_str().unwrap();
         let start = t("20130524T000000Z");
         let expires = case["expires"].as_u64().unwrap();
-        let ok = verify_with(method, &path, &query, &h, EX_KEY, &ex_secret(), start + Duration::from_secs(expires))
-            .unwrap();
+        let ok = verify_with(
+            method,
+            &path,
+            &query,
+            &h,
+            EX_KEY,
+            &ex_secret(),
+            start + Duration::from_secs(expires),
+        )
+        .unwrap();
         assert!(ok.presigned);
         assert_eq!(ok.payload, Payload::Unsigned);
         assert_eq!(ok.identity, Identity::AccessKey(EX_KEY.into()));
 
-        let e = verify_with(method, &path, &query, &h, EX_KEY, &ex_secret(), start + Duration::from_secs(expires + 1))
-            .unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (S3ErrorCode::AccessDenied, "Request has expired"));
+        let e = verify_with(
+            method,
+            &path,
+            &query,
+            &h,
+            EX_KEY,
+            &ex_secret(),
+            start + Duration::from_secs(expires + 1),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (S3ErrorCode::AccessDenied, "Request has expired")
+        );
 
         // An added unsigned x-amz-* header is refused, even x-amz-content-sha256.
-        for extra in [("x-amz-acl", "public-read"), ("x-amz-content-sha256", "UNSIGNED-PAYLOAD")] {
+        for extra in [
+            ("x-amz-acl", "public-read"),
+            ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+        ] {
             let h2 = headers(&[("host", &host), extra]);
-            let e = verify_with(method, &path, &query, &h2, EX_KEY, &ex_secret(), start).unwrap_err();
+            let e =
+                verify_with(method, &path, &query, &h2, EX_KEY, &ex_secret(), start).unwrap_err();
             assert_eq!(e.code, S3ErrorCode::AccessDenied);
         }
         // An unsigned ordinary header is fine (only x-amz-* change what S3 does).
@@ -201,12 +271,30 @@ fn s3_presigned_example_verifies_and_expires() {
         assert!(verify_with(method, &path, &query, &h3, EX_KEY, &ex_secret(), start).is_ok());
 
         // Tampered query or another host.
-        let e = verify_with(method, &path, &query.replace("86400", "86401"), &h, EX_KEY, &ex_secret(), start).unwrap_err();
+        let e = verify_with(
+            method,
+            &path,
+            &query.replace("86400", "86401"),
+            &h,
+            EX_KEY,
+            &ex_secret(),
+            start,
+        )
+        .unwrap_err();
         assert_eq!(e.code, S3ErrorCode::SignatureDoesNotMatch);
-        let e = verify_with(method, &path, &query, &headers(&[("host", "evil.example")]), EX_KEY, &ex_secret(), start)
-            .unwrap_err();
+        let e = verify_with(
+            method,
+            &path,
+            &query,
+            &headers(&[("host", "evil.example")]),
+            EX_KEY,
+            &ex_secret(),
+            start,
+        )
+        .unwrap_err();
         assert_eq!(e.code, S3ErrorCode::SignatureDoesNotMatch);
-        let e = verify_with(method, &path, &query, &h, "AKIDOTHER", &ex_secret(), start).unwrap_err();
+        let e =
+            verify_with(method, &path, &query, &h, "AKIDOTHER", &ex_secret(), start).unwrap_err();
         assert_eq!(e.code, S3ErrorCode::InvalidAccessKeyId);
     }
 }
@@ -220,7 +308,13 @@ fn streaming_example() -> (http::HeaderMap, Vec<u8>, Vec<u8>, serde_json::Value)
     let mut decoded = Vec::new();
     for chunk in case["chunk_signatures"].as_array().unwrap() {
         let size = chunk["size"].as_u64().unwrap() as usize;
-        wire.extend_from_slice(format!("{size:x};chunk-signature={}\r\n", chunk["signature"].as_str().unwrap()).as_bytes());
+        wire.extend_from_slice(
+            format!(
+                "{size:x};chunk-signature={}\r\n",
+                chunk["signature"].as_str().unwrap()
+            )
+            .as_bytes(),
+        );
         wire.extend(std::iter::repeat_n(b'a', size));
         decoded.extend(std::iter::repeat_n(b'a', size));
         if size > 0 {
@@ -232,34 +326,71 @@ fn streaming_example() -> (http::HeaderMap, Vec<u8>, Vec<u8>, serde_json::Value)
 }
 
 fn streaming_filter(h: &http::HeaderMap) -> Box<dyn ByteFilter + Send> {
-    let v = verify_with("PUT", "/examplebucket/chunkObject.txt", "", h, EX_KEY, &ex_secret(), t("20130524T000000Z"))
-        .unwrap();
+    let v = verify_with(
+        "PUT",
+        "/examplebucket/chunkObject.txt",
+        "",
+        h,
+        EX_KEY,
+        &ex_secret(),
+        t("20130524T000000Z"),
+    )
+    .unwrap();
     body_filter(&v.payload, h).unwrap().unwrap()
 }
 
 #[test]
 fn s3_streaming_example_decodes() {
     let (h, wire, decoded, case) = streaming_example();
-    assert_eq!(wire.len() as u64, case["headers"]["content-length"].as_str().unwrap().parse::<u64>().unwrap());
-    let v = verify_with("PUT", "/examplebucket/chunkObject.txt", "", &h, EX_KEY, &ex_secret(), t("20130524T000000Z"))
-        .unwrap();
-    let Payload::StreamingSigned(ctx) = &v.payload else { panic!("{:?}", v.payload) };
+    assert_eq!(
+        wire.len() as u64,
+        case["headers"]["content-length"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    );
+    let v = verify_with(
+        "PUT",
+        "/examplebucket/chunkObject.txt",
+        "",
+        &h,
+        EX_KEY,
+        &ex_secret(),
+        t("20130524T000000Z"),
+    )
+    .unwrap();
+    let Payload::StreamingSigned(ctx) = &v.payload else {
+        panic!("{:?}", v.payload)
+    };
     assert_eq!(ctx.seed_signature, case["seed_signature"].as_str().unwrap());
     assert_eq!(ctx.scope, "20130524/us-east-1/s3/aws4_request");
     assert!(!ctx.signed_trailer);
     assert_eq!(decoded_content_length(&v.payload, &h), Some(66560));
     assert_eq!(decoded_content_length(&Payload::Unsigned, &h), Some(66824));
 
-    let (out, r) = run_filter(streaming_filter(&h).as_mut(), &wire, &[1, 5000, 65600, 66000]);
+    let (out, r) = run_filter(
+        streaming_filter(&h).as_mut(),
+        &wire,
+        &[1, 5000, 65600, 66000],
+    );
     r.unwrap();
     assert_eq!(out, decoded);
 
     // The seed signature is the chain's start: another seed fails the first chunk.
     let mut other = h.clone();
-    let auth = other[http::header::AUTHORIZATION].to_str().unwrap().replace("4f232c", "4f232d");
+    let auth = other[http::header::AUTHORIZATION]
+        .to_str()
+        .unwrap()
+        .replace("4f232c", "4f232d");
     other.insert(http::header::AUTHORIZATION, auth.parse().unwrap());
-    let ctx2 = StreamingContext { seed_signature: ctx.seed_signature.replace("4f232c", "4f232d"), ..ctx.clone() };
-    let mut f = body_filter(&Payload::StreamingSigned(ctx2), &h).unwrap().unwrap();
+    let ctx2 = StreamingContext {
+        seed_signature: ctx.seed_signature.replace("4f232c", "4f232d"),
+        ..ctx.clone()
+    };
+    let mut f = body_filter(&Payload::StreamingSigned(ctx2), &h)
+        .unwrap()
+        .unwrap();
     let (out, r) = run_filter(f.as_mut(), &wire, &[]);
     assert_eq!(r.unwrap_err().code, S3ErrorCode::SignatureDoesNotMatch);
     assert!(out.is_empty());
@@ -362,23 +493,37 @@ fn parse_raw_request(text: &str) -> RawRequest {
     }
     let mut h = http::HeaderMap::new();
     for (k, v) in fields {
-        h.append(http::HeaderName::from_bytes(k.to_lowercase().as_bytes()).unwrap(), v.parse().unwrap());
+        h.append(
+            http::HeaderName::from_bytes(k.to_lowercase().as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
-    RawRequest { method: method.into(), path: path.into(), query: query.into(), headers: h, body: body.as_bytes().to_vec() }
+    RawRequest {
+        method: method.into(),
+        path: path.into(),
+        query: query.into(),
+        headers: h,
+        body: body.as_bytes().to_vec(),
+    }
 }
 
 #[test]
 fn aws_signing_suite() {
     let root = vectors_dir().join("sigv4-suite").join("v4");
     let mut checked = 0;
-    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     dirs.sort();
     for dir in dirs {
         let name = dir.file_name().unwrap().to_str().unwrap().to_owned();
         if SUITE_SKIP.contains(&name.as_str()) {
             continue;
         }
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{name}/{f}: {e}"));
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{name}/{f}: {e}"))
+        };
         let ctx: serde_json::Value = serde_json::from_str(&read("context.json")).unwrap();
         let secret = ctx["credentials"]["secret_access_key"].as_str().unwrap();
         let key = canonical::signing_key(secret, "20150830", "us-east-1", "service");
@@ -394,7 +539,15 @@ fn aws_signing_suite() {
         // signed header list from.
         let signed_req = parse_raw_request(&read("header-signed-request.txt"));
         let auth = signed_req.headers["authorization"].to_str().unwrap();
-        let signed: Vec<&str> = auth.split("SignedHeaders=").nth(1).unwrap().split(',').next().unwrap().split(';').collect();
+        let signed: Vec<&str> = auth
+            .split("SignedHeaders=")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .split(';')
+            .collect();
         let creq = canonical::canonical_request(
             &signed_req.method,
             &canonical::canonical_uri(&signed_req.path),
@@ -403,11 +556,22 @@ fn aws_signing_suite() {
             &signed,
             &payload_hash,
         );
-        assert_eq!(String::from_utf8(creq.clone()).unwrap(), read("header-canonical-request.txt"), "{name}");
+        assert_eq!(
+            String::from_utf8(creq.clone()).unwrap(),
+            read("header-canonical-request.txt"),
+            "{name}"
+        );
         let sts = canonical::string_to_sign("20150830T123600Z", scope, &creq);
         assert_eq!(sts, read("header-string-to-sign.txt"), "{name}");
-        assert_eq!(canonical::signature(&key, &sts), read("header-signature.txt").trim(), "{name}");
-        assert!(auth.ends_with(read("header-signature.txt").trim()), "{name}");
+        assert_eq!(
+            canonical::signature(&key, &sts),
+            read("header-signature.txt").trim(),
+            "{name}"
+        );
+        assert!(
+            auth.ends_with(read("header-signature.txt").trim()),
+            "{name}"
+        );
         assert_eq!(raw.method, signed_req.method);
 
         // Query signing. In `post-sts-header-after` the session token is added after signing
@@ -432,10 +596,18 @@ fn aws_signing_suite() {
             &signed,
             &payload_hash,
         );
-        assert_eq!(String::from_utf8(creq.clone()).unwrap(), read("query-canonical-request.txt"), "{name}");
+        assert_eq!(
+            String::from_utf8(creq.clone()).unwrap(),
+            read("query-canonical-request.txt"),
+            "{name}"
+        );
         let sts = canonical::string_to_sign("20150830T123600Z", scope, &creq);
         assert_eq!(sts, read("query-string-to-sign.txt"), "{name}");
-        assert_eq!(canonical::signature(&key, &sts), read("query-signature.txt").trim(), "{name}");
+        assert_eq!(
+            canonical::signature(&key, &sts),
+            read("query-signature.txt").trim(),
+            "{name}"
+        );
         checked += 1;
     }
     assert!(checked >= 30, "only {checked} suite cases checked");
@@ -445,7 +617,11 @@ fn aws_signing_suite() {
 // Round trips against aws-sigv4
 
 /// What SDKs leave unencoded in a path segment or query component: the unreserved set.
-const ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 fn oracle_settings(location: SignatureLocation, expires: Option<Duration>) -> SigningSettings {
     let mut s = SigningSettings::default();
@@ -468,7 +644,8 @@ struct Req {
 }
 
 fn segment() -> impl Strategy<Value = String> {
-    proptest::string::string_regex("[a-zA-Z0-9 ._~!$&'()*+,;=:@%/?#\\-é日本\u{1F600}]{0,12}").unwrap()
+    proptest::string::string_regex("[a-zA-Z0-9 ._~!$&'()*+,;=:@%/?#\\-é日本\u{1F600}]{0,12}")
+        .unwrap()
 }
 
 fn req_strategy() -> impl Strategy<Value = Req> {
@@ -483,19 +660,38 @@ fn req_strategy() -> impl Strategy<Value = Req> {
         .prop_map(|(method, segs, query, meta, payload, region)| {
             let path = format!(
                 "/{}",
-                segs.iter().map(|s| utf8_percent_encode(s, ENCODE).to_string()).collect::<Vec<_>>().join("/")
+                segs.iter()
+                    .map(|s| utf8_percent_encode(s, ENCODE).to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
             );
             let query = query
                 .iter()
-                .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, ENCODE), utf8_percent_encode(v, ENCODE)))
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        utf8_percent_encode(k, ENCODE),
+                        utf8_percent_encode(v, ENCODE)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("&");
             let headers = meta
                 .into_iter()
                 .map(|(k, v)| (format!("x-amz-meta-{k}"), v))
-                .chain([("content-type".to_owned(), "text/plain;  charset=utf-8".to_owned())])
+                .chain([(
+                    "content-type".to_owned(),
+                    "text/plain;  charset=utf-8".to_owned(),
+                )])
                 .collect();
-            Req { method: method.into(), path, query, headers, payload: payload.map(hex::encode), region: region.into() }
+            Req {
+                method: method.into(),
+                path,
+                query,
+                headers,
+                payload: payload.map(hex::encode),
+                region: region.into(),
+            }
         })
 }
 
@@ -522,7 +718,11 @@ fn uri_of(r: &Req) -> String {
 /// Signs `r` in the Authorization header with aws-sigv4; returns the headers to send.
 fn oracle_sign_header(r: &Req) -> http::HeaderMap {
     let identity = oracle_identity();
-    let mut h: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut h: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     h.push(("host", HOST));
     let body = match &r.payload {
         Some(p) => SignableBody::Precomputed(p.clone()),
@@ -539,10 +739,15 @@ fn oracle_sign_header(r: &Req) -> http::HeaderMap {
         .build()
         .unwrap()
         .into();
-    let (instr, _) = aws_sigv4::http_request::sign(req, &params).unwrap().into_parts();
+    let (instr, _) = aws_sigv4::http_request::sign(req, &params)
+        .unwrap()
+        .into_parts();
     let mut out = headers(&h);
     for (k, v) in instr.headers() {
-        out.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        out.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     out
 }
@@ -550,33 +755,66 @@ fn oracle_sign_header(r: &Req) -> http::HeaderMap {
 /// Presigns `r` with aws-sigv4; returns the query and the headers the user sends.
 fn oracle_presign(r: &Req, expires: u64) -> (String, http::HeaderMap) {
     let identity = oracle_identity();
-    let mut h: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut h: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     h.push(("host", HOST));
     let uri = uri_of(r);
-    let req = SignableRequest::new(&r.method, uri.as_str(), h.clone().into_iter(), SignableBody::UnsignedPayload).unwrap();
+    let req = SignableRequest::new(
+        &r.method,
+        uri.as_str(),
+        h.clone().into_iter(),
+        SignableBody::UnsignedPayload,
+    )
+    .unwrap();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(&r.region)
         .name("s3")
         .time(rt_time())
-        .settings(oracle_settings(SignatureLocation::QueryParams, Some(Duration::from_secs(expires))))
+        .settings(oracle_settings(
+            SignatureLocation::QueryParams,
+            Some(Duration::from_secs(expires)),
+        ))
         .build()
         .unwrap()
         .into();
-    let (instr, _) = aws_sigv4::http_request::sign(req, &params).unwrap().into_parts();
+    let (instr, _) = aws_sigv4::http_request::sign(req, &params)
+        .unwrap()
+        .into_parts();
     let mut query = r.query.clone();
     for (k, v) in instr.params() {
         if !query.is_empty() {
             query.push('&');
         }
-        query.push_str(&format!("{}={}", utf8_percent_encode(k, ENCODE), utf8_percent_encode(v, ENCODE)));
+        query.push_str(&format!(
+            "{}={}",
+            utf8_percent_encode(k, ENCODE),
+            utf8_percent_encode(v, ENCODE)
+        ));
     }
     (query, headers(&h))
 }
 
-fn rt_verify(method: &str, path: &str, query: &str, h: &http::HeaderMap, secret: &str) -> Result<Verified, S3Error> {
+fn rt_verify(
+    method: &str,
+    path: &str,
+    query: &str,
+    h: &http::HeaderMap,
+    secret: &str,
+) -> Result<Verified, S3Error> {
     let secret = Secret::new(secret);
-    verify_with(method, path, query, h, RT_KEY, &secret, rt_time() + Duration::from_secs(30))
+    verify_with(
+        method,
+        path,
+        query,
+        h,
+        RT_KEY,
+        &secret,
+        rt_time() + Duration::from_secs(30),
+    )
 }
 
 fn code(r: Result<Verified, S3Error>) -> S3ErrorCode {
@@ -755,17 +993,34 @@ fn unsigned_filter(trailer: Option<&str>, len: Option<usize>) -> Box<dyn ByteFil
     if let Some(l) = len {
         h.insert("x-amz-decoded-content-length", l.into());
     }
-    body_filter(&Payload::StreamingUnsignedTrailer, &h).unwrap().unwrap()
+    body_filter(&Payload::StreamingUnsignedTrailer, &h)
+        .unwrap()
+        .unwrap()
 }
 
 /// The check values of the catalogue (the checksum of `123456789`) and known digests.
 fn check_values() -> Vec<(&'static str, Vec<u8>)> {
     vec![
-        ("x-amz-checksum-crc32", 0xCBF4_3926u32.to_be_bytes().to_vec()),
-        ("x-amz-checksum-crc32c", 0xE306_9283u32.to_be_bytes().to_vec()),
-        ("x-amz-checksum-crc64nvme", 0xae8b_1486_0a79_9888u64.to_be_bytes().to_vec()),
-        ("x-amz-checksum-sha1", hex::decode("f7c3bc1d808e04732adf679965ccc34ca7ae3441").unwrap()),
-        ("x-amz-checksum-sha256", sha2::Sha256::digest(b"123456789").to_vec()),
+        (
+            "x-amz-checksum-crc32",
+            0xCBF4_3926u32.to_be_bytes().to_vec(),
+        ),
+        (
+            "x-amz-checksum-crc32c",
+            0xE306_9283u32.to_be_bytes().to_vec(),
+        ),
+        (
+            "x-amz-checksum-crc64nvme",
+            0xae8b_1486_0a79_9888u64.to_be_bytes().to_vec(),
+        ),
+        (
+            "x-amz-checksum-sha1",
+            hex::decode("f7c3bc1d808e04732adf679965ccc34ca7ae3441").unwrap(),
+        ),
+        (
+            "x-amz-checksum-sha256",
+            sha2::Sha256::digest(b"123456789").to_vec(),
+        ),
     ]
 }
 
@@ -774,7 +1029,11 @@ fn unsigned_trailer_checksums() {
     for (name, digest) in check_values() {
         let value = b64(&digest);
         let wire = unsigned_wire(b"123456789", 4, Some((name, &value)));
-        let (out, r) = run_filter(unsigned_filter(Some(name), Some(9)).as_mut(), &wire, &[2, 7, 13]);
+        let (out, r) = run_filter(
+            unsigned_filter(Some(name), Some(9)).as_mut(),
+            &wire,
+            &[2, 7, 13],
+        );
         assert!(r.is_ok(), "{name}: {r:?}");
         assert_eq!(out, b"123456789");
 
@@ -788,18 +1047,30 @@ fn unsigned_trailer_checksums() {
 
         // Declared but missing trailer.
         let wire = unsigned_wire(b"123456789", 4, None);
-        assert!(run_filter(unsigned_filter(Some(name), None).as_mut(), &wire, &[]).1.is_err());
+        assert!(
+            run_filter(unsigned_filter(Some(name), None).as_mut(), &wire, &[])
+                .1
+                .is_err()
+        );
     }
     let e = run_filter(
         unsigned_filter(Some("x-amz-checksum-crc32"), None).as_mut(),
-        &unsigned_wire(b"123456789", 4, Some(("x-amz-checksum-crc32", "not base64!"))),
+        &unsigned_wire(
+            b"123456789",
+            4,
+            Some(("x-amz-checksum-crc32", "not base64!")),
+        ),
         &[],
     )
     .1
     .unwrap_err();
     assert_eq!(e.code, S3ErrorCode::InvalidRequest);
     // Without x-amz-trailer, a plain unsigned aws-chunked body decodes.
-    let (out, r) = run_filter(unsigned_filter(None, Some(5)).as_mut(), &unsigned_wire(b"hello", 2, None), &[1]);
+    let (out, r) = run_filter(
+        unsigned_filter(None, Some(5)).as_mut(),
+        &unsigned_wire(b"hello", 2, None),
+        &[1],
+    );
     r.unwrap();
     assert_eq!(out, b"hello");
     // An unknown checksum name is refused up front.
@@ -813,17 +1084,38 @@ fn chunked_framing_errors() {
     // Truncated anywhere before the end: IncompleteBody.
     for cut in 0..good.len() - 2 {
         let (_, r) = run_filter(unsigned_filter(None, None).as_mut(), &good[..cut], &[]);
-        assert_eq!(r.unwrap_err().code, S3ErrorCode::IncompleteBody, "cut at {cut}");
+        assert_eq!(
+            r.unwrap_err().code,
+            S3ErrorCode::IncompleteBody,
+            "cut at {cut}"
+        );
     }
     // Data longer than the chunk size, garbage size, bytes after the end, oversized chunk.
-    for bad in [&b"3\r\nhello\r\n0\r\n\r\n"[..], b"zz\r\nhello\r\n", b"0\r\n\r\nextra", b"1000001\r\n"] {
+    for bad in [
+        &b"3\r\nhello\r\n0\r\n\r\n"[..],
+        b"zz\r\nhello\r\n",
+        b"0\r\n\r\nextra",
+        b"1000001\r\n",
+    ] {
         let (_, r) = run_filter(unsigned_filter(None, None).as_mut(), bad, &[]);
-        assert_eq!(r.unwrap_err().code, S3ErrorCode::InvalidRequest, "{}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            r.unwrap_err().code,
+            S3ErrorCode::InvalidRequest,
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
     // More or fewer bytes than x-amz-decoded-content-length.
-    assert!(run_filter(unsigned_filter(None, Some(10)).as_mut(), &good, &[]).1.is_err());
+    assert!(
+        run_filter(unsigned_filter(None, Some(10)).as_mut(), &good, &[])
+            .1
+            .is_err()
+    );
     assert_eq!(
-        run_filter(unsigned_filter(None, Some(12)).as_mut(), &good, &[]).1.unwrap_err().code,
+        run_filter(unsigned_filter(None, Some(12)).as_mut(), &good, &[])
+            .1
+            .unwrap_err()
+            .code,
         S3ErrorCode::IncompleteBody
     );
     // Signed streams need a chunk signature on every chunk.
@@ -874,7 +1166,10 @@ fn simple_signed(extra: &[(&str, &str)]) -> (Req, http::HeaderMap) {
         method: "GET".into(),
         path: "/bucket/key".into(),
         query: String::new(),
-        headers: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        headers: extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         payload: Some(EMPTY_SHA256.into()),
         region: "us-east-1".into(),
     };
@@ -886,7 +1181,13 @@ fn simple_signed(extra: &[(&str, &str)]) -> (Req, http::HeaderMap) {
 fn clock_skew_window_is_fifteen_minutes() {
     let (r, h) = simple_signed(&[]);
     let secret = Secret::new(RT_SECRET);
-    for (offset, ok) in [(0i64, true), (899, true), (-899, true), (901, false), (-901, false)] {
+    for (offset, ok) in [
+        (0i64, true),
+        (899, true),
+        (-899, true),
+        (901, false),
+        (-901, false),
+    ] {
         let now = if offset >= 0 {
             rt_time() + Duration::from_secs(offset as u64)
         } else {
@@ -896,7 +1197,11 @@ fn clock_skew_window_is_fifteen_minutes() {
         if ok {
             assert!(res.is_ok(), "{offset}");
         } else {
-            assert_eq!(res.unwrap_err().code, S3ErrorCode::RequestTimeTooSkewed, "{offset}");
+            assert_eq!(
+                res.unwrap_err().code,
+                S3ErrorCode::RequestTimeTooSkewed,
+                "{offset}"
+            );
         }
     }
 }
@@ -906,12 +1211,19 @@ fn date_header_is_accepted_without_x_amz_date() {
     // Signed by hand (aws-sigv4 always adds x-amz-date): the `Date` header carries the time.
     let secret = "s3cr3t";
     let date = "Thu, 29 Feb 2024 12:00:00 GMT";
-    let mut h = headers(&[("host", "h.example"), ("date", date), ("x-amz-content-sha256", EMPTY_SHA256)]);
+    let mut h = headers(&[
+        ("host", "h.example"),
+        ("date", date),
+        ("x-amz-content-sha256", EMPTY_SHA256),
+    ]);
     let signed = ["date", "host", "x-amz-content-sha256"];
     let creq = canonical::canonical_request("GET", "/k", "", &h, &signed, EMPTY_SHA256);
     let scope = "20240229/us-east-1/s3/aws4_request";
     let sts = canonical::string_to_sign("20240229T120000Z", scope, &creq);
-    let sig = canonical::signature(&canonical::signing_key(secret, "20240229", "us-east-1", "s3"), &sts);
+    let sig = canonical::signature(
+        &canonical::signing_key(secret, "20240229", "us-east-1", "s3"),
+        &sts,
+    );
     h.insert(
         http::header::AUTHORIZATION,
         format!("AWS4-HMAC-SHA256 Credential=AK/{scope}, SignedHeaders=date;host;x-amz-content-sha256, Signature={sig}")
@@ -934,13 +1246,42 @@ fn malformed_and_missing_pieces() {
         verify_with(&r.method, &r.path, &r.query, &h2, RT_KEY, &secret, now)
     };
     use S3ErrorCode::*;
-    assert_eq!(with_auth(&auth.replace("/s3/", "/ec2/")).unwrap_err().code, AuthorizationHeaderMalformed);
-    assert_eq!(with_auth(&auth.replace("aws4_request", "aws5_request")).unwrap_err().code, AuthorizationHeaderMalformed);
-    assert_eq!(with_auth(&auth.replace("/20240229/", "/20240228/")).unwrap_err().code, AuthorizationHeaderMalformed);
-    assert_eq!(with_auth(&auth.replace("SignedHeaders=host;", "SignedHeaders=")).unwrap_err().code, AuthorizationHeaderMalformed);
-    assert_eq!(with_auth(&auth.replace("Signature=", "Sig=")).unwrap_err().code, AuthorizationHeaderMalformed);
-    assert_eq!(with_auth("AWS4-HMAC-SHA256 garbage").unwrap_err().code, AuthorizationHeaderMalformed);
-    assert_eq!(with_auth("AWS AKID:c2lnbmF0dXJl").unwrap_err().code, InvalidRequest);
+    assert_eq!(
+        with_auth(&auth.replace("/s3/", "/ec2/")).unwrap_err().code,
+        AuthorizationHeaderMalformed
+    );
+    assert_eq!(
+        with_auth(&auth.replace("aws4_request", "aws5_request"))
+            .unwrap_err()
+            .code,
+        AuthorizationHeaderMalformed
+    );
+    assert_eq!(
+        with_auth(&auth.replace("/20240229/", "/20240228/"))
+            .unwrap_err()
+            .code,
+        AuthorizationHeaderMalformed
+    );
+    assert_eq!(
+        with_auth(&auth.replace("SignedHeaders=host;", "SignedHeaders="))
+            .unwrap_err()
+            .code,
+        AuthorizationHeaderMalformed
+    );
+    assert_eq!(
+        with_auth(&auth.replace("Signature=", "Sig="))
+            .unwrap_err()
+            .code,
+        AuthorizationHeaderMalformed
+    );
+    assert_eq!(
+        with_auth("AWS4-HMAC-SHA256 garbage").unwrap_err().code,
+        AuthorizationHeaderMalformed
+    );
+    assert_eq!(
+        with_auth("AWS AKID:c2lnbmF0dXJl").unwrap_err().code,
+        InvalidRequest
+    );
     // Any region is accepted: the signature is computed with the client's scope.
     let (r2, h2) = {
         let mut r2 = r.clone();
@@ -962,26 +1303,56 @@ fn malformed_and_missing_pieces() {
         let h3 = oracle_sign_header(&r3);
         (r3, h3)
     };
-    assert_eq!(verify_with(&r3.method, &r3.path, &r3.query, &h3, RT_KEY, &secret, now).unwrap_err().code, InvalidArgument);
+    assert_eq!(
+        verify_with(&r3.method, &r3.path, &r3.query, &h3, RT_KEY, &secret, now)
+            .unwrap_err()
+            .code,
+        InvalidArgument
+    );
     // The unsigned-trailer mode classifies.
     let mut r4 = r.clone();
     r4.payload = Some(verify::STREAMING_UNSIGNED_TRAILER.into());
     let h4 = oracle_sign_header(&r4);
     assert_eq!(
-        verify_with(&r4.method, &r4.path, &r4.query, &h4, RT_KEY, &secret, now).unwrap().payload,
+        verify_with(&r4.method, &r4.path, &r4.query, &h4, RT_KEY, &secret, now)
+            .unwrap()
+            .payload,
         Payload::StreamingUnsignedTrailer
     );
 
     // No date at all.
     let mut h2 = h.clone();
     h2.remove("x-amz-date");
-    assert_eq!(verify_with(&r.method, &r.path, &r.query, &h2, RT_KEY, &secret, now).unwrap_err().code, AccessDenied);
+    assert_eq!(
+        verify_with(&r.method, &r.path, &r.query, &h2, RT_KEY, &secret, now)
+            .unwrap_err()
+            .code,
+        AccessDenied
+    );
 
     // No auth: anonymous. Both mechanisms: refused.
-    let anon = verify_with("GET", "/b/k", "list-type=2", &headers(&[("host", "h")]), RT_KEY, &secret, now).unwrap();
+    let anon = verify_with(
+        "GET",
+        "/b/k",
+        "list-type=2",
+        &headers(&[("host", "h")]),
+        RT_KEY,
+        &secret,
+        now,
+    )
+    .unwrap();
     assert_eq!(anon.identity, Identity::Anonymous);
     assert_eq!(anon.payload, Payload::Unsigned);
-    let e = verify_with(&r.method, &r.path, "X-Amz-Algorithm=AWS4-HMAC-SHA256", &h, RT_KEY, &secret, now).unwrap_err();
+    let e = verify_with(
+        &r.method,
+        &r.path,
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256",
+        &h,
+        RT_KEY,
+        &secret,
+        now,
+    )
+    .unwrap_err();
     assert_eq!(e.code, InvalidArgument);
 }
 
@@ -1005,19 +1376,39 @@ fn presigned_query_errors() {
         ("X-Amz-Expires=3600", "X-Amz-Expires=604801"),
         ("X-Amz-Expires=3600", "X-Amz-Expires=0"),
         ("X-Amz-Expires=3600", "X-Amz-Expires=-5"),
-        ("X-Amz-Algorithm=AWS4-HMAC-SHA256", "X-Amz-Algorithm=AWS4-HMAC-SHA1"),
+        (
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256",
+            "X-Amz-Algorithm=AWS4-HMAC-SHA1",
+        ),
         ("X-Amz-Date=20240229T120000Z", "X-Amz-Date=yesterday"),
         ("X-Amz-Date=20240229T120000Z", "X-Amz-Date=20240301T120000Z"),
-        ("X-Amz-SignedHeaders=host", "X-Amz-SignedHeaders=content-type"),
+        (
+            "X-Amz-SignedHeaders=host",
+            "X-Amz-SignedHeaders=content-type",
+        ),
         ("X-Amz-Credential=", "X-Amz-Foo="),
     ] {
         assert!(query.contains(from), "{from}");
-        assert_eq!(run(&query.replace(from, to)).unwrap_err().code, AuthorizationQueryParametersError, "{to}");
+        assert_eq!(
+            run(&query.replace(from, to)).unwrap_err().code,
+            AuthorizationQueryParametersError,
+            "{to}"
+        );
     }
-    assert_eq!(run(&format!("{query}&X-Amz-Signature=00")).unwrap_err().code, AuthorizationQueryParametersError);
+    assert_eq!(
+        run(&format!("{query}&X-Amz-Signature=00"))
+            .unwrap_err()
+            .code,
+        AuthorizationQueryParametersError
+    );
     // Not yet valid (dated more than 15 minutes in the future).
     let early = rt_time() - Duration::from_secs(16 * 60);
-    assert_eq!(verify_with("GET", "/b/k", &query, &h, RT_KEY, &secret, early).unwrap_err().code, AccessDenied);
+    assert_eq!(
+        verify_with("GET", "/b/k", &query, &h, RT_KEY, &secret, early)
+            .unwrap_err()
+            .code,
+        AccessDenied
+    );
     // A session token is tolerated (it is part of the signed query).
     let mut r2 = r.clone();
     r2.query = "X-Amz-Security-Token=FwoGZXIvYXdzEJr%2F%2F".into();
@@ -1028,9 +1419,19 @@ fn presigned_query_errors() {
 #[test]
 fn streaming_context_debug_hides_the_key() {
     let (h, _, _, _) = streaming_example();
-    let v = verify_with("PUT", "/examplebucket/chunkObject.txt", "", &h, EX_KEY, &ex_secret(), t("20130524T000000Z"))
-        .unwrap();
-    let Payload::StreamingSigned(ctx) = &v.payload else { panic!() };
+    let v = verify_with(
+        "PUT",
+        "/examplebucket/chunkObject.txt",
+        "",
+        &h,
+        EX_KEY,
+        &ex_secret(),
+        t("20130524T000000Z"),
+    )
+    .unwrap();
+    let Payload::StreamingSigned(ctx) = &v.payload else {
+        panic!()
+    };
     let shown = format!("{:?} {:?}", ctx, v);
     assert!(shown.contains("20130524/us-east-1/s3/aws4_request"));
     assert!(!shown.contains("signing_key"));
@@ -1063,9 +1464,18 @@ fn backend(region: &str) -> crate::config::BackendConfig {
 #[test]
 fn sign_request_round_trips_through_verify() {
     for (uri, payload) in [
-        ("http://127.0.0.1:9000/real/photos/a%20b+c%24.jpg?x-id=PutObject", sign::PayloadHash::Unsigned),
-        ("https://real.s3.eu-west-3.amazonaws.com/k%2Fey?list-type=2&prefix=a%2Bb", sign::PayloadHash::Sha256(EMPTY_SHA256.into())),
-        ("https://real.s3.amazonaws.com:443/", sign::PayloadHash::Unsigned),
+        (
+            "http://127.0.0.1:9000/real/photos/a%20b+c%24.jpg?x-id=PutObject",
+            sign::PayloadHash::Unsigned,
+        ),
+        (
+            "https://real.s3.eu-west-3.amazonaws.com/k%2Fey?list-type=2&prefix=a%2Bb",
+            sign::PayloadHash::Sha256(EMPTY_SHA256.into()),
+        ),
+        (
+            "https://real.s3.amazonaws.com:443/",
+            sign::PayloadHash::Unsigned,
+        ),
     ] {
         let (mut parts, ()) = http::Request::builder()
             .method("PUT")
@@ -1082,11 +1492,19 @@ fn sign_request_round_trips_through_verify() {
         assert!(!host.ends_with(":443") && !host.is_empty(), "{host}");
         let auth = parts.headers["authorization"].to_str().unwrap();
         assert!(auth.contains("/eu-west-3/s3/aws4_request"), "{auth}");
-        let v = rt_verify("PUT", parts.uri.path(), parts.uri.query().unwrap_or(""), &parts.headers, RT_SECRET)
-            .unwrap_or_else(|e| panic!("{uri}: {e}"));
+        let v = rt_verify(
+            "PUT",
+            parts.uri.path(),
+            parts.uri.query().unwrap_or(""),
+            &parts.headers,
+            RT_SECRET,
+        )
+        .unwrap_or_else(|e| panic!("{uri}: {e}"));
         let expected = match &payload {
             sign::PayloadHash::Unsigned => Payload::Unsigned,
-            sign::PayloadHash::Sha256(h) => Payload::Sha256(hex::decode(h).unwrap().try_into().unwrap()),
+            sign::PayloadHash::Sha256(h) => {
+                Payload::Sha256(hex::decode(h).unwrap().try_into().unwrap())
+            }
         };
         assert_eq!(v.payload, expected);
     }
@@ -1094,7 +1512,11 @@ fn sign_request_round_trips_through_verify() {
 
 #[test]
 fn presign_round_trips_through_verify() {
-    for uri in ["http://127.0.0.1:9000/real/a%20b/c+d.txt", "https://real.s3.amazonaws.com/k?versionId=3", "https://h.example/k?"] {
+    for uri in [
+        "http://127.0.0.1:9000/real/a%20b/c+d.txt",
+        "https://real.s3.amazonaws.com/k?versionId=3",
+        "https://h.example/k?",
+    ] {
         let url = sign::presign(
             &http::Method::GET,
             &uri.parse().unwrap(),
@@ -1104,18 +1526,33 @@ fn presign_round_trips_through_verify() {
         )
         .unwrap();
         assert!(url.contains("X-Amz-Expires=300"), "{url}");
-        assert!(url.contains("X-Amz-Credential=AKIDROUNDTRIP%2F20240229%2Fus-west-2%2Fs3%2Faws4_request"), "{url}");
+        assert!(
+            url.contains(
+                "X-Amz-Credential=AKIDROUNDTRIP%2F20240229%2Fus-west-2%2Fs3%2Faws4_request"
+            ),
+            "{url}"
+        );
         let parsed: http::Uri = url.parse().unwrap();
         let host = match parsed.port_u16() {
             Some(p) => format!("{}:{p}", parsed.host().unwrap()),
             None => parsed.host().unwrap().to_owned(),
         };
         let h = headers(&[("host", &host)]);
-        let v = rt_verify("GET", parsed.path(), parsed.query().unwrap(), &h, RT_SECRET).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let v = rt_verify("GET", parsed.path(), parsed.query().unwrap(), &h, RT_SECRET)
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
         assert!(v.presigned);
         let late = rt_time() + Duration::from_secs(301);
         let secret = Secret::new(RT_SECRET);
-        let e = verify_with("GET", parsed.path(), parsed.query().unwrap(), &h, RT_KEY, &secret, late).unwrap_err();
+        let e = verify_with(
+            "GET",
+            parsed.path(),
+            parsed.query().unwrap(),
+            &h,
+            RT_KEY,
+            &secret,
+            late,
+        )
+        .unwrap_err();
         assert_eq!(e.code, S3ErrorCode::AccessDenied);
     }
     // Over seven days is clamped to S3's maximum.

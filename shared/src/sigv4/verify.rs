@@ -60,7 +60,10 @@ pub struct Credential {
 
 impl Credential {
     pub fn scope(&self) -> String {
-        format!("{}/{}/{}/aws4_request", self.date, self.region, self.service)
+        format!(
+            "{}/{}/{}/aws4_request",
+            self.date, self.region, self.service
+        )
     }
 }
 
@@ -107,14 +110,16 @@ fn parse_signed_headers(s: &str) -> Option<Vec<String>> {
     let names: Vec<String> = s.split(';').map(str::to_owned).collect();
     let ok = names.iter().all(|n| {
         !n.is_empty()
-            && n.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase() && b != b':' && b != b',')
+            && n.bytes()
+                .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase() && b != b':' && b != b',')
     });
     ok.then_some(names)
 }
 
 /// Parses the Authorization header of SigV4.
 pub fn parse_authorization(value: &[u8]) -> Result<AuthHeader, S3Error> {
-    let value = std::str::from_utf8(value).map_err(|_| header_malformed("it is not valid text."))?;
+    let value =
+        std::str::from_utf8(value).map_err(|_| header_malformed("it is not valid text."))?;
     let value = value.trim();
     let (algorithm, rest) = value.split_once(' ').unwrap_or((value, ""));
     if algorithm != ALGORITHM {
@@ -127,32 +132,51 @@ pub fn parse_authorization(value: &[u8]) -> Result<AuthHeader, S3Error> {
     for component in rest.split(',') {
         let component = component.trim();
         let Some((key, val)) = component.split_once('=') else {
-            return Err(header_malformed(&format!("the authorization component \"{component}\" is malformed.")));
+            return Err(header_malformed(&format!(
+                "the authorization component \"{component}\" is malformed."
+            )));
         };
         let slot = match key {
             "Credential" => &mut credential,
             "SignedHeaders" => &mut signed,
             "Signature" => &mut signature,
-            _ => return Err(header_malformed(&format!("the authorization component \"{component}\" is malformed."))),
+            _ => {
+                return Err(header_malformed(&format!(
+                    "the authorization component \"{component}\" is malformed."
+                )))
+            }
         };
         if slot.replace(val).is_some() {
-            return Err(header_malformed(&format!("the authorization component \"{key}\" is repeated.")));
+            return Err(header_malformed(&format!(
+                "the authorization component \"{key}\" is repeated."
+            )));
         }
     }
     let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
-        return Err(header_malformed("it must contain Credential, SignedHeaders and Signature."));
+        return Err(header_malformed(
+            "it must contain Credential, SignedHeaders and Signature.",
+        ));
     };
     let credential = parse_credential(credential).map_err(header_malformed)?;
-    let signed_headers =
-        parse_signed_headers(signed).ok_or_else(|| header_malformed("the SignedHeaders are malformed."))?;
+    let signed_headers = parse_signed_headers(signed)
+        .ok_or_else(|| header_malformed("the SignedHeaders are malformed."))?;
     if !valid_signature(signature) {
-        return Err(header_malformed("the Signature is not 64 lower-case hex digits."));
+        return Err(header_malformed(
+            "the Signature is not 64 lower-case hex digits.",
+        ));
     }
-    Ok(AuthHeader { credential, signed_headers, signature: signature.to_owned() })
+    Ok(AuthHeader {
+        credential,
+        signed_headers,
+        signature: signature.to_owned(),
+    })
 }
 
 /// Classifies `x-amz-content-sha256`.
-fn parse_payload(value: &str, streaming_context: impl FnOnce(bool) -> Option<StreamingContext>) -> Result<Payload, S3Error> {
+fn parse_payload(
+    value: &str,
+    streaming_context: impl FnOnce(bool) -> Option<StreamingContext>,
+) -> Result<Payload, S3Error> {
     let invalid = || {
         S3Error::new(
             S3ErrorCode::InvalidArgument,
@@ -163,9 +187,11 @@ fn parse_payload(value: &str, streaming_context: impl FnOnce(bool) -> Option<Str
     match value {
         UNSIGNED_PAYLOAD => Ok(Payload::Unsigned),
         STREAMING_UNSIGNED_TRAILER => Ok(Payload::StreamingUnsignedTrailer),
-        STREAMING_SIGNED | STREAMING_SIGNED_TRAILER => streaming_context(value == STREAMING_SIGNED_TRAILER)
-            .map(Payload::StreamingSigned)
-            .ok_or_else(invalid),
+        STREAMING_SIGNED | STREAMING_SIGNED_TRAILER => {
+            streaming_context(value == STREAMING_SIGNED_TRAILER)
+                .map(Payload::StreamingSigned)
+                .ok_or_else(invalid)
+        }
         hex_digest if hex_digest.len() == 64 => {
             let mut digest = [0u8; 32];
             hex::decode_to_slice(hex_digest, &mut digest).map_err(|_| invalid())?;
@@ -194,14 +220,20 @@ fn differs_more_than(a: SystemTime, b: SystemTime, limit: Duration) -> bool {
 /// The request time of a header-signed request: `x-amz-date`, else `Date`. Returns the time
 /// and its `YYYYMMDDTHHMMSSZ` form as the string to sign uses it.
 fn request_time(headers: &http::HeaderMap) -> Result<(SystemTime, String), S3Error> {
-    let bad = || S3Error::new(S3ErrorCode::AccessDenied, "AWS authentication requires a valid Date or x-amz-date header");
+    let bad = || {
+        S3Error::new(
+            S3ErrorCode::AccessDenied,
+            "AWS authentication requires a valid Date or x-amz-date header",
+        )
+    };
     if let Some(v) = headers.get("x-amz-date") {
         let s = v.to_str().map_err(|_| bad())?.trim();
         let t = crate::time::parse_amz_date(s).ok_or_else(bad)?;
         return Ok((t, s.to_owned()));
     }
     if let Some(v) = headers.get(http::header::DATE) {
-        let t = crate::time::parse_http_date(v.to_str().map_err(|_| bad())?.trim()).ok_or_else(bad)?;
+        let t =
+            crate::time::parse_http_date(v.to_str().map_err(|_| bad())?.trim()).ok_or_else(bad)?;
         return Ok((t, crate::time::amz_date(t)));
     }
     Err(bad())
@@ -214,7 +246,9 @@ pub fn verify<'s>(
 ) -> Result<Verified, S3Error> {
     let auth = parts.headers.get(http::header::AUTHORIZATION);
     let pairs = canonical::query_pairs(parts.raw_query);
-    let presigned = pairs.iter().any(|(k, _)| k.as_slice() == b"X-Amz-Algorithm" || k.as_slice() == b"X-Amz-Signature");
+    let presigned = pairs
+        .iter()
+        .any(|(k, _)| k.as_slice() == b"X-Amz-Algorithm" || k.as_slice() == b"X-Amz-Signature");
     match (auth, presigned) {
         (Some(_), true) => Err(S3Error::invalid_argument(
             "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, \
@@ -228,7 +262,11 @@ pub fn verify<'s>(
                 None => Payload::Unsigned,
                 Some(v) => parse_payload(v.to_str().unwrap_or(""), |_| None)?,
             };
-            Ok(Verified { identity: Identity::Anonymous, presigned: false, payload })
+            Ok(Verified {
+                identity: Identity::Anonymous,
+                presigned: false,
+                payload,
+            })
         }
     }
 }
@@ -246,7 +284,9 @@ fn verify_header<'s>(
     let secret = secret_for(&auth.credential.access_key).ok_or_else(unknown_key)?;
     let (time, amz_date) = request_time(parts.headers)?;
     if amz_date.get(..8) != Some(auth.credential.date.as_str()) {
-        return Err(header_malformed("Invalid credential date. Date is not the same as X-Amz-Date."));
+        return Err(header_malformed(
+            "Invalid credential date. Date is not the same as X-Amz-Date.",
+        ));
     }
     if differs_more_than(time, now, MAX_SKEW) {
         return Err(S3Error::new(
@@ -258,7 +298,10 @@ fn verify_header<'s>(
         .headers
         .get("x-amz-content-sha256")
         .ok_or_else(|| {
-            S3Error::new(S3ErrorCode::InvalidRequest, "Missing required header for this request: x-amz-content-sha256")
+            S3Error::new(
+                S3ErrorCode::InvalidRequest,
+                "Missing required header for this request: x-amz-content-sha256",
+            )
         })?
         .to_str()
         .map_err(|_| S3Error::invalid_argument("x-amz-content-sha256 is not valid text"))?
@@ -266,7 +309,12 @@ fn verify_header<'s>(
         .to_owned();
 
     let scope = auth.credential.scope();
-    let key = canonical::signing_key(secret.expose(), &auth.credential.date, &auth.credential.region, "s3");
+    let key = canonical::signing_key(
+        secret.expose(),
+        &auth.credential.date,
+        &auth.credential.region,
+        "s3",
+    );
     let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
     let creq = canonical::canonical_request(
         parts.method,
@@ -288,7 +336,11 @@ fn verify_header<'s>(
             signed_trailer,
         })
     })?;
-    Ok(Verified { identity: Identity::AccessKey(auth.credential.access_key), presigned: false, payload })
+    Ok(Verified {
+        identity: Identity::AccessKey(auth.credential.access_key),
+        presigned: false,
+        payload,
+    })
 }
 
 fn verify_presigned<'s>(
@@ -300,14 +352,18 @@ fn verify_presigned<'s>(
     const MISSING: &str = "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, \
                            X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.";
     let param = |name: &str| -> Result<&str, S3Error> {
-        let mut values = pairs.iter().filter(|(k, _)| k.as_slice() == name.as_bytes());
+        let mut values = pairs
+            .iter()
+            .filter(|(k, _)| k.as_slice() == name.as_bytes());
         let (Some((_, v)), None) = (values.next(), values.next()) else {
             return Err(query_error(MISSING));
         };
         std::str::from_utf8(v).map_err(|_| query_error(MISSING))
     };
     if param("X-Amz-Algorithm")? != ALGORITHM {
-        return Err(query_error("X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\""));
+        return Err(query_error(
+            "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"",
+        ));
     }
     let credential = param("X-Amz-Credential")?;
     let amz_date = param("X-Amz-Date")?;
@@ -315,9 +371,14 @@ fn verify_presigned<'s>(
     let signed = param("X-Amz-SignedHeaders")?;
     let signature = param("X-Amz-Signature")?;
 
-    let credential = parse_credential(credential).map_err(|detail| query_error(&format!("Error parsing the X-Amz-Credential parameter; {detail}")))?;
-    let time = crate::time::parse_amz_date(amz_date)
-        .ok_or_else(|| query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\""))?;
+    let credential = parse_credential(credential).map_err(|detail| {
+        query_error(&format!(
+            "Error parsing the X-Amz-Credential parameter; {detail}"
+        ))
+    })?;
+    let time = crate::time::parse_amz_date(amz_date).ok_or_else(|| {
+        query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
+    })?;
     let expires: u64 = expires
         .parse()
         .map_err(|_| query_error("X-Amz-Expires should be a number"))?;
@@ -325,12 +386,16 @@ fn verify_presigned<'s>(
         return Err(query_error("X-Amz-Expires must be non-negative"));
     }
     if expires > MAX_EXPIRES {
-        return Err(query_error("X-Amz-Expires must be less than a week (in seconds) that is 604800"));
+        return Err(query_error(
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+        ));
     }
     let signed_headers = parse_signed_headers(signed)
         .ok_or_else(|| query_error("Error parsing the X-Amz-SignedHeaders parameter"))?;
     if !signed_headers.iter().any(|h| h == "host") {
-        return Err(query_error("Error parsing the X-Amz-SignedHeaders parameter; it must include host"));
+        return Err(query_error(
+            "Error parsing the X-Amz-SignedHeaders parameter; it must include host",
+        ));
     }
     if !valid_signature(signature) {
         return Err(query_error("Error parsing the X-Amz-Signature parameter"));
@@ -342,17 +407,22 @@ fn verify_presigned<'s>(
         ));
     }
     if now > time + Duration::from_secs(expires) {
-        return Err(S3Error::new(S3ErrorCode::AccessDenied, "Request has expired"));
+        return Err(S3Error::new(
+            S3ErrorCode::AccessDenied,
+            "Request has expired",
+        ));
     }
     if time > now + MAX_SKEW {
-        return Err(S3Error::new(S3ErrorCode::AccessDenied, "Request is not valid yet"));
+        return Err(S3Error::new(
+            S3ErrorCode::AccessDenied,
+            "Request is not valid yet",
+        ));
     }
     // Headers that change what S3 does (x-amz-*) must be covered by the URL's signature, or
     // whoever holds the URL could add them.
-    let unsigned_amz = parts
-        .headers
-        .keys()
-        .any(|name| name.as_str().starts_with("x-amz-") && !signed_headers.iter().any(|s| s == name.as_str()));
+    let unsigned_amz = parts.headers.keys().any(|name| {
+        name.as_str().starts_with("x-amz-") && !signed_headers.iter().any(|s| s == name.as_str())
+    });
     if unsigned_amz {
         return Err(S3Error::new(
             S3ErrorCode::AccessDenied,
@@ -370,7 +440,14 @@ fn verify_presigned<'s>(
         &signed,
         UNSIGNED_PAYLOAD,
     );
-    let computed = canonical::signature(&key, &canonical::string_to_sign(amz_date, &credential.scope(), &creq));
+    let computed = canonical::signature(
+        &key,
+        &canonical::string_to_sign(amz_date, &credential.scope(), &creq),
+    );
     check_signature(&computed, signature)?;
-    Ok(Verified { identity: Identity::AccessKey(credential.access_key), presigned: true, payload: Payload::Unsigned })
+    Ok(Verified {
+        identity: Identity::AccessKey(credential.access_key),
+        presigned: true,
+        payload: Payload::Unsigned,
+    })
 }
