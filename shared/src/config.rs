@@ -340,12 +340,48 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Replaces every `${NAME}` in `text` with `lookup(NAME)`, before the text is parsed: secrets
 /// come from `wrangler secret`, the Lambda environment or the server's environment instead of
-/// the file. `$${` writes a literal `${`. A name that `lookup` does not know is an error naming
-/// it and its line. Values are inserted as they are (quote them in YAML where they need it).
+/// the file. `$${` writes a literal `${`. Comments (`#` at the start of a line or after a
+/// space, outside quotes) are left as they are, so a commented-out `${OLD_KEY}` needs no
+/// variable. A name that `lookup` does not know is an error naming it and its line. Values are
+/// inserted as they are (quote them in YAML where they need it).
 pub fn expand_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let line_of = |rest: &str| text[..text.len() - rest.len()].matches('\n').count() + 1;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let code_end = comment_start(line).unwrap_or(line.len());
+        expand_line(&line[..code_end], n + 1, lookup, &mut out)?;
+        out.push_str(&line[code_end..]);
+    }
+    Ok(out)
+}
+
+/// Where a `#` comment starts on one line of YAML or TOML, outside '...' and "..." strings.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    let mut prev = ' ';
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' && prev.is_whitespace() => return Some(i),
+            None => {}
+        }
+        prev = c;
+    }
+    None
+}
+
+fn expand_line(
+    code: &str,
+    line: usize,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    out: &mut String,
+) -> Result<(), ConfigError> {
+    let key = || format!("line {line}");
+    let mut rest = code;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
         let tail = &rest[at..];
@@ -353,16 +389,15 @@ pub fn expand_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
             out.push_str("${");
             rest = after;
         } else if let Some(after) = tail.strip_prefix("${") {
-            let key = format!("line {}", line_of(tail));
-            let end = after.find('}').ok_or_else(|| ConfigError::new(&key, "`${` is not closed by `}`"))?;
+            let end = after.find('}').ok_or_else(|| ConfigError::new(key(), "`${` is not closed by `}`"))?;
             let name = &after[..end];
             let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(ConfigError::new(key, format!("`${{{name}}}` is not an environment variable name")));
+                return Err(ConfigError::new(key(), format!("`${{{name}}}` is not an environment variable name")));
             }
-            let value = lookup(name)
-                .ok_or_else(|| ConfigError::new(key, format!("environment variable {name} is not set")))?;
+            let value =
+                lookup(name).ok_or_else(|| ConfigError::new(key(), format!("environment variable {name} is not set")))?;
             out.push_str(&value);
             rest = &after[end + 1..];
         } else {
@@ -371,7 +406,7 @@ pub fn expand_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
         }
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1000,4 +1035,356 @@ pub fn derive_upload_id_secret(credentials: &[CredentialConfig], backends: &[Bac
         h.update(secret.as_bytes());
     }
     Secret::new(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GO_FIXTURE: &str = include_str!("../../config/go-s3-balance.yaml");
+    const EXAMPLE_YAML: &str = include_str!("../../config/config.example.yaml");
+    const EXAMPLE_TOML: &str = include_str!("../../config/config.example.toml");
+
+    const GB: u64 = 1 << 30;
+
+    /// A small valid document to which each test adds one mistake.
+    fn base(extra_bucket: &str, extra: &str) -> String {
+        format!(
+            "buckets:\n\
+             \x20 - name: a\n    endpoint: http://127.0.0.1:9000\n    access_key_id: k\n    secret_access_key: s\n\
+             \x20 - name: b\n    endpoint: http://127.0.0.1:9001\n    access_key_id: k\n    secret_access_key: s\n\
+             {extra_bucket}{extra}"
+        )
+    }
+
+    fn err(text: &str) -> String {
+        Config::from_yaml(text).expect_err("should be refused").to_string()
+    }
+
+    #[test]
+    fn go_fixture_loads_with_the_same_meaning() {
+        let (c, warnings) = Config::from_yaml(GO_FIXTURE).unwrap();
+        assert_eq!(c.server, ServerConfig { host: "127.0.0.1".into(), port: 9000, shutdown_timeout: Duration::from_secs(30) });
+
+        let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["aws-archive", "minio-local", "r2-free", "old-backup"]);
+        let aws = c.backend("aws-archive").unwrap();
+        assert_eq!(aws.endpoint, "https://s3.eu-west-1.amazonaws.com");
+        assert_eq!(aws.bucket, "aws-archive");
+        assert_eq!(aws.region, "eu-west-1");
+        assert_eq!(aws.access_key, "AKIAAWSFIXTURE");
+        assert_eq!(aws.secret_key.expose(), "aws-fixture-secret");
+        assert_eq!(aws.max_size, Some(10 * GB));
+        assert_eq!((aws.weight, aws.enabled, aws.path_style, aws.read_only), (10, true, false, false));
+        assert_eq!((aws.limit_class_a, aws.limit_class_b), (Some(1_000_000), Some(10_000_000)));
+        let minio = c.backend("minio-local").unwrap();
+        assert_eq!(minio.endpoint, "http://127.0.0.1:9100");
+        assert_eq!((minio.max_size, minio.weight, minio.path_style), (Some(500 << 20), 5, true));
+        let r2 = c.backend("r2-free").unwrap();
+        assert_eq!((r2.max_size, r2.limit_class_a, r2.limit_class_b), (None, None, None));
+        assert_eq!(r2.region, "auto");
+        let old = c.backend("old-backup").unwrap();
+        assert!(!old.enabled);
+        assert_eq!(old.max_size, Some(GB * 1024 * 3 / 2));
+
+        // Virtual buckets: no pool given, so every real bucket, as the Go balancer does.
+        let vnames: Vec<&str> = c.virtual_buckets.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(vnames, ["photos", "documents"]);
+        let photos = c.virtual_bucket("photos").unwrap();
+        assert!(photos.backends.is_empty());
+        assert_eq!(c.pool(photos).len(), 4);
+        assert!(!photos.anonymous_read);
+        // proxy_mode: false -> reads redirect, writes stay proxied (Go never redirects PUT).
+        assert_eq!((photos.reads, photos.writes), (DataPathMode::Redirect, DataPathMode::Proxy));
+        assert_eq!((c.default_reads, c.default_writes), (DataPathMode::Redirect, DataPathMode::Proxy));
+        assert!(c.virtual_bucket("aws-archive").is_none(), "real buckets are not client-visible");
+
+        assert_eq!(
+            c.balancer,
+            BalancerConfig {
+                strategy: Strategy::ConsistentHash,
+                health_check_period: Duration::from_secs(45),
+                update_stats_period: Duration::from_secs(300),
+                retry_attempts: 5,
+                retry_delay: Duration::from_millis(500),
+                rise: 2,
+                fall: 3,
+                probe_timeout: Duration::from_secs(5),
+            }
+        );
+        assert_eq!(c.metrics, MetricsConfig { enabled: true, path: "/prom".into(), token: None });
+
+        assert!(c.api.auth_required);
+        assert!(c.api.virtual_host);
+        assert_eq!(c.api.base_domains, ["s3.example.com"]);
+        assert_eq!(c.api.credentials.len(), 1);
+        let cred = c.credential("GOFIXTUREACCESSKEY").unwrap();
+        assert_eq!(cred.secret_key.expose(), "go-fixture-secret-key");
+        assert_eq!((cred.buckets.clone(), cred.read_only), (None, false));
+        assert_eq!(c.api.redirect_status, 307);
+        assert_eq!(c.api.upload_id_secret, derive_upload_id_secret(&c.api.credentials, &c.backends));
+        assert_eq!(c.metadata, MetadataBackend::Sqlite { path: "data/s3-balance.db".into() });
+
+        assert!(warnings.iter().any(|w| w.starts_with("database: ignored")), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.starts_with("server.read_timeout: ignored")), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("key_layout: \"{key}\"")), "{warnings:?}");
+    }
+
+    #[test]
+    fn examples_load_and_yaml_equals_toml() {
+        let (yaml, yaml_warnings) = Config::from_yaml(EXAMPLE_YAML).unwrap();
+        let (toml, toml_warnings) = Config::from_toml(EXAMPLE_TOML).unwrap();
+        assert_eq!(yaml, toml);
+        assert_eq!(yaml_warnings, toml_warnings);
+        assert!(yaml_warnings.is_empty(), "{yaml_warnings:?}");
+        assert_eq!(Config::from_named("c.toml", EXAMPLE_TOML).unwrap().0, yaml);
+        assert_eq!(Config::from_named("c.yml", EXAMPLE_YAML).unwrap().0, yaml);
+
+        let c = yaml;
+        assert_eq!(c.backend("r2-main").unwrap().bucket, "my-r2-bucket");
+        assert_eq!(c.backend("b2-backup").unwrap().max_size, Some(GB * 1536));
+        let photos = c.virtual_bucket("photos").unwrap();
+        assert_eq!(photos.backends, ["r2-main", "b2-backup"]);
+        assert!(photos.anonymous_read);
+        assert_eq!((photos.reads, photos.writes, photos.key_layout), (DataPathMode::Auto, DataPathMode::Proxy, KeyLayout::BucketPrefixed));
+        let docs = c.virtual_bucket("documents").unwrap();
+        // data_path wins over proxy_mode.
+        assert_eq!((docs.reads, docs.writes), (DataPathMode::Proxy, DataPathMode::Proxy));
+        assert_eq!(c.api.credentials.len(), 2);
+        let ro = c.credential("AKIAEXAMPLEREADONLY1").unwrap();
+        assert_eq!((ro.buckets.clone(), ro.read_only), (Some(vec!["photos".to_owned()]), true));
+        assert_eq!(c.api.base_domains, ["s3.example.com", "s3.example.org"]);
+        assert_eq!(c.api.max_body_bytes, Some(5 * GB));
+        assert_eq!(c.api.presign_expiry, Duration::from_secs(900));
+        assert_eq!(c.api.upload_id_secret.expose(), "example-upload-id-secret-change-me");
+        assert_eq!(c.metrics.token.as_ref().map(|t| t.expose()), Some("change-me"));
+        // Created at run time: the data_path defaults.
+        let new = c.bucket_or_default("new-one");
+        assert_eq!((new.reads, new.writes, new.key_layout), (DataPathMode::Proxy, DataPathMode::Proxy, KeyLayout::BucketPrefixed));
+    }
+
+    #[test]
+    fn defaults_of_a_minimal_document() {
+        let (c, warnings) = Config::from_yaml(&base("", "")).unwrap();
+        assert_eq!((c.server.host.as_str(), c.server.port), ("0.0.0.0", 8080));
+        assert_eq!(c.balancer.strategy, Strategy::LeastSpace);
+        assert_eq!((c.balancer.rise, c.balancer.fall, c.balancer.retry_attempts), (2, 3, 3));
+        assert_eq!(c.balancer.health_check_period, Duration::from_secs(30));
+        assert_eq!((c.default_reads, c.default_writes), (DataPathMode::Proxy, DataPathMode::Proxy));
+        assert_eq!(c.default_key_layout, KeyLayout::BucketPrefixed);
+        let a = c.backend("a").unwrap();
+        assert_eq!((a.weight, a.enabled, a.max_size, a.region.as_str()), (1, true, None, "us-east-1"));
+        assert!(!c.api.auth_required && c.api.credentials.is_empty());
+        assert_eq!(c.api.redirect_status, 307);
+        assert!(!c.metrics.enabled);
+        assert!(warnings.iter().any(|w| w.contains("auth_required is false")), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("no virtual bucket")), "{warnings:?}");
+        // proxy_mode: true -> everything proxied.
+        let (c, _) = Config::from_yaml(&base("", "s3api:\n  proxy_mode: true\n")).unwrap();
+        assert_eq!((c.default_reads, c.default_writes), (DataPathMode::Proxy, DataPathMode::Proxy));
+    }
+
+    #[test]
+    fn metadata_choices() {
+        let load = |m: &str| Config::from_yaml(&base("", m)).map(|(c, _)| c.metadata);
+        assert_eq!(load("metadata:\n  type: memory\n").unwrap(), MetadataBackend::Memory);
+        assert_eq!(load("metadata:\n  type: dynamodb\n  table: idx\n").unwrap(), MetadataBackend::DynamoDb { table: "idx".into() });
+        assert_eq!(load("metadata:\n  path: /var/lib/x.db\n").unwrap(), MetadataBackend::Sqlite { path: "/var/lib/x.db".into() });
+        assert!(load("metadata:\n  type: redis\n").unwrap_err().to_string().contains("metadata.type: \"redis\""));
+    }
+
+    #[test]
+    fn validation_errors_name_the_key_and_the_problem() {
+        let vb = "  - name: v\n    virtual: true\n";
+        let cases: Vec<(String, &str)> = vec![
+            (
+                base("  - name: c\n    endpoint: http://x\n    access_key_id: k\n    secret_access_key: s\n    max_size: 12XB\n", ""),
+                "config: buckets[2].max_size: \"12XB\" is not a size (use B, KB, MB, GB or TB)",
+            ),
+            (
+                base("  - name: a\n    endpoint: http://x\n    access_key_id: k\n    secret_access_key: s\n", ""),
+                "config: buckets[2].name: \"a\" is already used by buckets[0]",
+            ),
+            (
+                base("  - name: v\n    virtual: true\n    backends: [a, nope]\n", ""),
+                "config: buckets[2].backends[1]: \"nope\" is not a real bucket (known: a, b)",
+            ),
+            (
+                base("  - name: v\n    virtual: true\n    backends: [a, a]\n", ""),
+                "config: buckets[2].backends[1]: \"a\" is listed twice",
+            ),
+            (
+                "buckets:\n  - name: a\n    endpoint: http://x\n    access_key_id: k\n    secret_access_key: s\n    weight: 0\n\
+                 balancer:\n  strategy: weighted\n"
+                    .to_owned(),
+                "config: balancer.strategy: \"weighted\" needs at least one enabled backend with weight > 0 (all have weight 0)",
+            ),
+            (
+                format!("buckets:\n{vb}"),
+                "config: buckets: no real bucket is configured (an entry without virtual: true)",
+            ),
+            ("server:\n  port: 8080\n".to_owned(), "config: buckets: no real bucket is configured (an entry without virtual: true)"),
+            (base("", "server:\n  port: 0\n"), "config: server.port: 0 is not a port (use 1 to 65535)"),
+            (base("", "server:\n  port: 70000\n"), "config: server.port: 70000 is not a port (use 1 to 65535)"),
+            (base("", "s3api:\n  redirect_status: 301\n"), "config: s3api.redirect_status: 301 is not allowed (use 307 or 302)"),
+            (
+                base("", "balancer:\n  strategy: least_space\n"),
+                "config: balancer.strategy: \"least_space\" is not a strategy (use round-robin, least-space, weighted or consistent-hash)",
+            ),
+            (
+                base("", "balancr:\n  strategy: weighted\n"),
+                "config: balancr: unknown key (known here: server, database, buckets, balancer, metrics, s3api, data_path, metadata)",
+            ),
+            (base("", "balancer:\n  stratgy: weighted\n"), "config: balancer.stratgy: unknown key"),
+            (base("  - name: c\n    endpont: http://x\n", ""), "config: buckets[2].endpont: unknown key"),
+            (base("", "balancer:\n  retry_delay: 5\n"), "config: balancer.retry_delay: 5 has no unit"),
+            (base("", "balancer:\n  retry_delay: 5 parsecs\n"), "config: balancer.retry_delay: \"5 parsecs\" is not a duration"),
+            (base("", "balancer:\n  fall: 0\n"), "config: balancer.fall: 0 is out of range (use 1 to 1000)"),
+            (base("", "s3api:\n  auth_required: true\n"), "config: s3api.auth_required: is true but no credential is configured"),
+            (base("", "s3api:\n  access_key: x\n"), "config: s3api.secret_key: is required with s3api.access_key"),
+            (
+                base("", "s3api:\n  access_key: x\n  secret_key: y\n  credentials:\n    - access_key: x\n      secret_key: z\n"),
+                "config: s3api.credentials[0].access_key: \"x\" is configured twice",
+            ),
+            (base("", "s3api:\n  presign_expiry: 200h\n"), "config: s3api.presign_expiry: must be more than 0 and at most 7 days"),
+            (base("", "server:\n  port: eighty\n"), "config: server.port: expected a whole number >= 0, found \"eighty\""),
+            (base("  - name: c\n    endpoint: http://x\n", ""), "config: buckets[2].access_key_id: is required for a real bucket"),
+            (base("  - name: c\n    endpoint: ftp://x\n    access_key_id: k\n    secret_access_key: s\n", ""), "config: buckets[2].endpoint: \"ftp://x\" must start with http:// or https://"),
+            (base("  - endpoint: http://x\n", ""), "config: buckets[2].name: is required"),
+            (base("", "data_path:\n  reads: teleport\n"), "config: data_path.reads: \"teleport\" is not a mode (use proxy, redirect or auto)"),
+            (base("  - name: v\n    virtual: true\n    key_layout: \"{key}/{bucket}\"\n", ""), "config: buckets[2].key_layout: \"{key}/{bucket}\" is not a key layout"),
+            (base("", "metrics:\n  path: metrics\n"), "config: metrics.path: \"metrics\" must start with /"),
+            ("buckets: 3\n".to_owned(), "config: buckets: expected a list, found 3"),
+        ];
+        for (text, want) in cases {
+            let got = err(&text);
+            assert!(got.starts_with(want), "\n got: {got}\nwant: {want}\nfor:\n{text}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        assert!(Config::from_yaml("buckets: [\n").unwrap_err().key == "yaml");
+        assert!(Config::from_toml("[buckets\n").unwrap_err().key == "toml");
+    }
+
+    #[test]
+    fn known_go_keys_are_ignored_with_a_warning() {
+        let (_, warnings) = Config::from_yaml(&base("", "metrics:\n  enabled: true\n  port: 9090\ndatabase:\n  type: mysql\n")).unwrap();
+        assert!(warnings.contains(&"metrics.port: ignored; metrics are served on the main port".to_owned()), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.starts_with("database: ignored")));
+    }
+
+    #[test]
+    fn disabled_virtual_buckets_do_not_exist_as_in_go() {
+        let (c, warnings) = Config::from_yaml(&base("  - name: v\n    virtual: true\n    enabled: false\n", "")).unwrap();
+        assert!(c.virtual_bucket("v").is_none());
+        assert!(warnings.iter().any(|w| w.contains("\"v\" is disabled")));
+    }
+
+    #[test]
+    fn host_and_base_domains_are_normalized() {
+        let (c, _) = Config::from_yaml(&base("", "s3api:\n  host: S3.Example.COM:8080\n  base_domains: [.cdn.example.net, s3.example.com]\n")).unwrap();
+        assert_eq!(c.api.base_domains, ["s3.example.com", "cdn.example.net"]);
+    }
+
+    #[test]
+    fn upload_id_secret_is_derived_stably_from_credential_secrets() {
+        let doc = |secret: &str| base("", &format!("s3api:\n  access_key: AK\n  secret_key: {secret}\n"));
+        let one = Config::from_yaml(&doc("s1")).unwrap().0.api.upload_id_secret;
+        assert_eq!(one, Config::from_yaml(&doc("s1")).unwrap().0.api.upload_id_secret);
+        assert_ne!(one, Config::from_yaml(&doc("s2")).unwrap().0.api.upload_id_secret);
+        // hex(SHA-256("s3-balance upload-id v1\ns1")), as documented.
+        let want = hex::encode(Sha256::digest(b"s3-balance upload-id v1\ns1"));
+        assert_eq!(one.expose(), want);
+        // Not a secret that can be guessed from the access key.
+        assert_ne!(one.expose(), hex::encode(Sha256::digest(b"s3-balance upload-id v1")));
+    }
+
+    #[test]
+    fn parse_size_table() {
+        let ok: &[(&str, u64)] = &[
+            ("0", 0),
+            ("100", 100),
+            ("100B", 100),
+            ("100 b", 100),
+            ("1KB", 1024),
+            ("1kb", 1024),
+            ("1K", 1024),
+            ("10GB", 10 << 30),
+            ("10 GB", 10 << 30),
+            ("5MB", 5 << 20),
+            ("500mb", 500 << 20),
+            ("1.5GB", 3 << 29),
+            ("0.5KB", 512),
+            (".5KB", 512),
+            ("2TB", 2 << 40),
+            ("2tb", 2 << 40),
+            ("1GiB", 1 << 30),
+            ("  7 MB ", 7 << 20),
+            ("16777215TB", 16_777_215u64 << 40),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_size(text), Ok(*want), "{text}");
+        }
+        for bad in ["", "GB", "12XB", "-5GB", "1.2.3GB", "ten GB", "5 G B", "1e3"] {
+            assert_eq!(parse_size(bad), Err(format!("{bad:?} is not a size (use B, KB, MB, GB or TB)")), "{bad}");
+        }
+        assert_eq!(parse_size("16777216TB"), Err("\"16777216TB\" is too large".to_owned()));
+    }
+
+    #[test]
+    fn parse_duration_table() {
+        let ok: &[(&str, Duration)] = &[
+            ("0", Duration::ZERO),
+            ("30s", Duration::from_secs(30)),
+            ("5m", Duration::from_secs(300)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("500ms", Duration::from_millis(500)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("250us", Duration::from_micros(250)),
+            ("10ns", Duration::from_nanos(10)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(*want), "{text}");
+        }
+        for bad in ["", "30", "5 m", "1d", "s", "1h30"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
+    }
+
+    #[test]
+    fn env_expansion() {
+        let env = |name: &str| match name {
+            "R2_SECRET" => Some("sec/ret+1".to_owned()),
+            "PORT" => Some("9000".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            expand_env("a: ${R2_SECRET}\nport: ${PORT}\nx: pre-${PORT}-post\n", &env).unwrap(),
+            "a: sec/ret+1\nport: 9000\nx: pre-9000-post\n"
+        );
+        // Escape, lone dollars, comments untouched.
+        assert_eq!(expand_env("a: $${X} $5 $\n", &env).unwrap(), "a: ${X} $5 $\n");
+        assert_eq!(expand_env("a: 1 # see ${MISSING}\n# ${ALSO}\n", &env).unwrap(), "a: 1 # see ${MISSING}\n# ${ALSO}\n");
+        assert_eq!(expand_env("a: \"x # ${PORT}\"\n", &env).unwrap(), "a: \"x # 9000\"\n");
+        let e = expand_env("a: 1\nb: ${MISSING_ONE}\n", &env).unwrap_err();
+        assert_eq!(e.to_string(), "config: line 2: environment variable MISSING_ONE is not set");
+        assert!(expand_env("a: ${OPEN\n", &env).unwrap_err().problem.contains("not closed"));
+        assert!(expand_env("a: ${1BAD}\n", &env).unwrap_err().problem.contains("not an environment variable name"));
+
+        // End to end: a secret from the environment reaches the backend config.
+        let text = base("", "").replace("secret_access_key: s\n  - name: b", "secret_access_key: ${R2_SECRET}\n  - name: b");
+        let (c, _) = Config::from_yaml(&expand_env(&text, &env).unwrap()).unwrap();
+        assert_eq!(c.backend("a").unwrap().secret_key.expose(), "sec/ret+1");
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let (c, _) = Config::from_yaml(GO_FIXTURE).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("go-fixture-secret-key"));
+        assert!(!debug.contains("aws-fixture-secret"));
+    }
 }
