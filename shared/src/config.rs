@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-
 /// A secret string: never printed by `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(transparent)]
@@ -206,20 +205,25 @@ pub type Warnings = Vec<String>;
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self { key: key.into(), problem: problem.into() }
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
     }
 }
 
 impl Config {
     /// Loads a YAML document (the Go s3-balance `config.yaml`, or ours).
     pub fn from_yaml(text: &str) -> Result<(Config, Warnings), ConfigError> {
-        let tree: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::new("yaml", e.to_string()))?;
+        let tree: Value =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::new("yaml", e.to_string()))?;
         load_tree(tree)
     }
 
     /// Loads a TOML document with the same keys as the YAML one.
     pub fn from_toml(text: &str) -> Result<(Config, Warnings), ConfigError> {
-        let tree: Value = toml::from_str(text).map_err(|e| ConfigError::new("toml", e.to_string().trim_end().to_owned()))?;
+        let tree: Value = toml::from_str(text)
+            .map_err(|e| ConfigError::new("toml", e.to_string().trim_end().to_owned()))?;
         load_tree(tree)
     }
 
@@ -242,14 +246,16 @@ impl Config {
 
     /// The virtual bucket as configured, or as created at run time with the defaults.
     pub fn bucket_or_default(&self, name: &str) -> VirtualBucketConfig {
-        self.virtual_bucket(name).cloned().unwrap_or_else(|| VirtualBucketConfig {
-            name: name.to_owned(),
-            backends: Vec::new(),
-            anonymous_read: false,
-            reads: self.default_reads,
-            writes: self.default_writes,
-            key_layout: self.default_key_layout,
-        })
+        self.virtual_bucket(name)
+            .cloned()
+            .unwrap_or_else(|| VirtualBucketConfig {
+                name: name.to_owned(),
+                backends: Vec::new(),
+                anonymous_read: false,
+                reads: self.default_reads,
+                writes: self.default_writes,
+                key_layout: self.default_key_layout,
+            })
     }
 
     /// Backends a virtual bucket places on.
@@ -257,15 +263,21 @@ impl Config {
         if bucket.backends.is_empty() {
             self.backends.iter().collect()
         } else {
-            bucket.backends.iter().filter_map(|n| self.backend(n)).collect()
+            bucket
+                .backends
+                .iter()
+                .filter_map(|n| self.backend(n))
+                .collect()
         }
     }
 
     pub fn credential(&self, access_key: &str) -> Option<&CredentialConfig> {
-        self.api.credentials.iter().find(|c| c.access_key == access_key)
+        self.api
+            .credentials
+            .iter()
+            .find(|c| c.access_key == access_key)
     }
 }
-
 
 /// Parses sizes as the Go config writes them: `100`, `100B`, `10KB`, `5MB`, `1.5GB`, `2TB`
 /// (powers of 1024, case-insensitive, optional space before the unit; `K`, `M`, `G`, `T`
@@ -274,7 +286,9 @@ impl Config {
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || format!("{text:?} is not a size (use B, KB, MB, GB or TB)");
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = (&t[..split], t[split..].trim());
     let shift: u32 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
@@ -289,7 +303,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(bad());
     }
     // Exact integer arithmetic: "1.5GB" is exactly 1.5 * 2^30 bytes.
-    let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
+    let int: u128 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad())?
+    };
     let mult = 1u128 << shift;
     let mut bytes = int.checked_mul(mult).ok_or_else(bad)?;
     if !frac.is_empty() {
@@ -302,7 +320,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Parses a Go duration: `500ms`, `30s`, `5m`, `1h30m`, `1.5h`, `0` (units ns, us, µs, ms, s,
 /// m, h). A bare number is refused: Go would read it as nanoseconds, which nobody means.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration (write e.g. \"500ms\", \"30s\", \"5m\", \"1h30m\")");
+    let bad =
+        || format!("{text:?} is not a duration (write e.g. \"500ms\", \"30s\", \"5m\", \"1h30m\")");
     let t = text.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
@@ -316,10 +335,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     let mut nanos: f64 = 0.0;
     while !rest.is_empty() {
-        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let number: f64 = rest[..n_end].parse().map_err(|_| bad())?;
         rest = &rest[n_end..];
-        let u_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..u_end] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -344,7 +367,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// space, outside quotes) are left as they are, so a commented-out `${OLD_KEY}` needs no
 /// variable. A name that `lookup` does not know is an error naming it and its line. Values are
 /// inserted as they are (quote them in YAML where they need it).
-pub fn expand_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+pub fn expand_env(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     for (n, line) in text.split_inclusive('\n').enumerate() {
         let code_end = comment_start(line).unwrap_or(line.len());
@@ -389,15 +415,24 @@ fn expand_line(
             out.push_str("${");
             rest = after;
         } else if let Some(after) = tail.strip_prefix("${") {
-            let end = after.find('}').ok_or_else(|| ConfigError::new(key(), "`${` is not closed by `}`"))?;
+            let end = after
+                .find('}')
+                .ok_or_else(|| ConfigError::new(key(), "`${` is not closed by `}`"))?;
             let name = &after[..end];
-            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(ConfigError::new(key(), format!("`${{{name}}}` is not an environment variable name")));
+                return Err(ConfigError::new(
+                    key(),
+                    format!("`${{{name}}}` is not an environment variable name"),
+                ));
             }
-            let value =
-                lookup(name).ok_or_else(|| ConfigError::new(key(), format!("environment variable {name} is not set")))?;
+            let value = lookup(name).ok_or_else(|| {
+                ConfigError::new(key(), format!("environment variable {name} is not set"))
+            })?;
             out.push_str(&value);
             rest = &after[end + 1..];
         } else {
@@ -439,9 +474,18 @@ struct Section<'a> {
 impl<'a> Section<'a> {
     fn new(path: &str, value: Option<&'a Value>) -> Result<Self, ConfigError> {
         match value {
-            None | Some(Value::Null) => Ok(Self { path: path.to_owned(), map: None }),
-            Some(Value::Object(map)) => Ok(Self { path: path.to_owned(), map: Some(map) }),
-            Some(other) => Err(ConfigError::new(path, format!("expected a mapping of keys, found {}", show(other)))),
+            None | Some(Value::Null) => Ok(Self {
+                path: path.to_owned(),
+                map: None,
+            }),
+            Some(Value::Object(map)) => Ok(Self {
+                path: path.to_owned(),
+                map: Some(map),
+            }),
+            Some(other) => Err(ConfigError::new(
+                path,
+                format!("expected a mapping of keys, found {}", show(other)),
+            )),
         }
     }
 
@@ -463,7 +507,10 @@ impl<'a> Section<'a> {
         let Some(map) = self.map else { return Ok(()) };
         for k in map.keys() {
             if !allowed.contains(&k.as_str()) {
-                return Err(ConfigError::new(self.key(k), format!("unknown key (known here: {})", allowed.join(", "))));
+                return Err(ConfigError::new(
+                    self.key(k),
+                    format!("unknown key (known here: {})", allowed.join(", ")),
+                ));
             }
         }
         Ok(())
@@ -475,7 +522,10 @@ impl<'a> Section<'a> {
             Some(Value::String(s)) => Ok(Some(s.clone())),
             // Go's yaml decodes a number into a string field; so do we.
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(v) => Err(ConfigError::new(self.key(key), format!("expected a string, found {}", show(v)))),
+            Some(v) => Err(ConfigError::new(
+                self.key(key),
+                format!("expected a string, found {}", show(v)),
+            )),
         }
     }
 
@@ -483,7 +533,10 @@ impl<'a> Section<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(ConfigError::new(self.key(key), format!("expected true or false, found {}", show(v)))),
+            Some(v) => Err(ConfigError::new(
+                self.key(key),
+                format!("expected true or false, found {}", show(v)),
+            )),
         }
     }
 
@@ -491,19 +544,27 @@ impl<'a> Section<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-            Some(v) => Err(ConfigError::new(self.key(key), format!("expected a whole number >= 0, found {}", show(v)))),
+            Some(v) => Err(ConfigError::new(
+                self.key(key),
+                format!("expected a whole number >= 0, found {}", show(v)),
+            )),
         }
     }
 
     fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::String(s)) => parse_duration(s).map(Some).map_err(|p| ConfigError::new(self.key(key), p)),
+            Some(Value::String(s)) => parse_duration(s)
+                .map(Some)
+                .map_err(|p| ConfigError::new(self.key(key), p)),
             Some(Value::Number(n)) => Err(ConfigError::new(
                 self.key(key),
                 format!("{n} has no unit (write e.g. \"{n}s\", \"500ms\", \"5m\")"),
             )),
-            Some(v) => Err(ConfigError::new(self.key(key), format!("expected a duration such as \"30s\", found {}", show(v)))),
+            Some(v) => Err(ConfigError::new(
+                self.key(key),
+                format!("expected a duration such as \"30s\", found {}", show(v)),
+            )),
         }
     }
 
@@ -512,11 +573,16 @@ impl<'a> Section<'a> {
         let bytes = match self.get(key) {
             None => return Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
-            Some(Value::String(s)) => parse_size(s).map_err(|p| ConfigError::new(self.key(key), p))?,
-            Some(Value::Number(n)) => {
-                n.as_u64().ok_or_else(|| ConfigError::new(self.key(key), format!("{n} is not a size")))?
+            Some(Value::String(s)) => {
+                parse_size(s).map_err(|p| ConfigError::new(self.key(key), p))?
             }
-            Some(v) => Err(ConfigError::new(self.key(key), format!("expected a size such as \"10GB\", found {}", show(v))))?,
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .ok_or_else(|| ConfigError::new(self.key(key), format!("{n} is not a size")))?,
+            Some(v) => Err(ConfigError::new(
+                self.key(key),
+                format!("expected a size such as \"10GB\", found {}", show(v)),
+            ))?,
         };
         Ok((bytes > 0).then_some(bytes))
     }
@@ -536,17 +602,25 @@ impl<'a> Section<'a> {
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            Some(v) => Err(ConfigError::new(self.key(key), format!("expected a list, found {}", show(v)))),
+            Some(v) => Err(ConfigError::new(
+                self.key(key),
+                format!("expected a list, found {}", show(v)),
+            )),
         }
     }
 
     fn list(&self, key: &str) -> Result<Vec<(String, &'a Value)>, ConfigError> {
         match self.get(key) {
             None => Ok(Vec::new()),
-            Some(Value::Array(items)) => {
-                Ok(items.iter().enumerate().map(|(i, v)| (format!("{}[{i}]", self.key(key)), v)).collect())
-            }
-            Some(v) => Err(ConfigError::new(self.key(key), format!("expected a list, found {}", show(v)))),
+            Some(Value::Array(items)) => Ok(items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{}[{i}]", self.key(key)), v))
+                .collect()),
+            Some(v) => Err(ConfigError::new(
+                self.key(key),
+                format!("expected a list, found {}", show(v)),
+            )),
         }
     }
 
@@ -560,7 +634,10 @@ impl<'a> Section<'a> {
             Some("proxy") => Ok(Some(DataPathMode::Proxy)),
             Some("redirect") => Ok(Some(DataPathMode::Redirect)),
             Some("auto") => Ok(Some(DataPathMode::Auto)),
-            Some(other) => Err(ConfigError::new(self.key(key), format!("{other:?} is not a mode (use proxy, redirect or auto)"))),
+            Some(other) => Err(ConfigError::new(
+                self.key(key),
+                format!("{other:?} is not a mode (use proxy, redirect or auto)"),
+            )),
         }
     }
 
@@ -571,7 +648,9 @@ impl<'a> Section<'a> {
             Some("{key}") => Ok(Some(KeyLayout::Plain)),
             Some(other) => Err(ConfigError::new(
                 self.key(key),
-                format!("{other:?} is not a key layout (use \"{{bucket}}/{{key}}\" or \"{{key}}\")"),
+                format!(
+                    "{other:?} is not a key layout (use \"{{bucket}}/{{key}}\" or \"{{key}}\")"
+                ),
             )),
         }
     }
@@ -581,11 +660,28 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
     let mut warnings = Warnings::new();
     let root = match &tree {
         // An empty document: everything defaults (and then fails for want of backends).
-        Value::Null => Section { path: String::new(), map: None },
+        Value::Null => Section {
+            path: String::new(),
+            map: None,
+        },
         Value::Object(_) => Section::new("", Some(&tree))?,
-        other => return Err(ConfigError::new("(document)", format!("expected a mapping of keys, found {}", show(other)))),
+        other => {
+            return Err(ConfigError::new(
+                "(document)",
+                format!("expected a mapping of keys, found {}", show(other)),
+            ))
+        }
     };
-    root.only(&["server", "database", "buckets", "balancer", "metrics", "s3api", "data_path", "metadata"])?;
+    root.only(&[
+        "server",
+        "database",
+        "buckets",
+        "balancer",
+        "metrics",
+        "s3api",
+        "data_path",
+        "metadata",
+    ])?;
     if root.has("database") {
         warnings.push(
             "database: ignored; the Go s3-balance's GORM database is not used (the object index is \
@@ -611,20 +707,32 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
     };
     let default_reads = data_path.mode("reads")?.unwrap_or(go_reads);
     let default_writes = data_path.mode("writes")?.unwrap_or(go_writes);
-    let default_key_layout = data_path.layout("key_layout")?.unwrap_or(KeyLayout::BucketPrefixed);
+    let default_key_layout = data_path
+        .layout("key_layout")?
+        .unwrap_or(KeyLayout::BucketPrefixed);
 
-    let (backends, virtual_buckets) =
-        load_buckets(&root, default_reads, default_writes, default_key_layout, &mut warnings)?;
+    let (backends, virtual_buckets) = load_buckets(
+        &root,
+        default_reads,
+        default_writes,
+        default_key_layout,
+        &mut warnings,
+    )?;
     let api = load_api(&s3api, &backends, &virtual_buckets, &mut warnings)?;
 
-    if balancer.strategy == Strategy::Weighted && backends.iter().filter(|b| b.enabled).all(|b| b.weight == 0) {
+    if balancer.strategy == Strategy::Weighted
+        && backends.iter().filter(|b| b.enabled).all(|b| b.weight == 0)
+    {
         return Err(ConfigError::new(
             "balancer.strategy",
             "\"weighted\" needs at least one enabled backend with weight > 0 (all have weight 0)",
         ));
     }
     if !backends.iter().any(|b| b.enabled) {
-        warnings.push("buckets: every real bucket is disabled; writes will fail with 507 InsufficientStorage".to_owned());
+        warnings.push(
+            "buckets: every real bucket is disabled; writes will fail with 507 InsufficientStorage"
+                .to_owned(),
+        );
     }
     if virtual_buckets.is_empty() && !api.allow_create_bucket {
         warnings.push(
@@ -634,7 +742,10 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
         );
     }
     if !api.auth_required {
-        warnings.push("s3api.auth_required is false: anyone who reaches the gateway can read and write".to_owned());
+        warnings.push(
+            "s3api.auth_required is false: anyone who reaches the gateway can read and write"
+                .to_owned(),
+        );
     }
 
     let config = Config {
@@ -653,12 +764,29 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
 }
 
 fn load_server(s: &Section<'_>, warnings: &mut Warnings) -> Result<ServerConfig, ConfigError> {
-    s.only(&["host", "port", "read_timeout", "write_timeout", "idle_timeout", "shutdown_timeout"])?;
-    let host = s.string("host")?.filter(|h| !h.is_empty()).unwrap_or_else(|| "0.0.0.0".to_owned());
+    s.only(&[
+        "host",
+        "port",
+        "read_timeout",
+        "write_timeout",
+        "idle_timeout",
+        "shutdown_timeout",
+    ])?;
+    let host = s
+        .string("host")?
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "0.0.0.0".to_owned());
     let port = match s.uint("port")? {
         None => 8080,
-        Some(0) => return Err(ConfigError::new(s.key("port"), "0 is not a port (use 1 to 65535)")),
-        Some(p) => u16::try_from(p).map_err(|_| ConfigError::new(s.key("port"), format!("{p} is not a port (use 1 to 65535)")))?,
+        Some(0) => {
+            return Err(ConfigError::new(
+                s.key("port"),
+                "0 is not a port (use 1 to 65535)",
+            ))
+        }
+        Some(p) => u16::try_from(p).map_err(|_| {
+            ConfigError::new(s.key("port"), format!("{p} is not a port (use 1 to 65535)"))
+        })?,
     };
     for key in GO_IGNORED_SERVER {
         if s.duration(key)?.is_some() {
@@ -668,8 +796,14 @@ fn load_server(s: &Section<'_>, warnings: &mut Warnings) -> Result<ServerConfig,
             ));
         }
     }
-    let shutdown_timeout = s.duration("shutdown_timeout")?.unwrap_or(Duration::from_secs(30));
-    Ok(ServerConfig { host, port, shutdown_timeout })
+    let shutdown_timeout = s
+        .duration("shutdown_timeout")?
+        .unwrap_or(Duration::from_secs(30));
+    Ok(ServerConfig {
+        host,
+        port,
+        shutdown_timeout,
+    })
 }
 
 fn load_balancer(s: &Section<'_>) -> Result<BalancerConfig, ConfigError> {
@@ -690,15 +824,22 @@ fn load_balancer(s: &Section<'_>) -> Result<BalancerConfig, ConfigError> {
         Some("weighted") => Strategy::Weighted,
         Some("consistent-hash") => Strategy::ConsistentHash,
         Some(other) => {
-            return Err(ConfigError::new(s.key("strategy"), format!("{other:?} is not a strategy (use {STRATEGIES})")))
+            return Err(ConfigError::new(
+                s.key("strategy"),
+                format!("{other:?} is not a strategy (use {STRATEGIES})"),
+            ))
         }
     };
-    let nonzero = |d: Option<Duration>, default: Duration| d.filter(|d| !d.is_zero()).unwrap_or(default);
+    let nonzero =
+        |d: Option<Duration>, default: Duration| d.filter(|d| !d.is_zero()).unwrap_or(default);
     let at_least_one = |key: &str, default: u64| -> Result<u32, ConfigError> {
         match s.uint(key)? {
             None => Ok(default as u32),
             Some(n) if (1..=1000).contains(&n) => Ok(n as u32),
-            Some(n) => Err(ConfigError::new(s.key(key), format!("{n} is out of range (use 1 to 1000)"))),
+            Some(n) => Err(ConfigError::new(
+                s.key(key),
+                format!("{n} is out of range (use 1 to 1000)"),
+            )),
         }
     };
     let probe_timeout = nonzero(s.duration("probe_timeout")?, Duration::from_secs(5));
@@ -708,10 +849,12 @@ fn load_balancer(s: &Section<'_>) -> Result<BalancerConfig, ConfigError> {
         update_stats_period: nonzero(s.duration("update_stats_period")?, Duration::from_secs(60)),
         retry_attempts: match s.uint("retry_attempts")? {
             None | Some(0) => 3,
-            Some(n) => u32::try_from(n)
-                .ok()
-                .filter(|n| *n <= 100)
-                .ok_or_else(|| ConfigError::new(s.key("retry_attempts"), format!("{n} is out of range (use 1 to 100)")))?,
+            Some(n) => u32::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| {
+                ConfigError::new(
+                    s.key("retry_attempts"),
+                    format!("{n} is out of range (use 1 to 100)"),
+                )
+            })?,
         },
         retry_delay: nonzero(s.duration("retry_delay")?, Duration::from_secs(1)),
         rise: at_least_one("rise", 2)?,
@@ -724,14 +867,30 @@ fn load_metrics(s: &Section<'_>, warnings: &mut Warnings) -> Result<MetricsConfi
     s.only(&["enabled", "path", "port", "token"])?;
     if s.has("port") {
         s.uint("port")?;
-        warnings.push(format!("{}: ignored; metrics are served on the main port", s.key("port")));
+        warnings.push(format!(
+            "{}: ignored; metrics are served on the main port",
+            s.key("port")
+        ));
     }
-    let path = s.string("path")?.filter(|p| !p.is_empty()).unwrap_or_else(|| "/metrics".to_owned());
+    let path = s
+        .string("path")?
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/metrics".to_owned());
     if !path.starts_with('/') {
-        return Err(ConfigError::new(s.key("path"), format!("{path:?} must start with /")));
+        return Err(ConfigError::new(
+            s.key("path"),
+            format!("{path:?} must start with /"),
+        ));
     }
-    let token = s.string("token")?.filter(|t| !t.is_empty()).map(Secret::new);
-    Ok(MetricsConfig { enabled: s.bool("enabled")?.unwrap_or(false), path, token })
+    let token = s
+        .string("token")?
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    Ok(MetricsConfig {
+        enabled: s.bool("enabled")?.unwrap_or(false),
+        path,
+        token,
+    })
 }
 
 fn load_metadata(s: &Section<'_>, warnings: &mut Warnings) -> Result<MetadataBackend, ConfigError> {
@@ -744,13 +903,21 @@ fn load_metadata(s: &Section<'_>, warnings: &mut Warnings) -> Result<MetadataBac
             if table.is_some() {
                 warnings.push(unused("table", "sqlite"));
             }
-            MetadataBackend::Sqlite { path: path.filter(|p| !p.is_empty()).unwrap_or_else(|| "data/s3-balance.db".to_owned()) }
+            MetadataBackend::Sqlite {
+                path: path
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "data/s3-balance.db".to_owned()),
+            }
         }
         Some("dynamodb") => {
             if path.is_some() {
                 warnings.push(unused("path", "dynamodb"));
             }
-            MetadataBackend::DynamoDb { table: table.filter(|t| !t.is_empty()).unwrap_or_else(|| "s3-balance".to_owned()) }
+            MetadataBackend::DynamoDb {
+                table: table
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or_else(|| "s3-balance".to_owned()),
+            }
         }
         Some("memory") => {
             for key in ["path", "table"] {
@@ -761,7 +928,10 @@ fn load_metadata(s: &Section<'_>, warnings: &mut Warnings) -> Result<MetadataBac
             MetadataBackend::Memory
         }
         Some(other) => {
-            return Err(ConfigError::new(s.key("type"), format!("{other:?} is not a metadata store (use sqlite, dynamodb or memory)")))
+            return Err(ConfigError::new(
+                s.key("type"),
+                format!("{other:?} is not a metadata store (use sqlite, dynamodb or memory)"),
+            ))
         }
     })
 }
@@ -811,15 +981,30 @@ fn load_buckets(
 
     for (path, value) in &entries {
         let b = Section::new(path, Some(value))?;
-        let name = b.string("name")?.filter(|n| !n.is_empty()).ok_or_else(|| ConfigError::new(b.key("name"), "is required"))?;
+        let name = b
+            .string("name")?
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ConfigError::new(b.key("name"), "is required"))?;
         if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
-            return Err(ConfigError::new(b.key("name"), format!("{name:?} is already used by {first}")));
+            return Err(ConfigError::new(
+                b.key("name"),
+                format!("{name:?} is already used by {first}"),
+            ));
         }
         names.push((name.clone(), path.clone()));
         let enabled = b.bool("enabled")?.unwrap_or(true);
 
         if b.bool("virtual")?.unwrap_or(false) {
-            let mut allowed: Vec<&str> = vec!["name", "virtual", "enabled", "backends", "anonymous_read", "reads", "writes", "key_layout"];
+            let mut allowed: Vec<&str> = vec![
+                "name",
+                "virtual",
+                "enabled",
+                "backends",
+                "anonymous_read",
+                "reads",
+                "writes",
+                "key_layout",
+            ];
             allowed.extend(VIRTUAL_GO_KEYS);
             b.only(&allowed)?;
             let vb = VirtualBucketConfig {
@@ -832,10 +1017,15 @@ fn load_buckets(
             };
             if !enabled {
                 // The Go s3-balance skips disabled entries entirely: the bucket does not exist.
-                warnings.push(format!("{path}: virtual bucket {name:?} is disabled and not served"));
+                warnings.push(format!(
+                    "{path}: virtual bucket {name:?} is disabled and not served"
+                ));
                 continue;
             }
-            if root.has("database") && !b.has("key_layout") && vb.key_layout == KeyLayout::BucketPrefixed {
+            if root.has("database")
+                && !b.has("key_layout")
+                && vb.key_layout == KeyLayout::BucketPrefixed
+            {
                 warnings.push(format!(
                     "{path}: virtual bucket {name:?} stores objects under \"{name}/<key>\"; the Go \
                      s3-balance stored them under their plain key: set key_layout: \"{{key}}\" to \
@@ -847,34 +1037,55 @@ fn load_buckets(
         }
 
         b.only(&REAL_KEYS)?;
-        let region = b.string("region")?.filter(|r| !r.is_empty()).unwrap_or_else(|| "us-east-1".to_owned());
-        let endpoint = match b.string("endpoint")?.map(|e| e.trim().trim_end_matches('/').to_owned()) {
+        let region = b
+            .string("region")?
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let endpoint = match b
+            .string("endpoint")?
+            .map(|e| e.trim().trim_end_matches('/').to_owned())
+        {
             // Empty: AWS's own endpoint for the region, as the AWS SDK of the Go project uses.
             None => format!("https://s3.{region}.amazonaws.com"),
             Some(e) if e.is_empty() => format!("https://s3.{region}.amazonaws.com"),
             Some(e) if e.starts_with("http://") || e.starts_with("https://") => e,
             Some(e) if e.contains("://") => {
-                return Err(ConfigError::new(b.key("endpoint"), format!("{e:?} must start with http:// or https://")))
+                return Err(ConfigError::new(
+                    b.key("endpoint"),
+                    format!("{e:?} must start with http:// or https://"),
+                ))
             }
             // A bare host: the old Go key `use_ssl` picks the scheme.
             Some(e) => {
-                let scheme = if b.bool("use_ssl")?.unwrap_or(true) { "https" } else { "http" };
+                let scheme = if b.bool("use_ssl")?.unwrap_or(true) {
+                    "https"
+                } else {
+                    "http"
+                };
                 format!("{scheme}://{e}")
             }
         };
         b.bool("use_ssl")?;
         let access_key = b.string("access_key_id")?.filter(|k| !k.is_empty());
         let secret_key = b.string("secret_access_key")?.filter(|k| !k.is_empty());
-        let access_key = access_key.ok_or_else(|| ConfigError::new(b.key("access_key_id"), "is required for a real bucket"))?;
-        let secret_key = secret_key.ok_or_else(|| ConfigError::new(b.key("secret_access_key"), "is required for a real bucket"))?;
+        let access_key = access_key.ok_or_else(|| {
+            ConfigError::new(b.key("access_key_id"), "is required for a real bucket")
+        })?;
+        let secret_key = secret_key.ok_or_else(|| {
+            ConfigError::new(b.key("secret_access_key"), "is required for a real bucket")
+        })?;
         let weight = match b.uint("weight")? {
             None => 1,
-            Some(w) => u32::try_from(w).map_err(|_| ConfigError::new(b.key("weight"), format!("{w} is too large")))?,
+            Some(w) => u32::try_from(w)
+                .map_err(|_| ConfigError::new(b.key("weight"), format!("{w} is too large")))?,
         };
         let limits = b.section("operation_limits")?;
         limits.only(&["type_a", "type_b"])?;
         backends.push(BackendConfig {
-            bucket: b.string("bucket")?.filter(|n| !n.is_empty()).unwrap_or_else(|| name.clone()),
+            bucket: b
+                .string("bucket")?
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| name.clone()),
             name,
             endpoint,
             region,
@@ -892,17 +1103,30 @@ fn load_buckets(
     }
 
     if backends.is_empty() {
-        return Err(ConfigError::new("buckets", "no real bucket is configured (an entry without virtual: true)"));
+        return Err(ConfigError::new(
+            "buckets",
+            "no real bucket is configured (an entry without virtual: true)",
+        ));
     }
-    let known = backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(", ");
+    let known = backends
+        .iter()
+        .map(|b| b.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     for (path, vb) in &virtuals {
         for (i, backend) in vb.backends.iter().enumerate() {
             let key = format!("{path}.backends[{i}]");
             if !backends.iter().any(|b| b.name == *backend) {
-                return Err(ConfigError::new(key, format!("{backend:?} is not a real bucket (known: {known})")));
+                return Err(ConfigError::new(
+                    key,
+                    format!("{backend:?} is not a real bucket (known: {known})"),
+                ));
             }
             if vb.backends[..i].contains(backend) {
-                return Err(ConfigError::new(key, format!("{backend:?} is listed twice")));
+                return Err(ConfigError::new(
+                    key,
+                    format!("{backend:?} is listed twice"),
+                ));
             }
         }
     }
@@ -933,26 +1157,57 @@ fn load_api(
     let mut credentials = Vec::new();
     // The Go single key pair becomes the first credential, with access to everything. (The Go
     // s3-balance falls back to AWS's documented example keys when they are empty; we do not.)
-    match (s.string("access_key")?.filter(|k| !k.is_empty()), s.string("secret_key")?.filter(|k| !k.is_empty())) {
-        (Some(access_key), Some(secret)) => {
-            credentials.push(CredentialConfig { access_key, secret_key: Secret::new(secret), buckets: None, read_only: false })
-        }
+    match (
+        s.string("access_key")?.filter(|k| !k.is_empty()),
+        s.string("secret_key")?.filter(|k| !k.is_empty()),
+    ) {
+        (Some(access_key), Some(secret)) => credentials.push(CredentialConfig {
+            access_key,
+            secret_key: Secret::new(secret),
+            buckets: None,
+            read_only: false,
+        }),
         (None, None) => {}
-        (Some(_), None) => return Err(ConfigError::new(s.key("secret_key"), "is required with s3api.access_key")),
-        (None, Some(_)) => return Err(ConfigError::new(s.key("access_key"), "is required with s3api.secret_key")),
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                s.key("secret_key"),
+                "is required with s3api.access_key",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                s.key("access_key"),
+                "is required with s3api.secret_key",
+            ))
+        }
     }
     for (path, value) in s.list("credentials")? {
         let c = Section::new(&path, Some(value))?;
         c.only(&["access_key", "secret_key", "buckets", "read_only"])?;
-        let access_key = c.string("access_key")?.filter(|k| !k.is_empty()).ok_or_else(|| ConfigError::new(c.key("access_key"), "is required"))?;
-        let secret = c.string("secret_key")?.filter(|k| !k.is_empty()).ok_or_else(|| ConfigError::new(c.key("secret_key"), "is required"))?;
-        if credentials.iter().any(|e: &CredentialConfig| e.access_key == access_key) {
-            return Err(ConfigError::new(c.key("access_key"), format!("{access_key:?} is configured twice")));
+        let access_key = c
+            .string("access_key")?
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| ConfigError::new(c.key("access_key"), "is required"))?;
+        let secret = c
+            .string("secret_key")?
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| ConfigError::new(c.key("secret_key"), "is required"))?;
+        if credentials
+            .iter()
+            .any(|e: &CredentialConfig| e.access_key == access_key)
+        {
+            return Err(ConfigError::new(
+                c.key("access_key"),
+                format!("{access_key:?} is configured twice"),
+            ));
         }
         let buckets = c.string_list("buckets")?;
         for name in buckets.iter().flatten() {
             if !virtual_buckets.iter().any(|v| v.name == *name) {
-                warnings.push(format!("{}: {name:?} is not a configured virtual bucket", c.key("buckets")));
+                warnings.push(format!(
+                    "{}: {name:?} is not a configured virtual bucket",
+                    c.key("buckets")
+                ));
             }
         }
         credentials.push(CredentialConfig {
@@ -973,7 +1228,10 @@ fn load_api(
     // Legacy `host` (the Go signing host) is one more base domain; ports are not part of it.
     let mut base_domains: Vec<String> = Vec::new();
     let host = s.string("host")?.into_iter();
-    for (i, domain) in host.chain(s.string_list("base_domains")?.unwrap_or_default()).enumerate() {
+    for (i, domain) in host
+        .chain(s.string_list("base_domains")?.unwrap_or_default())
+        .enumerate()
+    {
         let d = domain.trim().trim_start_matches('.').to_ascii_lowercase();
         let d = match d.rsplit_once(':') {
             Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h.to_owned(),
@@ -983,8 +1241,15 @@ fn load_api(
             continue;
         }
         if d.contains('/') || d.contains(' ') {
-            let key = if s.has("host") && i == 0 { s.key("host") } else { s.key("base_domains") };
-            return Err(ConfigError::new(key, format!("{domain:?} is not a host name")));
+            let key = if s.has("host") && i == 0 {
+                s.key("host")
+            } else {
+                s.key("base_domains")
+            };
+            return Err(ConfigError::new(
+                key,
+                format!("{domain:?} is not a host name"),
+            ));
         }
         if !base_domains.contains(&d) {
             base_domains.push(d);
@@ -994,11 +1259,21 @@ fn load_api(
     let redirect_status = match s.uint("redirect_status")? {
         None => 307,
         Some(n @ (302 | 307)) => n as u16,
-        Some(n) => return Err(ConfigError::new(s.key("redirect_status"), format!("{n} is not allowed (use 307 or 302)"))),
+        Some(n) => {
+            return Err(ConfigError::new(
+                s.key("redirect_status"),
+                format!("{n} is not allowed (use 307 or 302)"),
+            ))
+        }
     };
-    let presign_expiry = s.duration("presign_expiry")?.unwrap_or(Duration::from_secs(15 * 60));
+    let presign_expiry = s
+        .duration("presign_expiry")?
+        .unwrap_or(Duration::from_secs(15 * 60));
     if presign_expiry.is_zero() || presign_expiry > Duration::from_secs(7 * 24 * 3600) {
-        return Err(ConfigError::new(s.key("presign_expiry"), "must be more than 0 and at most 7 days (168h)"));
+        return Err(ConfigError::new(
+            s.key("presign_expiry"),
+            "must be more than 0 and at most 7 days (168h)",
+        ));
     }
     let upload_id_secret = match s.string("upload_id_secret")?.filter(|k| !k.is_empty()) {
         Some(secret) => Secret::new(secret),
@@ -1022,7 +1297,10 @@ fn load_api(
 /// then, for each credential in config order, "\n" + secret_key)); with no credential, the real
 /// buckets' secret_access_keys in config order. Rotating those secrets rotates this key, which
 /// invalidates multipart uploads in flight: set `upload_id_secret` to avoid that.
-pub fn derive_upload_id_secret(credentials: &[CredentialConfig], backends: &[BackendConfig]) -> Secret {
+pub fn derive_upload_id_secret(
+    credentials: &[CredentialConfig],
+    backends: &[BackendConfig],
+) -> Secret {
     let mut h = Sha256::new();
     h.update(b"s3-balance upload-id v1");
     let secrets: Vec<&str> = if credentials.is_empty() {
@@ -1058,16 +1336,28 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        Config::from_yaml(text).expect_err("should be refused").to_string()
+        Config::from_yaml(text)
+            .expect_err("should be refused")
+            .to_string()
     }
 
     #[test]
     fn go_fixture_loads_with_the_same_meaning() {
         let (c, warnings) = Config::from_yaml(GO_FIXTURE).unwrap();
-        assert_eq!(c.server, ServerConfig { host: "127.0.0.1".into(), port: 9000, shutdown_timeout: Duration::from_secs(30) });
+        assert_eq!(
+            c.server,
+            ServerConfig {
+                host: "127.0.0.1".into(),
+                port: 9000,
+                shutdown_timeout: Duration::from_secs(30)
+            }
+        );
 
         let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
-        assert_eq!(names, ["aws-archive", "minio-local", "r2-free", "old-backup"]);
+        assert_eq!(
+            names,
+            ["aws-archive", "minio-local", "r2-free", "old-backup"]
+        );
         let aws = c.backend("aws-archive").unwrap();
         assert_eq!(aws.endpoint, "https://s3.eu-west-1.amazonaws.com");
         assert_eq!(aws.bucket, "aws-archive");
@@ -1075,13 +1365,25 @@ mod tests {
         assert_eq!(aws.access_key, "AKIAAWSFIXTURE");
         assert_eq!(aws.secret_key.expose(), "aws-fixture-secret");
         assert_eq!(aws.max_size, Some(10 * GB));
-        assert_eq!((aws.weight, aws.enabled, aws.path_style, aws.read_only), (10, true, false, false));
-        assert_eq!((aws.limit_class_a, aws.limit_class_b), (Some(1_000_000), Some(10_000_000)));
+        assert_eq!(
+            (aws.weight, aws.enabled, aws.path_style, aws.read_only),
+            (10, true, false, false)
+        );
+        assert_eq!(
+            (aws.limit_class_a, aws.limit_class_b),
+            (Some(1_000_000), Some(10_000_000))
+        );
         let minio = c.backend("minio-local").unwrap();
         assert_eq!(minio.endpoint, "http://127.0.0.1:9100");
-        assert_eq!((minio.max_size, minio.weight, minio.path_style), (Some(500 << 20), 5, true));
+        assert_eq!(
+            (minio.max_size, minio.weight, minio.path_style),
+            (Some(500 << 20), 5, true)
+        );
         let r2 = c.backend("r2-free").unwrap();
-        assert_eq!((r2.max_size, r2.limit_class_a, r2.limit_class_b), (None, None, None));
+        assert_eq!(
+            (r2.max_size, r2.limit_class_a, r2.limit_class_b),
+            (None, None, None)
+        );
         assert_eq!(r2.region, "auto");
         let old = c.backend("old-backup").unwrap();
         assert!(!old.enabled);
@@ -1095,9 +1397,18 @@ mod tests {
         assert_eq!(c.pool(photos).len(), 4);
         assert!(!photos.anonymous_read);
         // proxy_mode: false -> reads redirect, writes stay proxied (Go never redirects PUT).
-        assert_eq!((photos.reads, photos.writes), (DataPathMode::Redirect, DataPathMode::Proxy));
-        assert_eq!((c.default_reads, c.default_writes), (DataPathMode::Redirect, DataPathMode::Proxy));
-        assert!(c.virtual_bucket("aws-archive").is_none(), "real buckets are not client-visible");
+        assert_eq!(
+            (photos.reads, photos.writes),
+            (DataPathMode::Redirect, DataPathMode::Proxy)
+        );
+        assert_eq!(
+            (c.default_reads, c.default_writes),
+            (DataPathMode::Redirect, DataPathMode::Proxy)
+        );
+        assert!(
+            c.virtual_bucket("aws-archive").is_none(),
+            "real buckets are not client-visible"
+        );
 
         assert_eq!(
             c.balancer,
@@ -1112,7 +1423,14 @@ mod tests {
                 probe_timeout: Duration::from_secs(5),
             }
         );
-        assert_eq!(c.metrics, MetricsConfig { enabled: true, path: "/prom".into(), token: None });
+        assert_eq!(
+            c.metrics,
+            MetricsConfig {
+                enabled: true,
+                path: "/prom".into(),
+                token: None
+            }
+        );
 
         assert!(c.api.auth_required);
         assert!(c.api.virtual_host);
@@ -1122,12 +1440,31 @@ mod tests {
         assert_eq!(cred.secret_key.expose(), "go-fixture-secret-key");
         assert_eq!((cred.buckets.clone(), cred.read_only), (None, false));
         assert_eq!(c.api.redirect_status, 307);
-        assert_eq!(c.api.upload_id_secret, derive_upload_id_secret(&c.api.credentials, &c.backends));
-        assert_eq!(c.metadata, MetadataBackend::Sqlite { path: "data/s3-balance.db".into() });
+        assert_eq!(
+            c.api.upload_id_secret,
+            derive_upload_id_secret(&c.api.credentials, &c.backends)
+        );
+        assert_eq!(
+            c.metadata,
+            MetadataBackend::Sqlite {
+                path: "data/s3-balance.db".into()
+            }
+        );
 
-        assert!(warnings.iter().any(|w| w.starts_with("database: ignored")), "{warnings:?}");
-        assert!(warnings.iter().any(|w| w.starts_with("server.read_timeout: ignored")), "{warnings:?}");
-        assert!(warnings.iter().any(|w| w.contains("key_layout: \"{key}\"")), "{warnings:?}");
+        assert!(
+            warnings.iter().any(|w| w.starts_with("database: ignored")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("server.read_timeout: ignored")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("key_layout: \"{key}\"")),
+            "{warnings:?}"
+        );
     }
 
     #[test]
@@ -1146,21 +1483,47 @@ mod tests {
         let photos = c.virtual_bucket("photos").unwrap();
         assert_eq!(photos.backends, ["r2-main", "b2-backup"]);
         assert!(photos.anonymous_read);
-        assert_eq!((photos.reads, photos.writes, photos.key_layout), (DataPathMode::Auto, DataPathMode::Proxy, KeyLayout::BucketPrefixed));
+        assert_eq!(
+            (photos.reads, photos.writes, photos.key_layout),
+            (
+                DataPathMode::Auto,
+                DataPathMode::Proxy,
+                KeyLayout::BucketPrefixed
+            )
+        );
         let docs = c.virtual_bucket("documents").unwrap();
         // data_path wins over proxy_mode.
-        assert_eq!((docs.reads, docs.writes), (DataPathMode::Proxy, DataPathMode::Proxy));
+        assert_eq!(
+            (docs.reads, docs.writes),
+            (DataPathMode::Proxy, DataPathMode::Proxy)
+        );
         assert_eq!(c.api.credentials.len(), 2);
         let ro = c.credential("AKIAEXAMPLEREADONLY1").unwrap();
-        assert_eq!((ro.buckets.clone(), ro.read_only), (Some(vec!["photos".to_owned()]), true));
+        assert_eq!(
+            (ro.buckets.clone(), ro.read_only),
+            (Some(vec!["photos".to_owned()]), true)
+        );
         assert_eq!(c.api.base_domains, ["s3.example.com", "s3.example.org"]);
         assert_eq!(c.api.max_body_bytes, Some(5 * GB));
         assert_eq!(c.api.presign_expiry, Duration::from_secs(900));
-        assert_eq!(c.api.upload_id_secret.expose(), "example-upload-id-secret-change-me");
-        assert_eq!(c.metrics.token.as_ref().map(|t| t.expose()), Some("change-me"));
+        assert_eq!(
+            c.api.upload_id_secret.expose(),
+            "example-upload-id-secret-change-me"
+        );
+        assert_eq!(
+            c.metrics.token.as_ref().map(|t| t.expose()),
+            Some("change-me")
+        );
         // Created at run time: the data_path defaults.
         let new = c.bucket_or_default("new-one");
-        assert_eq!((new.reads, new.writes, new.key_layout), (DataPathMode::Proxy, DataPathMode::Proxy, KeyLayout::BucketPrefixed));
+        assert_eq!(
+            (new.reads, new.writes, new.key_layout),
+            (
+                DataPathMode::Proxy,
+                DataPathMode::Proxy,
+                KeyLayout::BucketPrefixed
+            )
+        );
     }
 
     #[test]
@@ -1168,29 +1531,65 @@ mod tests {
         let (c, warnings) = Config::from_yaml(&base("", "")).unwrap();
         assert_eq!((c.server.host.as_str(), c.server.port), ("0.0.0.0", 8080));
         assert_eq!(c.balancer.strategy, Strategy::LeastSpace);
-        assert_eq!((c.balancer.rise, c.balancer.fall, c.balancer.retry_attempts), (2, 3, 3));
+        assert_eq!(
+            (c.balancer.rise, c.balancer.fall, c.balancer.retry_attempts),
+            (2, 3, 3)
+        );
         assert_eq!(c.balancer.health_check_period, Duration::from_secs(30));
-        assert_eq!((c.default_reads, c.default_writes), (DataPathMode::Proxy, DataPathMode::Proxy));
+        assert_eq!(
+            (c.default_reads, c.default_writes),
+            (DataPathMode::Proxy, DataPathMode::Proxy)
+        );
         assert_eq!(c.default_key_layout, KeyLayout::BucketPrefixed);
         let a = c.backend("a").unwrap();
-        assert_eq!((a.weight, a.enabled, a.max_size, a.region.as_str()), (1, true, None, "us-east-1"));
+        assert_eq!(
+            (a.weight, a.enabled, a.max_size, a.region.as_str()),
+            (1, true, None, "us-east-1")
+        );
         assert!(!c.api.auth_required && c.api.credentials.is_empty());
         assert_eq!(c.api.redirect_status, 307);
         assert!(!c.metrics.enabled);
-        assert!(warnings.iter().any(|w| w.contains("auth_required is false")), "{warnings:?}");
-        assert!(warnings.iter().any(|w| w.contains("no virtual bucket")), "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("auth_required is false")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("no virtual bucket")),
+            "{warnings:?}"
+        );
         // proxy_mode: true -> everything proxied.
         let (c, _) = Config::from_yaml(&base("", "s3api:\n  proxy_mode: true\n")).unwrap();
-        assert_eq!((c.default_reads, c.default_writes), (DataPathMode::Proxy, DataPathMode::Proxy));
+        assert_eq!(
+            (c.default_reads, c.default_writes),
+            (DataPathMode::Proxy, DataPathMode::Proxy)
+        );
     }
 
     #[test]
     fn metadata_choices() {
         let load = |m: &str| Config::from_yaml(&base("", m)).map(|(c, _)| c.metadata);
-        assert_eq!(load("metadata:\n  type: memory\n").unwrap(), MetadataBackend::Memory);
-        assert_eq!(load("metadata:\n  type: dynamodb\n  table: idx\n").unwrap(), MetadataBackend::DynamoDb { table: "idx".into() });
-        assert_eq!(load("metadata:\n  path: /var/lib/x.db\n").unwrap(), MetadataBackend::Sqlite { path: "/var/lib/x.db".into() });
-        assert!(load("metadata:\n  type: redis\n").unwrap_err().to_string().contains("metadata.type: \"redis\""));
+        assert_eq!(
+            load("metadata:\n  type: memory\n").unwrap(),
+            MetadataBackend::Memory
+        );
+        assert_eq!(
+            load("metadata:\n  type: dynamodb\n  table: idx\n").unwrap(),
+            MetadataBackend::DynamoDb {
+                table: "idx".into()
+            }
+        );
+        assert_eq!(
+            load("metadata:\n  path: /var/lib/x.db\n").unwrap(),
+            MetadataBackend::Sqlite {
+                path: "/var/lib/x.db".into()
+            }
+        );
+        assert!(load("metadata:\n  type: redis\n")
+            .unwrap_err()
+            .to_string()
+            .contains("metadata.type: \"redis\""));
     }
 
     #[test]
@@ -1258,7 +1657,10 @@ mod tests {
         ];
         for (text, want) in cases {
             let got = err(&text);
-            assert!(got.starts_with(want), "\n got: {got}\nwant: {want}\nfor:\n{text}");
+            assert!(
+                got.starts_with(want),
+                "\n got: {got}\nwant: {want}\nfor:\n{text}"
+            );
         }
     }
 
@@ -1270,14 +1672,26 @@ mod tests {
 
     #[test]
     fn known_go_keys_are_ignored_with_a_warning() {
-        let (_, warnings) = Config::from_yaml(&base("", "metrics:\n  enabled: true\n  port: 9090\ndatabase:\n  type: mysql\n")).unwrap();
-        assert!(warnings.contains(&"metrics.port: ignored; metrics are served on the main port".to_owned()), "{warnings:?}");
+        let (_, warnings) = Config::from_yaml(&base(
+            "",
+            "metrics:\n  enabled: true\n  port: 9090\ndatabase:\n  type: mysql\n",
+        ))
+        .unwrap();
+        assert!(
+            warnings
+                .contains(&"metrics.port: ignored; metrics are served on the main port".to_owned()),
+            "{warnings:?}"
+        );
         assert!(warnings.iter().any(|w| w.starts_with("database: ignored")));
     }
 
     #[test]
     fn disabled_virtual_buckets_do_not_exist_as_in_go() {
-        let (c, warnings) = Config::from_yaml(&base("  - name: v\n    virtual: true\n    enabled: false\n", "")).unwrap();
+        let (c, warnings) = Config::from_yaml(&base(
+            "  - name: v\n    virtual: true\n    enabled: false\n",
+            "",
+        ))
+        .unwrap();
         assert!(c.virtual_bucket("v").is_none());
         assert!(warnings.iter().any(|w| w.contains("\"v\" is disabled")));
     }
@@ -1290,15 +1704,41 @@ mod tests {
 
     #[test]
     fn upload_id_secret_is_derived_stably_from_credential_secrets() {
-        let doc = |secret: &str| base("", &format!("s3api:\n  access_key: AK\n  secret_key: {secret}\n"));
-        let one = Config::from_yaml(&doc("s1")).unwrap().0.api.upload_id_secret;
-        assert_eq!(one, Config::from_yaml(&doc("s1")).unwrap().0.api.upload_id_secret);
-        assert_ne!(one, Config::from_yaml(&doc("s2")).unwrap().0.api.upload_id_secret);
+        let doc = |secret: &str| {
+            base(
+                "",
+                &format!("s3api:\n  access_key: AK\n  secret_key: {secret}\n"),
+            )
+        };
+        let one = Config::from_yaml(&doc("s1"))
+            .unwrap()
+            .0
+            .api
+            .upload_id_secret;
+        assert_eq!(
+            one,
+            Config::from_yaml(&doc("s1"))
+                .unwrap()
+                .0
+                .api
+                .upload_id_secret
+        );
+        assert_ne!(
+            one,
+            Config::from_yaml(&doc("s2"))
+                .unwrap()
+                .0
+                .api
+                .upload_id_secret
+        );
         // hex(SHA-256("s3-balance upload-id v1\ns1")), as documented.
         let want = hex::encode(Sha256::digest(b"s3-balance upload-id v1\ns1"));
         assert_eq!(one.expose(), want);
         // Not a secret that can be guessed from the access key.
-        assert_ne!(one.expose(), hex::encode(Sha256::digest(b"s3-balance upload-id v1")));
+        assert_ne!(
+            one.expose(),
+            hex::encode(Sha256::digest(b"s3-balance upload-id v1"))
+        );
     }
 
     #[test]
@@ -1327,10 +1767,19 @@ mod tests {
         for (text, want) in ok {
             assert_eq!(parse_size(text), Ok(*want), "{text}");
         }
-        for bad in ["", "GB", "12XB", "-5GB", "1.2.3GB", "ten GB", "5 G B", "1e3"] {
-            assert_eq!(parse_size(bad), Err(format!("{bad:?} is not a size (use B, KB, MB, GB or TB)")), "{bad}");
+        for bad in [
+            "", "GB", "12XB", "-5GB", "1.2.3GB", "ten GB", "5 G B", "1e3",
+        ] {
+            assert_eq!(
+                parse_size(bad),
+                Err(format!("{bad:?} is not a size (use B, KB, MB, GB or TB)")),
+                "{bad}"
+            );
         }
-        assert_eq!(parse_size("16777216TB"), Err("\"16777216TB\" is too large".to_owned()));
+        assert_eq!(
+            parse_size("16777216TB"),
+            Err("\"16777216TB\" is too large".to_owned())
+        );
     }
 
     #[test]
@@ -1362,20 +1811,45 @@ mod tests {
             _ => None,
         };
         assert_eq!(
-            expand_env("a: ${R2_SECRET}\nport: ${PORT}\nx: pre-${PORT}-post\n", &env).unwrap(),
+            expand_env(
+                "a: ${R2_SECRET}\nport: ${PORT}\nx: pre-${PORT}-post\n",
+                &env
+            )
+            .unwrap(),
             "a: sec/ret+1\nport: 9000\nx: pre-9000-post\n"
         );
         // Escape, lone dollars, comments untouched.
-        assert_eq!(expand_env("a: $${X} $5 $\n", &env).unwrap(), "a: ${X} $5 $\n");
-        assert_eq!(expand_env("a: 1 # see ${MISSING}\n# ${ALSO}\n", &env).unwrap(), "a: 1 # see ${MISSING}\n# ${ALSO}\n");
-        assert_eq!(expand_env("a: \"x # ${PORT}\"\n", &env).unwrap(), "a: \"x # 9000\"\n");
+        assert_eq!(
+            expand_env("a: $${X} $5 $\n", &env).unwrap(),
+            "a: ${X} $5 $\n"
+        );
+        assert_eq!(
+            expand_env("a: 1 # see ${MISSING}\n# ${ALSO}\n", &env).unwrap(),
+            "a: 1 # see ${MISSING}\n# ${ALSO}\n"
+        );
+        assert_eq!(
+            expand_env("a: \"x # ${PORT}\"\n", &env).unwrap(),
+            "a: \"x # 9000\"\n"
+        );
         let e = expand_env("a: 1\nb: ${MISSING_ONE}\n", &env).unwrap_err();
-        assert_eq!(e.to_string(), "config: line 2: environment variable MISSING_ONE is not set");
-        assert!(expand_env("a: ${OPEN\n", &env).unwrap_err().problem.contains("not closed"));
-        assert!(expand_env("a: ${1BAD}\n", &env).unwrap_err().problem.contains("not an environment variable name"));
+        assert_eq!(
+            e.to_string(),
+            "config: line 2: environment variable MISSING_ONE is not set"
+        );
+        assert!(expand_env("a: ${OPEN\n", &env)
+            .unwrap_err()
+            .problem
+            .contains("not closed"));
+        assert!(expand_env("a: ${1BAD}\n", &env)
+            .unwrap_err()
+            .problem
+            .contains("not an environment variable name"));
 
         // End to end: a secret from the environment reaches the backend config.
-        let text = base("", "").replace("secret_access_key: s\n  - name: b", "secret_access_key: ${R2_SECRET}\n  - name: b");
+        let text = base("", "").replace(
+            "secret_access_key: s\n  - name: b",
+            "secret_access_key: ${R2_SECRET}\n  - name: b",
+        );
         let (c, _) = Config::from_yaml(&expand_env(&text, &env).unwrap()).unwrap();
         assert_eq!(c.backend("a").unwrap().secret_key.expose(), "sec/ret+1");
     }

@@ -32,7 +32,14 @@ pub struct BackendHealth {
 impl Default for BackendHealth {
     /// A backend never probed counts as healthy, so a fresh start can place objects.
     fn default() -> Self {
-        Self { healthy: true, consecutive_ok: 0, consecutive_failures: 0, last_latency_ms: 0, last_error: None, last_checked: 0 }
+        Self {
+            healthy: true,
+            consecutive_ok: 0,
+            consecutive_failures: 0,
+            last_latency_ms: 0,
+            last_error: None,
+            last_checked: 0,
+        }
     }
 }
 
@@ -57,7 +64,12 @@ impl BackendHealth {
         } else {
             next.consecutive_failures = self.consecutive_failures.saturating_add(1);
             next.consecutive_ok = 0;
-            next.last_error = Some(result.error.clone().unwrap_or_else(|| "probe failed".to_owned()));
+            next.last_error = Some(
+                result
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "probe failed".to_owned()),
+            );
             next.healthy = self.healthy && next.consecutive_failures < fall;
         }
         next
@@ -75,7 +87,10 @@ pub struct HealthSnapshot {
 
 impl HealthSnapshot {
     pub fn is_healthy(&self, backend: &str) -> bool {
-        self.backends.get(backend).map(|h| h.healthy).unwrap_or(true)
+        self.backends
+            .get(backend)
+            .map(|h| h.healthy)
+            .unwrap_or(true)
     }
 }
 
@@ -84,7 +99,12 @@ mod tests {
     use super::*;
 
     fn probe(ok: bool, at: u64) -> ProbeResult {
-        ProbeResult { ok, latency_ms: at * 10, error: (!ok).then(|| format!("timeout at {at}")), at }
+        ProbeResult {
+            ok,
+            latency_ms: at * 10,
+            error: (!ok).then(|| format!("timeout at {at}")),
+            at,
+        }
     }
 
     /// Feeds `pattern` ('+' ok, '-' failure) and returns the health after each step.
@@ -106,21 +126,33 @@ mod tests {
         let h = BackendHealth::default();
         assert_eq!(run(h.clone(), "---", 2, 3), [true, true, false]);
         // A success in between resets the count.
-        assert_eq!(run(h.clone(), "--+--", 2, 3), [true, true, true, true, true]);
-        assert_eq!(run(h.clone(), "--+---", 2, 3), [true, true, true, true, true, false]);
+        assert_eq!(
+            run(h.clone(), "--+--", 2, 3),
+            [true, true, true, true, true]
+        );
+        assert_eq!(
+            run(h.clone(), "--+---", 2, 3),
+            [true, true, true, true, true, false]
+        );
         assert_eq!(run(h, "-", 2, 1), [false]);
     }
 
     #[test]
     fn unhealthy_backend_rises_after_rise_successes_in_a_row() {
-        let down = BackendHealth { healthy: false, ..BackendHealth::default() };
+        let down = BackendHealth {
+            healthy: false,
+            ..BackendHealth::default()
+        };
         assert_eq!(run(down.clone(), "++", 2, 3), [false, true]);
         assert_eq!(run(down.clone(), "+-++", 2, 3), [false, false, false, true]);
         assert_eq!(run(down.clone(), "+", 1, 3), [true]);
         // Thresholds of 0 act as 1.
         assert_eq!(run(down, "+", 0, 0), [true]);
         // Full cycle: up, down after 3, up again after 2.
-        assert_eq!(run(BackendHealth::default(), "---++", 2, 3), [true, true, false, false, true]);
+        assert_eq!(
+            run(BackendHealth::default(), "---++", 2, 3),
+            [true, true, false, false, true]
+        );
     }
 
     #[test]
@@ -137,23 +169,52 @@ mod tests {
                 last_checked: 7,
             }
         );
-        let h = h.observe(&ProbeResult { ok: false, latency_ms: 5, error: None, at: 8 }, 2, 3);
+        let h = h.observe(
+            &ProbeResult {
+                ok: false,
+                latency_ms: 5,
+                error: None,
+                at: 8,
+            },
+            2,
+            3,
+        );
         assert_eq!(h.last_error.as_deref(), Some("probe failed"));
         let h = h.observe(&probe(true, 9), 2, 3);
-        assert_eq!((h.last_error.clone(), h.last_latency_ms, h.last_checked, h.consecutive_ok), (None, 90, 9, 1));
+        assert_eq!(
+            (
+                h.last_error.clone(),
+                h.last_latency_ms,
+                h.last_checked,
+                h.consecutive_ok
+            ),
+            (None, 90, 9, 1)
+        );
     }
 
     #[test]
     fn stale_results_are_ignored() {
         let h = BackendHealth::default().observe(&probe(true, 50), 2, 1);
         assert_eq!(h.observe(&probe(false, 49), 2, 1), h);
-        assert!(!h.observe(&probe(false, 50), 2, 1).healthy, "same second still counts");
+        assert!(
+            !h.observe(&probe(false, 50), 2, 1).healthy,
+            "same second still counts"
+        );
     }
 
     #[test]
     fn snapshot_defaults_to_healthy_and_round_trips_as_json() {
-        let mut snap = HealthSnapshot { taken_at: 5, ..Default::default() };
-        snap.backends.insert("down".into(), BackendHealth { healthy: false, ..Default::default() });
+        let mut snap = HealthSnapshot {
+            taken_at: 5,
+            ..Default::default()
+        };
+        snap.backends.insert(
+            "down".into(),
+            BackendHealth {
+                healthy: false,
+                ..Default::default()
+            },
+        );
         assert!(snap.is_healthy("never-probed"));
         assert!(!snap.is_healthy("down"));
         let json = serde_json::to_string(&snap).unwrap();

@@ -37,7 +37,9 @@ struct Histogram {
 }
 
 /// Latency buckets in seconds.
-pub const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+pub const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 /// The `status` label as the Go s3-balance writes it (its alert rules select
 /// `status="error"`): `success` below 400, `error` from 400 on.
@@ -64,7 +66,10 @@ fn escape(value: &str) -> String {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> String {
-    let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     format!("{{{}}}", inner.join(","))
 }
 
@@ -90,7 +95,10 @@ impl Histogram {
         if self.counts.is_empty() {
             self.counts = vec![0; BUCKETS.len() + 1];
         }
-        let slot = BUCKETS.iter().position(|le| value <= *le).unwrap_or(BUCKETS.len());
+        let slot = BUCKETS
+            .iter()
+            .position(|le| value <= *le)
+            .unwrap_or(BUCKETS.len());
         self.counts[slot] += 1;
         self.sum += value;
         self.count += 1;
@@ -104,7 +112,10 @@ impl Metrics {
 
     fn with<R>(&self, f: impl FnOnce(&mut MetricsInner) -> R) -> R {
         // A panic elsewhere while holding the lock must not take metrics down with it.
-        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut inner)
     }
 
@@ -113,14 +124,23 @@ impl Metrics {
     /// label is `success` or `error` as in the Go s3-balance.
     pub fn record_request(&self, operation: &str, status: u16, seconds: f64) {
         self.with(|m| {
-            *m.operations.entry((operation.to_owned(), status_label(status).to_owned())).or_default() += 1;
-            m.durations.entry(operation.to_owned()).or_default().observe(seconds.max(0.0));
+            *m.operations
+                .entry((operation.to_owned(), status_label(status).to_owned()))
+                .or_default() += 1;
+            m.durations
+                .entry(operation.to_owned())
+                .or_default()
+                .observe(seconds.max(0.0));
         });
     }
 
     /// One placement: `s3_balance_balancer_decisions_total{bucket,strategy}`.
     pub fn record_decision(&self, backend: &str, strategy: &str) {
-        self.with(|m| *m.decisions.entry((backend.to_owned(), strategy.to_owned())).or_default() += 1);
+        self.with(|m| {
+            *m.decisions
+                .entry((backend.to_owned(), strategy.to_owned()))
+                .or_default() += 1
+        });
     }
 
     /// One backend request: `s3_balance_backend_operations_total{bucket,operation,result}`,
@@ -128,7 +148,9 @@ impl Metrics {
     pub fn record_backend(&self, backend: &str, operation: &str, ok: bool) {
         let result = if ok { "success" } else { "error" };
         self.with(|m| {
-            *m.backend_operations.entry((backend.to_owned(), operation.to_owned(), result.to_owned())).or_default() += 1
+            *m.backend_operations
+                .entry((backend.to_owned(), operation.to_owned(), result.to_owned()))
+                .or_default() += 1
         });
     }
 
@@ -140,16 +162,31 @@ impl Metrics {
     /// Gauges cover the backends of `capacities` (the configured ones), in that order. An
     /// unlimited backend has no capacity series: the Go s3-balance exported 0 there, which
     /// made its `usage / capacity` alerts fire on every unlimited bucket.
-    pub fn render(&self, health: &HealthSnapshot, usage: &[BackendUsage], capacities: &[(String, Option<u64>)]) -> String {
+    pub fn render(
+        &self,
+        health: &HealthSnapshot,
+        usage: &[BackendUsage],
+        capacities: &[(String, Option<u64>)],
+    ) -> String {
         let mut out = String::new();
         self.with(|m| {
-            header(&mut out, "s3_balance_s3_operations_total", "counter", "Total number of S3 operations");
+            header(
+                &mut out,
+                "s3_balance_s3_operations_total",
+                "counter",
+                "Total number of S3 operations",
+            );
             for ((operation, status), n) in &m.operations {
                 let l = labels(&[("operation", operation), ("status", status)]);
                 let _ = writeln!(out, "s3_balance_s3_operations_total{l} {n}");
             }
             let name = "s3_balance_s3_operation_duration_seconds";
-            header(&mut out, name, "histogram", "Duration of S3 operations in seconds");
+            header(
+                &mut out,
+                name,
+                "histogram",
+                "Duration of S3 operations in seconds",
+            );
             for (operation, h) in &m.durations {
                 let mut cumulative = 0;
                 for (i, le) in BUCKETS.iter().enumerate() {
@@ -163,32 +200,77 @@ impl Metrics {
                 let _ = writeln!(out, "{name}_sum{l} {}", float(h.sum));
                 let _ = writeln!(out, "{name}_count{l} {}", h.count);
             }
-            header(&mut out, "s3_balance_balancer_decisions_total", "counter", "Total number of load balancing decisions");
+            header(
+                &mut out,
+                "s3_balance_balancer_decisions_total",
+                "counter",
+                "Total number of load balancing decisions",
+            );
             for ((backend, strategy), n) in &m.decisions {
                 let l = labels(&[("bucket", backend), ("strategy", strategy)]);
                 let _ = writeln!(out, "s3_balance_balancer_decisions_total{l} {n}");
             }
-            header(&mut out, "s3_balance_backend_operations_total", "counter", "Total number of requests sent to backends");
+            header(
+                &mut out,
+                "s3_balance_backend_operations_total",
+                "counter",
+                "Total number of requests sent to backends",
+            );
             for ((backend, operation, result), n) in &m.backend_operations {
-                let l = labels(&[("bucket", backend), ("operation", operation), ("result", result)]);
+                let l = labels(&[
+                    ("bucket", backend),
+                    ("operation", operation),
+                    ("result", result),
+                ]);
                 let _ = writeln!(out, "s3_balance_backend_operations_total{l} {n}");
             }
         });
 
-        header(&mut out, "s3_balance_bucket_healthy", "gauge", "Health status of S3 bucket (1 = healthy, 0 = unhealthy)");
+        header(
+            &mut out,
+            "s3_balance_bucket_healthy",
+            "gauge",
+            "Health status of S3 bucket (1 = healthy, 0 = unhealthy)",
+        );
         for (backend, _) in capacities {
             let up = u8::from(health.is_healthy(backend));
-            let _ = writeln!(out, "s3_balance_bucket_healthy{} {up}", labels(&[("bucket", backend)]));
+            let _ = writeln!(
+                out,
+                "s3_balance_bucket_healthy{} {up}",
+                labels(&[("bucket", backend)])
+            );
         }
-        header(&mut out, "s3_balance_bucket_usage_bytes", "gauge", "Current usage of S3 bucket in bytes");
+        header(
+            &mut out,
+            "s3_balance_bucket_usage_bytes",
+            "gauge",
+            "Current usage of S3 bucket in bytes",
+        );
         for (backend, _) in capacities {
-            let used = usage.iter().find(|u| u.backend == *backend).map(|u| u.used_bytes.max(0)).unwrap_or(0);
-            let _ = writeln!(out, "s3_balance_bucket_usage_bytes{} {used}", labels(&[("bucket", backend)]));
+            let used = usage
+                .iter()
+                .find(|u| u.backend == *backend)
+                .map(|u| u.used_bytes.max(0))
+                .unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "s3_balance_bucket_usage_bytes{} {used}",
+                labels(&[("bucket", backend)])
+            );
         }
-        header(&mut out, "s3_balance_bucket_capacity_bytes", "gauge", "Maximum capacity of S3 bucket in bytes");
+        header(
+            &mut out,
+            "s3_balance_bucket_capacity_bytes",
+            "gauge",
+            "Maximum capacity of S3 bucket in bytes",
+        );
         for (backend, capacity) in capacities {
             if let Some(capacity) = capacity {
-                let _ = writeln!(out, "s3_balance_bucket_capacity_bytes{} {capacity}", labels(&[("bucket", backend)]));
+                let _ = writeln!(
+                    out,
+                    "s3_balance_bucket_capacity_bytes{} {capacity}",
+                    labels(&[("bucket", backend)])
+                );
             }
         }
         out
@@ -200,7 +282,14 @@ mod tests {
     use super::*;
     use crate::health::BackendHealth;
 
-    fn sample() -> (Metrics, HealthSnapshot, Vec<BackendUsage>, Vec<(String, Option<u64>)>) {
+    type Sample = (
+        Metrics,
+        HealthSnapshot,
+        Vec<BackendUsage>,
+        Vec<(String, Option<u64>)>,
+    );
+
+    fn sample() -> Sample {
         let m = Metrics::new();
         m.record_request("GET", 200, 0.003);
         m.record_request("GET", 404, 0.2);
@@ -210,9 +299,22 @@ mod tests {
         m.record_backend("r2", "PutObject", true);
         m.record_backend("b\"2\\x\ny", "GetObject", false);
         let mut health = HealthSnapshot::default();
-        health.backends.insert("b2".into(), BackendHealth { healthy: false, ..Default::default() });
-        let usage = vec![BackendUsage { backend: "r2".into(), used_bytes: 1024, objects: 3 }];
-        let capacities = vec![("r2".to_owned(), Some(10_737_418_240)), ("b2".to_owned(), None)];
+        health.backends.insert(
+            "b2".into(),
+            BackendHealth {
+                healthy: false,
+                ..Default::default()
+            },
+        );
+        let usage = vec![BackendUsage {
+            backend: "r2".into(),
+            used_bytes: 1024,
+            objects: 3,
+        }];
+        let capacities = vec![
+            ("r2".to_owned(), Some(10_737_418_240)),
+            ("b2".to_owned(), None),
+        ];
         (m, health, usage, capacities)
     }
 
@@ -276,7 +378,10 @@ s3_balance_bucket_capacity_bytes{bucket="r2"} 10737418240
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
         }
-        assert!(!text.lines().any(|l| !l.starts_with('#')), "no samples without data");
+        assert!(
+            !text.lines().any(|l| !l.starts_with('#')),
+            "no samples without data"
+        );
     }
 
     #[test]
@@ -303,9 +408,18 @@ s3_balance_bucket_capacity_bytes{bucket="r2"} 10737418240
             println!("note: promtool not found; skipping the promtool check (apt-get install prometheus)");
             return;
         };
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         // promtool exits 3 for lint warnings only, 1 for errors; we want neither.
         assert!(out.status.success(), "promtool: {report}\n{text}");
     }

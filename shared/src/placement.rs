@@ -51,17 +51,24 @@ fn exclusion(b: &BackendState, size: Option<u64>) -> Option<String> {
     }
     if let Some(limit) = b.class_a_limit {
         if b.class_a_used >= limit {
-            return Some(format!("monthly class A operation budget spent ({} of {limit})", b.class_a_used));
+            return Some(format!(
+                "monthly class A operation budget spent ({} of {limit})",
+                b.class_a_used
+            ));
         }
     }
     if let Some(max) = b.max_size {
         let free = max.saturating_sub(b.used_bytes);
         match size {
             Some(size) if free < size => {
-                return Some(format!("not enough space ({free} bytes free, {size} needed)"));
+                return Some(format!(
+                    "not enough space ({free} bytes free, {size} needed)"
+                ));
             }
             // Unknown size (chunked upload): only a full backend is excluded.
-            None if free == 0 => return Some(format!("full ({} of {max} bytes used)", b.used_bytes)),
+            None if free == 0 => {
+                return Some(format!("full ({} of {max} bytes used)", b.used_bytes))
+            }
             _ => {}
         }
     }
@@ -70,7 +77,10 @@ fn exclusion(b: &BackendState, size: Option<u64>) -> Option<String> {
 
 /// The backends that may take a new object of `size` bytes (when declared), in config order.
 /// None left: `InsufficientStorage` (507) naming why each backend was excluded.
-pub fn write_candidates(backends: &[BackendState], size: Option<u64>) -> Result<Vec<&BackendState>, S3Error> {
+pub fn write_candidates(
+    backends: &[BackendState],
+    size: Option<u64>,
+) -> Result<Vec<&BackendState>, S3Error> {
     let mut reasons = Vec::new();
     let mut candidates = Vec::new();
     for b in backends {
@@ -92,7 +102,9 @@ pub fn write_candidates(backends: &[BackendState], size: Option<u64>) -> Result<
 
 /// Free bytes of a backend; unlimited counts as `u64::MAX`.
 fn free_bytes(b: &BackendState) -> u64 {
-    b.max_size.map(|m| m.saturating_sub(b.used_bytes)).unwrap_or(u64::MAX)
+    b.max_size
+        .map(|m| m.saturating_sub(b.used_bytes))
+        .unwrap_or(u64::MAX)
 }
 
 /// Weights as strategies use them: all zero means all equal (a strategy must still choose).
@@ -136,7 +148,10 @@ pub fn choose<'a>(
     key: &str,
     entropy: Entropy,
 ) -> &'a BackendState {
-    assert!(!candidates.is_empty(), "choose needs at least one candidate");
+    assert!(
+        !candidates.is_empty(),
+        "choose needs at least one candidate"
+    );
     match strategy {
         Strategy::RoundRobin => candidates[(entropy.counter % candidates.len() as u64) as usize],
         Strategy::LeastSpace => {
@@ -180,7 +195,11 @@ pub fn choose<'a>(
 /// All backends in the order a read should probe them for `bucket/key` when the index has no
 /// entry: rendezvous order first (where consistent-hash would have put it), healthy before
 /// unhealthy. Disabled backends are included (they may still hold objects).
-pub fn probe_order<'a>(backends: &'a [BackendState], bucket: &str, key: &str) -> Vec<&'a BackendState> {
+pub fn probe_order<'a>(
+    backends: &'a [BackendState],
+    bucket: &str,
+    key: &str,
+) -> Vec<&'a BackendState> {
     let all: Vec<&BackendState> = backends.iter().collect();
     let weights = effective_weights(&all);
     let mut scored: Vec<(bool, f64, usize, &BackendState)> = all
@@ -223,7 +242,10 @@ mod tests {
         v.iter().collect()
     }
 
-    const E0: Entropy = Entropy { counter: 0, random: 0 };
+    const E0: Entropy = Entropy {
+        counter: 0,
+        random: 0,
+    };
 
     /// splitmix64: a fixed pseudo-random sequence for the statistical tests.
     fn splitmix(state: &mut u64) -> u64 {
@@ -250,15 +272,25 @@ mod tests {
         v[5].used_bytes = 900;
         v[6].max_size = Some(1000);
         v[6].used_bytes = 1000;
-        assert_eq!(names_of(&write_candidates(&v, Some(100)).unwrap()), ["ok", "small"], "exactly 100 free fits 100");
+        assert_eq!(
+            names_of(&write_candidates(&v, Some(100)).unwrap()),
+            ["ok", "small"],
+            "exactly 100 free fits 100"
+        );
         assert_eq!(names_of(&write_candidates(&v, Some(101)).unwrap()), ["ok"]);
         // Unknown size: only the full one is excluded for space.
-        assert_eq!(names_of(&write_candidates(&v, None).unwrap()), ["ok", "small"]);
+        assert_eq!(
+            names_of(&write_candidates(&v, None).unwrap()),
+            ["ok", "small"]
+        );
         // A class B budget does not stop writes; one class A op below the limit still goes.
         v[0].class_b_limit = Some(1);
         v[0].class_b_used = 5;
         v[4].class_a_used = 99;
-        assert_eq!(names_of(&write_candidates(&v, Some(1)).unwrap()), ["ok", "budget", "small"]);
+        assert_eq!(
+            names_of(&write_candidates(&v, Some(1)).unwrap()),
+            ["ok", "budget", "small"]
+        );
     }
 
     #[test]
@@ -281,15 +313,31 @@ mod tests {
              small: not enough space (100 bytes free, 500 needed)"
         );
         v[4].used_bytes = 1000;
-        assert!(write_candidates(&v, None).unwrap_err().message.ends_with("small: full (1000 of 1000 bytes used)"));
-        assert!(write_candidates(&[], None).unwrap_err().message.contains("no backend is configured"));
+        assert!(write_candidates(&v, None)
+            .unwrap_err()
+            .message
+            .ends_with("small: full (1000 of 1000 bytes used)"));
+        assert!(write_candidates(&[], None)
+            .unwrap_err()
+            .message
+            .contains("no backend is configured"));
     }
 
     #[test]
     fn round_robin_cycles_in_config_order() {
         let v = named(&["a", "b", "c"]);
         let picks: Vec<&str> = (0..7)
-            .map(|counter| choose(Strategy::RoundRobin, &refs(&v), "bk", "k", Entropy { counter, random: 0 }).name.as_str())
+            .map(|counter| {
+                choose(
+                    Strategy::RoundRobin,
+                    &refs(&v),
+                    "bk",
+                    "k",
+                    Entropy { counter, random: 0 },
+                )
+                .name
+                .as_str()
+            })
             .collect();
         assert_eq!(picks, ["a", "b", "c", "a", "b", "c", "a"]);
     }
@@ -301,12 +349,21 @@ mod tests {
             b.max_size = Some(max);
             b.used_bytes = used;
         }
-        assert_eq!(choose(Strategy::LeastSpace, &refs(&v), "bk", "k", E0).name, "c"); // 900, 1000, 1500
+        assert_eq!(
+            choose(Strategy::LeastSpace, &refs(&v), "bk", "k", E0).name,
+            "c"
+        ); // 900, 1000, 1500
         v[0].used_bytes = 500; // a: 500, b: 1000, c: 1500 -> c
         v[1].used_bytes = 3500; // b: 1500 ties c -> b (earlier)
-        assert_eq!(choose(Strategy::LeastSpace, &refs(&v), "bk", "k", E0).name, "b");
+        assert_eq!(
+            choose(Strategy::LeastSpace, &refs(&v), "bk", "k", E0).name,
+            "b"
+        );
         v[2].max_size = None; // unlimited beats any number
-        assert_eq!(choose(Strategy::LeastSpace, &refs(&v), "bk", "k", E0).name, "c");
+        assert_eq!(
+            choose(Strategy::LeastSpace, &refs(&v), "bk", "k", E0).name,
+            "c"
+        );
     }
 
     #[test]
@@ -315,7 +372,17 @@ mod tests {
         for (b, w) in v.iter_mut().zip([1, 2, 5]) {
             b.weight = w;
         }
-        let pick = |random: u64| choose(Strategy::Weighted, &refs(&v), "bk", "k", Entropy { counter: 0, random }).name.clone();
+        let pick = |random: u64| {
+            choose(
+                Strategy::Weighted,
+                &refs(&v),
+                "bk",
+                "k",
+                Entropy { counter: 0, random },
+            )
+            .name
+            .clone()
+        };
         // The random number maps to [0, 8): 0 -> one, [1, 3) -> two, [3, 8) -> five.
         assert_eq!(pick(0), "one");
         assert_eq!(pick((1 << 61) - 1), "one");
@@ -326,7 +393,20 @@ mod tests {
         let mut z = named(&["zero", "w"]);
         z[0].weight = 0;
         for r in [0, 1 << 63, u64::MAX] {
-            assert_eq!(choose(Strategy::Weighted, &refs(&z), "", "", Entropy { counter: 0, random: r }).name, "w");
+            assert_eq!(
+                choose(
+                    Strategy::Weighted,
+                    &refs(&z),
+                    "",
+                    "",
+                    Entropy {
+                        counter: 0,
+                        random: r
+                    }
+                )
+                .name,
+                "w"
+            );
         }
     }
 
@@ -341,7 +421,16 @@ mod tests {
         let mut state = 42;
         let draws = 100_000;
         for _ in 0..draws {
-            let b = choose(Strategy::Weighted, &c, "bk", "k", Entropy { counter: 0, random: splitmix(&mut state) });
+            let b = choose(
+                Strategy::Weighted,
+                &c,
+                "bk",
+                "k",
+                Entropy {
+                    counter: 0,
+                    random: splitmix(&mut state),
+                },
+            );
             counts[v.iter().position(|x| x.name == b.name).unwrap()] += 1;
         }
         for (count, want) in counts.iter().zip([1.0 / 8.0, 2.0 / 8.0, 5.0 / 8.0]) {
@@ -355,23 +444,55 @@ mod tests {
         // Test vector of XXH3-64 itself (seed 0, empty input).
         assert_eq!(xxh3_64(b""), 0x2D06_8005_38D3_94C2);
         // Golden values: these must never change (objects would seem to move).
-        assert_eq!(rendezvous_hash("photos", "cat.jpg", "r2"), 2_699_340_377_431_435_343);
-        assert_eq!(rendezvous_hash("photos", "cat.jpg", "r2"), xxh3_64(b"photos/cat.jpg\0r2"));
-        assert_ne!(rendezvous_hash("photos", "cat.jpg", "r2"), rendezvous_hash("photos", "cat.jpg", "b2"));
+        assert_eq!(
+            rendezvous_hash("photos", "cat.jpg", "r2"),
+            2_699_340_377_431_435_343
+        );
+        assert_eq!(
+            rendezvous_hash("photos", "cat.jpg", "r2"),
+            xxh3_64(b"photos/cat.jpg\0r2")
+        );
+        assert_ne!(
+            rendezvous_hash("photos", "cat.jpg", "r2"),
+            rendezvous_hash("photos", "cat.jpg", "b2")
+        );
     }
 
     #[test]
     fn consistent_hash_exact_choices() {
         let v = named(&["r2", "b2", "minio", "aws"]);
-        let pick = |key: &str| choose(Strategy::ConsistentHash, &refs(&v), "photos", key, E0).name.clone();
-        let golden = GOLDEN.iter().map(|(k, _)| (k.to_string(), pick(k))).collect::<Vec<_>>();
-        let want = GOLDEN.iter().map(|(k, b)| (k.to_string(), b.to_string())).collect::<Vec<_>>();
+        let pick = |key: &str| {
+            choose(Strategy::ConsistentHash, &refs(&v), "photos", key, E0)
+                .name
+                .clone()
+        };
+        let golden = GOLDEN
+            .iter()
+            .map(|(k, _)| (k.to_string(), pick(k)))
+            .collect::<Vec<_>>();
+        let want = GOLDEN
+            .iter()
+            .map(|(k, b)| (k.to_string(), b.to_string()))
+            .collect::<Vec<_>>();
         assert_eq!(golden, want);
         // Deterministic regardless of entropy and of candidate order.
         let mut rev = refs(&v);
         rev.reverse();
         for (key, b) in GOLDEN {
-            assert_eq!(choose(Strategy::ConsistentHash, &rev, "photos", key, Entropy { counter: 9, random: 7 }).name, *b);
+            assert_eq!(
+                choose(
+                    Strategy::ConsistentHash,
+                    &rev,
+                    "photos",
+                    key,
+                    Entropy {
+                        counter: 9,
+                        random: 7
+                    }
+                )
+                .name,
+                *b
+            );
         }
     }
 
@@ -385,7 +506,9 @@ mod tests {
     ];
 
     fn owner(v: &[BackendState], key: &str) -> String {
-        choose(Strategy::ConsistentHash, &refs(v), "bk", key, E0).name.clone()
+        choose(Strategy::ConsistentHash, &refs(v), "bk", key, E0)
+            .name
+            .clone()
     }
 
     #[test]
@@ -397,7 +520,10 @@ mod tests {
         for k in &keys {
             let (before, after) = (owner(&four, k), owner(&five, k));
             if before != after {
-                assert_eq!(after, "e", "{k} moved from {before} to {after}, not to the new backend");
+                assert_eq!(
+                    after, "e",
+                    "{k} moved from {before} to {after}, not to the new backend"
+                );
                 moved += 1;
             }
         }
@@ -442,7 +568,9 @@ mod tests {
         let mut z = named(&["x", "y"]);
         z[0].weight = 0;
         z[1].weight = 0;
-        let xs = (0..1000).filter(|i| owner(&z, &format!("k{i}")) == "x").count();
+        let xs = (0..1000)
+            .filter(|i| owner(&z, &format!("k{i}")) == "x")
+            .count();
         assert!((400..600).contains(&xs), "{xs}");
     }
 
@@ -454,7 +582,8 @@ mod tests {
             let k = format!("key{i}");
             let order = probe_order(&v, "bk", &k);
             assert_eq!(order.len(), 4, "disabled backends are probed too");
-            let healthy_enabled: Vec<BackendState> = v.iter().filter(|b| b.enabled).cloned().collect();
+            let healthy_enabled: Vec<BackendState> =
+                v.iter().filter(|b| b.enabled).cloned().collect();
             let written = owner(&healthy_enabled, &k);
             // The first enabled backend in probe order is where consistent-hash put it.
             assert_eq!(order.iter().find(|b| b.enabled).unwrap().name, written);
@@ -464,7 +593,11 @@ mod tests {
         for i in 0..50 {
             let order = probe_order(&v, "bk", &format!("key{i}"));
             let health: Vec<bool> = order.iter().map(|b| b.healthy).collect();
-            assert_eq!(health, [true, true, false, false], "healthy before unhealthy");
+            assert_eq!(
+                health,
+                [true, true, false, false],
+                "healthy before unhealthy"
+            );
         }
     }
 }
