@@ -41,6 +41,18 @@ pub enum Strategy {
     ConsistentHash,
 }
 
+impl Strategy {
+    /// The config spelling (`least-space` ...), also the `strategy` label of the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::LeastSpace => "least-space",
+            Strategy::Weighted => "weighted",
+            Strategy::ConsistentHash => "consistent-hash",
+        }
+    }
+}
+
 /// Whether data flows through the gateway or straight between client and backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -1524,6 +1536,19 @@ mod tests {
                 KeyLayout::BucketPrefixed
             )
         );
+    }
+
+    #[test]
+    fn strategy_spellings_round_trip() {
+        for s in [
+            Strategy::RoundRobin,
+            Strategy::LeastSpace,
+            Strategy::Weighted,
+            Strategy::ConsistentHash,
+        ] {
+            let doc = base("", &format!("balancer:\n  strategy: {}\n", s.as_str()));
+            assert_eq!(Config::from_yaml(&doc).unwrap().0.balancer.strategy, s);
+        }
     }
 
     #[test]
