@@ -730,10 +730,19 @@ mod tests {
 
     use S3ErrorCode as E;
 
+    type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        bool,
+        Result<Operation, S3ErrorCode>,
+        Option<&'static str>,
+    );
+
     /// `(method, path after the bucket, query, x-amz-copy-source, expected, decoded key)`.
     /// The path is `""` for the bucket itself, else `/raw-key`.
     #[rustfmt::skip]
-    fn table() -> Vec<(&'static str, &'static str, &'static str, bool, Result<Operation, S3ErrorCode>, Option<&'static str>)> {
+    fn table() -> Vec<Row> {
         let k = Some("k");
         vec![
             // Bucket operations.
