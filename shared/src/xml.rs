@@ -564,7 +564,8 @@ pub fn parse_complete_multipart(xml: &[u8]) -> Result<Vec<CompletedPart>, S3Erro
 }
 
 /// The ETag of a backend's CompleteMultipartUploadResult. A 200 answer carrying an `<Error>`
-/// (S3 does that) is returned as that error.
+/// (S3 does that) is returned as that error, see [`backend_error`]. Leading whitespace (S3's
+/// keep-alive while it assembles the parts) is ignored.
 pub fn parse_complete_multipart_result(xml: &[u8]) -> Result<String, S3Error> {
     let el = backend_root(xml, &["CompleteMultipartUploadResult"])?;
     match el.text_of("ETag") {
@@ -584,6 +585,7 @@ pub struct DeleteRequest {
 ///
 /// Keys keep their exact text (leading and trailing spaces are part of a key); `VersionId` is
 /// ignored, as the gateway's buckets are unversioned.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html>
 pub fn parse_delete_objects(xml: &[u8]) -> Result<DeleteRequest, S3Error> {
     let root = client_root(xml, "Delete")?;
     let quiet = match root.text_of("Quiet") {
