@@ -1,0 +1,1722 @@
+//! [`MemoryS3`]: an in-memory S3 service behind [`HttpClient`], for testing the request engine
+//! with no network.
+//!
+//! It answers the way AWS S3 does (status codes, XML bodies in the S3 namespace, headers), for
+//! the operations the gateway sends to backends. It checks that each request is signed for
+//! the right access key but does not verify signatures. Everything runs synchronously under a
+//! std `Mutex`, so it works from any async executor or none.
+//!
+//! Its clock is logical: it starts at 2024-01-01T00:00:00Z, every write stamps the current
+//! time and then advances the clock by one second (so writes have distinct `Last-Modified`),
+//! and [`MemoryS3::set_time`] moves it.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use md5::{Digest, Md5};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use super::body::MemBody;
+use crate::body::Body;
+use crate::error::{S3Error, S3ErrorCode};
+use crate::http::{HttpClient, TransportError, TransportErrorKind};
+
+const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+/// What S3 stores as Content-Type when a PUT names none.
+const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
+/// S3's minimum size of every multipart part but the last.
+const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// The most keys, parts or uploads one listing page holds.
+const MAX_PAGE: usize = 1000;
+const MAX_PART_NUMBER: u32 = 10_000;
+/// The headers S3 stores with an object and answers on GET/HEAD.
+const CONTENT_HEADERS: [HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    header::CACHE_CONTROL,
+    header::CONTENT_DISPOSITION,
+    header::CONTENT_ENCODING,
+    header::CONTENT_LANGUAGE,
+    header::EXPIRES,
+];
+/// What `encoding-type=url` leaves unescaped in listed keys (space becomes `+`, as S3 does).
+const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+/// 2024-01-01T00:00:00Z, where the logical clock starts.
+const START_TIME: u64 = 1_704_067_200;
+
+/// An in-memory S3 service with many endpoints ("servers"), each with its own access key and
+/// buckets. Cloning gives another handle to the same state, so a test can keep one for
+/// assertions while the engine owns another.
+///
+/// Helper methods taking an `endpoint` panic when it was not added: that is a broken test.
+#[derive(Clone)]
+pub struct MemoryS3 {
+    state: Arc<Mutex<State>>,
+}
+
+/// An object as stored, for assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub data: Bytes,
+    /// Quoted, as S3 answers it: `"<hex md5>"`, or `"<hex>-<parts>"` after multipart.
+    pub etag: String,
+    pub last_modified: SystemTime,
+    /// The content headers (Content-Type always) and `x-amz-meta-*` headers.
+    pub headers: HeaderMap,
+}
+
+struct State {
+    /// By authority, `host:port`.
+    endpoints: BTreeMap<String, Endpoint>,
+    world: World,
+    requests: Vec<(Method, String)>,
+}
+
+/// What the endpoints share: the clock, knobs and a sequence for ids.
+struct World {
+    now: SystemTime,
+    min_part_size: u64,
+    seq: u64,
+}
+
+impl World {
+    /// The time of a write; advances the clock so the next write is later.
+    fn tick(&mut self) -> SystemTime {
+        let t = self.now;
+        self.now += Duration::from_secs(1);
+        t
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+}
+
+struct Endpoint {
+    url: String,
+    access_key: String,
+    down: bool,
+    failure: Option<S3ErrorCode>,
+    buckets: BTreeMap<String, Bucket>,
+}
+
+#[derive(Default)]
+struct Bucket {
+    objects: BTreeMap<String, StoredObject>,
+    /// By upload id; ids sort in initiation order, as S3 lists uploads of one key.
+    uploads: BTreeMap<String, Upload>,
+}
+
+struct Upload {
+    key: String,
+    initiated: SystemTime,
+    headers: HeaderMap,
+    parts: BTreeMap<u32, Part>,
+}
+
+struct Part {
+    data: Bytes,
+    etag: String,
+    last_modified: SystemTime,
+}
+
+/// A request as an operation sees it: bucket and key decoded, body read.
+struct Req {
+    method: Method,
+    bucket: String,
+    key: String,
+    query: Vec<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Req {
+    fn q(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn has_q(&self, name: &str) -> bool {
+        self.q(name).is_some()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+type Reply = Result<Response<MemBody>, S3Error>;
+type Buckets = BTreeMap<String, Bucket>;
+
+impl Default for MemoryS3 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryS3 {
+    pub fn new() -> Self {
+        let world = World {
+            now: UNIX_EPOCH + Duration::from_secs(START_TIME),
+            min_part_size: MIN_PART_SIZE,
+            seq: 0,
+        };
+        Self {
+            state: Arc::new(Mutex::new(State {
+                endpoints: BTreeMap::new(),
+                world,
+                requests: Vec::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread must not hide the state from the others' assertions.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a server at `url` (`http://127.0.0.1:9001`) accepting requests signed for
+    /// `access_key`.
+    pub fn add_endpoint(&self, url: &str, access_key: &str) {
+        let endpoint = Endpoint {
+            url: url.trim_end_matches('/').to_string(),
+            access_key: access_key.to_string(),
+            down: false,
+            failure: None,
+            buckets: BTreeMap::new(),
+        };
+        self.lock()
+            .endpoints
+            .insert(endpoint_authority(url), endpoint);
+    }
+
+    pub fn create_bucket(&self, endpoint: &str, bucket: &str) {
+        self.with_endpoint(endpoint, |ep, _| {
+            ep.buckets.entry(bucket.to_string()).or_default();
+        })
+    }
+
+    /// A down endpoint refuses connections: `send` fails with `TransportErrorKind::Connect`.
+    pub fn set_down(&self, endpoint: &str, down: bool) {
+        self.with_endpoint(endpoint, |ep, _| ep.down = down)
+    }
+
+    /// While set, the endpoint answers every request with this error (`SlowDown`,
+    /// `InternalError`, ...).
+    pub fn set_failure(&self, endpoint: &str, failure: Option<S3ErrorCode>) {
+        self.with_endpoint(endpoint, |ep, _| ep.failure = failure)
+    }
+
+    /// Sets the logical clock; the next write is stamped with `now`.
+    pub fn set_time(&self, now: SystemTime) {
+        self.lock().world.now = now;
+    }
+
+    /// The logical clock: the time the next write gets.
+    pub fn now(&self) -> SystemTime {
+        self.lock().world.now
+    }
+
+    /// Lowers (or raises) the minimum size of multipart parts but the last, 5 MiB by default.
+    pub fn set_min_part_size(&self, bytes: u64) {
+        self.lock().world.min_part_size = bytes;
+    }
+
+    /// Every request `send` received, in order (also those to down or unknown endpoints):
+    /// method and the URI as sent.
+    pub fn requests(&self) -> Vec<(Method, String)> {
+        self.lock().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+
+    /// The keys in a bucket, in order. Panics when the bucket does not exist.
+    pub fn object_keys(&self, endpoint: &str, bucket: &str) -> Vec<String> {
+        self.with_endpoint(endpoint, |ep, _| {
+            bucket_of(ep, bucket).objects.keys().cloned().collect()
+        })
+    }
+
+    pub fn object(&self, endpoint: &str, bucket: &str, key: &str) -> Option<StoredObject> {
+        self.with_endpoint(endpoint, |ep, _| {
+            bucket_of(ep, bucket).objects.get(key).cloned()
+        })
+    }
+
+    /// Plants an object as if PUT with no headers (Content-Type `binary/octet-stream`).
+    pub fn put_direct(&self, endpoint: &str, bucket: &str, key: &str, data: impl Into<Bytes>) {
+        let data = data.into();
+        self.with_endpoint(endpoint, |ep, world| {
+            let object = StoredObject {
+                etag: etag_of(&data),
+                data,
+                last_modified: world.tick(),
+                headers: stored_headers(&HeaderMap::new()),
+            };
+            bucket_of(ep, bucket)
+                .objects
+                .insert(key.to_string(), object);
+        })
+    }
+
+    /// The multipart uploads in progress in a bucket: (key, upload id), in listing order.
+    pub fn uploads(&self, endpoint: &str, bucket: &str) -> Vec<(String, String)> {
+        self.with_endpoint(endpoint, |ep, _| {
+            let mut all: Vec<_> = bucket_of(ep, bucket)
+                .uploads
+                .iter()
+                .map(|(id, u)| (u.key.clone(), id.clone()))
+                .collect();
+            all.sort();
+            all
+        })
+    }
+
+    fn with_endpoint<T>(
+        &self,
+        endpoint: &str,
+        f: impl FnOnce(&mut Endpoint, &mut World) -> T,
+    ) -> T {
+        let mut state = self.lock();
+        let State {
+            endpoints, world, ..
+        } = &mut *state;
+        let ep = endpoints
+            .get_mut(&endpoint_authority(endpoint))
+            .unwrap_or_else(|| panic!("MemoryS3: no endpoint {endpoint} (add_endpoint first)"));
+        f(ep, world)
+    }
+}
+
+fn bucket_of<'a>(ep: &'a mut Endpoint, bucket: &str) -> &'a mut Bucket {
+    ep.buckets
+        .get_mut(bucket)
+        .unwrap_or_else(|| panic!("MemoryS3: no bucket {bucket} (create_bucket first)"))
+}
+
+impl HttpClient for MemoryS3 {
+    type Body = MemBody;
+
+    async fn send(&self, request: Request<MemBody>) -> Result<Response<MemBody>, TransportError> {
+        let (parts, body) = request.into_parts();
+        let mut state = self.lock();
+        state
+            .requests
+            .push((parts.method.clone(), parts.uri.to_string()));
+        let State {
+            endpoints, world, ..
+        } = &mut *state;
+
+        let host = parts.uri.host().map(str::to_string).or_else(|| {
+            let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+            Some(host.split(':').next().unwrap_or(host).to_string())
+        });
+        let authority = host.map(|h| host_port(&h.to_ascii_lowercase(), &parts.uri));
+        let located = authority.as_deref().and_then(|a| locate(endpoints, a));
+        let Some((ep_key, host_bucket)) = located else {
+            return Err(TransportError::new(
+                TransportErrorKind::Connect,
+                format!("connection refused: nothing listens at {}", parts.uri),
+            ));
+        };
+        let ep = endpoints.get_mut(&ep_key).expect("located endpoint");
+        if ep.down {
+            return Err(TransportError::new(
+                TransportErrorKind::Connect,
+                format!("connection refused: {} is down", ep.url),
+            ));
+        }
+        // A failing body stream breaks the request on the wire: the server stores nothing.
+        let body = body.into_result().map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Other,
+                format!("request body stream failed: {e}"),
+            )
+        })?;
+
+        let (bucket, key) = split_path(parts.uri.path(), host_bucket);
+        let req = Req {
+            method: parts.method,
+            bucket,
+            key,
+            query: parse_query(parts.uri.query()),
+            headers: parts.headers,
+            body,
+        };
+        Ok(ep.handle(world, &req))
+    }
+}
+
+/// `host:port` of an endpoint URL, the port defaulted by scheme.
+fn endpoint_authority(url: &str) -> String {
+    let uri: Uri = url
+        .parse()
+        .unwrap_or_else(|e| panic!("MemoryS3: bad endpoint URL {url}: {e}"));
+    host_port(&uri.host().unwrap_or_default().to_ascii_lowercase(), &uri)
+}
+
+fn host_port(host: &str, uri: &Uri) -> String {
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    format!("{host}:{port}")
+}
+
+/// The endpoint a request authority names, and the bucket when it is virtual-host style
+/// (`bucket.host:port`).
+fn locate(
+    endpoints: &BTreeMap<String, Endpoint>,
+    authority: &str,
+) -> Option<(String, Option<String>)> {
+    if endpoints.contains_key(authority) {
+        return Some((authority.to_string(), None));
+    }
+    endpoints.keys().find_map(|ep| {
+        let bucket = authority.strip_suffix(ep.as_str())?.strip_suffix('.')?;
+        (!bucket.is_empty()).then(|| (ep.clone(), Some(bucket.to_string())))
+    })
+}
+
+/// Bucket and key from the path: `/bucket/key` path-style, `/key` when the host named the
+/// bucket. A `+` in a path is a literal plus.
+fn split_path(path: &str, host_bucket: Option<String>) -> (String, String) {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    match host_bucket {
+        Some(bucket) => (bucket, decode(path)),
+        None => {
+            let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+            (decode(bucket), decode(key))
+        }
+    }
+}
+
+fn decode(s: &str) -> String {
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// Query parameters, decoded as S3 does: `+` is a space.
+fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            (
+                decode(&name.replace('+', " ")),
+                decode(&value.replace('+', " ")),
+            )
+        })
+        .collect()
+}
+
+impl Endpoint {
+    fn handle(&mut self, world: &mut World, req: &Req) -> Response<MemBody> {
+        let mut response = self
+            .route(world, req)
+            .unwrap_or_else(|e| error_response(&e));
+        let status = response.status();
+        if req.method == Method::HEAD && !status.is_success() {
+            // HEAD answers carry no body, errors included.
+            *response.body_mut() = MemBody::from_bytes(Bytes::new());
+            response.headers_mut().remove(header::CONTENT_TYPE);
+        }
+        let headers = response.headers_mut();
+        let request_id = format!("{:016X}", world.next_seq());
+        headers.insert("x-amz-request-id", header_value(&request_id));
+        headers.insert(
+            header::DATE,
+            header_value(&httpdate::fmt_http_date(world.now)),
+        );
+        headers.insert(header::SERVER, HeaderValue::from_static("AmazonS3"));
+        let no_length = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        if !no_length && !headers.contains_key(header::CONTENT_LENGTH) {
+            let len = response.body().exact_len().unwrap_or(0);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        response
+    }
+
+    /// Authorizes, then dispatches on method and subresource like S3.
+    fn route(&mut self, world: &mut World, req: &Req) -> Reply {
+        if let Some(code) = self.failure {
+            return Err(S3Error::new(code, "Injected failure"));
+        }
+        authorize(&self.access_key, req)?;
+        if req.bucket.is_empty() {
+            return Err(S3Error::not_implemented("ListBuckets"));
+        }
+        let buckets = &mut self.buckets;
+        if !buckets.contains_key(&req.bucket) {
+            return Err(S3Error::no_such_bucket(&req.bucket));
+        }
+        let copy_source = req.header("x-amz-copy-source").map(str::to_string);
+        let m = &req.method;
+        if req.key.is_empty() {
+            let bucket = &buckets[&req.bucket];
+            return match () {
+                _ if *m == Method::HEAD => Ok(empty_response(StatusCode::OK)),
+                _ if *m == Method::GET && req.has_q("uploads") => {
+                    list_multipart_uploads(bucket, req)
+                }
+                _ if *m == Method::GET && req.q("list-type") == Some("2") => {
+                    list_objects_v2(bucket, req)
+                }
+                _ if *m == Method::GET => list_objects_v1(bucket, req),
+                _ if *m == Method::POST && req.has_q("delete") => delete_objects(buckets, req),
+                _ => Err(S3Error::not_implemented(&format!("{m} on a bucket"))),
+            };
+        }
+        match () {
+            _ if *m == Method::GET && req.has_q("uploadId") => list_parts(buckets, req),
+            _ if *m == Method::GET || *m == Method::HEAD => get_object(buckets, req),
+            _ if *m == Method::PUT && req.has_q("uploadId") => match copy_source {
+                Some(source) => upload_part_copy(buckets, world, req, &source),
+                None => upload_part(buckets, world, req),
+            },
+            _ if *m == Method::PUT => match copy_source {
+                Some(source) => copy_object(buckets, world, req, &source),
+                None => put_object(buckets, world, req),
+            },
+            _ if *m == Method::DELETE && req.has_q("uploadId") => {
+                abort_multipart_upload(buckets, req)
+            }
+            _ if *m == Method::DELETE => delete_object(buckets, req),
+            _ if *m == Method::POST && req.has_q("uploads") => {
+                create_multipart_upload(buckets, world, req)
+            }
+            _ if *m == Method::POST && req.has_q("uploadId") => {
+                complete_multipart_upload(buckets, world, req, &self.url)
+            }
+            _ => Err(S3Error::not_implemented(&format!("{m} on an object"))),
+        }
+    }
+}
+
+/// Checks that the request is signed (header or presigned query) for this endpoint's key.
+/// The signature itself is not verified.
+fn authorize(access_key: &str, req: &Req) -> Result<(), S3Error> {
+    let credential = if let Some(auth) = req.header("authorization") {
+        let credential = auth
+            .split("Credential=")
+            .nth(1)
+            .and_then(|c| c.split('/').next());
+        let Some(credential) = credential else {
+            return Err(S3Error::new(
+                S3ErrorCode::AuthorizationHeaderMalformed,
+                "The authorization header is malformed",
+            ));
+        };
+        if req.header("x-amz-content-sha256").is_none() {
+            return Err(S3Error::new(
+                S3ErrorCode::InvalidRequest,
+                "Missing required header for this request: x-amz-content-sha256",
+            ));
+        }
+        credential
+    } else if req.has_q("X-Amz-Signature") {
+        let credential = req.q("X-Amz-Credential").and_then(|c| c.split('/').next());
+        credential.ok_or_else(|| {
+            S3Error::new(
+                S3ErrorCode::AuthorizationQueryParametersError,
+                "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.",
+            )
+        })?
+    } else {
+        return Err(S3Error::access_denied());
+    };
+    if credential != access_key {
+        return Err(S3Error::new(
+            S3ErrorCode::InvalidAccessKeyId,
+            "The AWS Access Key Id you provided does not exist in our records.",
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects
+
+/// GetObject and HeadObject.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html>
+fn get_object(buckets: &Buckets, req: &Req) -> Reply {
+    let object = buckets[&req.bucket]
+        .objects
+        .get(&req.key)
+        .ok_or_else(|| S3Error::no_such_key(&req.key))?;
+    if let Some(not_modified) = check_read_conditions(req, object)? {
+        return Ok(not_modified);
+    }
+    let size = object.data.len() as u64;
+    let range = match req.header("range") {
+        Some(range) => match parse_range(range, size) {
+            Ok(range) => range,
+            Err(e) => {
+                let mut response = error_response(&e);
+                response.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    header_value(&format!("bytes */{size}")),
+                );
+                return Ok(response);
+            }
+        },
+        None => None,
+    };
+
+    let mut builder = Response::builder()
+        .header(header::ETAG, header_value(&object.etag))
+        .header(
+            header::LAST_MODIFIED,
+            header_value(&httpdate::fmt_http_date(object.last_modified)),
+        )
+        .header(header::ACCEPT_RANGES, "bytes");
+    let headers = builder.headers_mut().expect("valid builder");
+    headers.extend(object.headers.clone());
+    for name in CONTENT_HEADERS {
+        if let Some(value) = req.q(&format!("response-{name}")) {
+            headers.insert(name, header_value(value));
+        }
+    }
+    let (status, data) = match range {
+        Some((first, last)) => {
+            let headers = builder.headers_mut().expect("valid builder");
+            headers.insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes {first}-{last}/{size}")),
+            );
+            (
+                StatusCode::PARTIAL_CONTENT,
+                object.data.slice(first as usize..=last as usize),
+            )
+        }
+        None => (StatusCode::OK, object.data.clone()),
+    };
+    let builder = builder
+        .status(status)
+        .header(header::CONTENT_LENGTH, data.len());
+    let body = if req.method == Method::HEAD {
+        Bytes::new()
+    } else {
+        data
+    };
+    Ok(builder.body(MemBody::from(body)).expect("valid response"))
+}
+
+/// If-Match / If-Unmodified-Since fail with 412; If-None-Match / If-Modified-Since answer
+/// 304. As in RFC 7232 (and S3), If-Match overrides If-Unmodified-Since and If-None-Match
+/// overrides If-Modified-Since.
+fn check_read_conditions(
+    req: &Req,
+    object: &StoredObject,
+) -> Result<Option<Response<MemBody>>, S3Error> {
+    if let Some(tags) = req.header("if-match") {
+        if !etag_matches(tags, &object.etag) {
+            return Err(precondition_failed());
+        }
+    } else if let Some(since) = req.header("if-unmodified-since").and_then(parse_http_date) {
+        if secs(object.last_modified) > secs(since) {
+            return Err(precondition_failed());
+        }
+    }
+    let not_modified = match req.header("if-none-match") {
+        Some(tags) => etag_matches(tags, &object.etag),
+        None => req
+            .header("if-modified-since")
+            .and_then(parse_http_date)
+            .is_some_and(|since| secs(object.last_modified) <= secs(since)),
+    };
+    if not_modified {
+        let response = Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, header_value(&object.etag))
+            .header(
+                header::LAST_MODIFIED,
+                header_value(&httpdate::fmt_http_date(object.last_modified)),
+            )
+            .body(MemBody::from(Bytes::new()))
+            .expect("valid response");
+        return Ok(Some(response));
+    }
+    Ok(None)
+}
+
+/// The first and last byte of a `Range` header. Forms S3 ignores (other units, several
+/// ranges, garbage) give `None`: the whole object. Unsatisfiable ranges fail with 416.
+fn parse_range(range: &str, size: u64) -> Result<Option<(u64, u64)>, S3Error> {
+    let unsatisfiable = || {
+        S3Error::new(
+            S3ErrorCode::InvalidRange,
+            "The requested range is not satisfiable",
+        )
+    };
+    let Some(spec) = range.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        // `-n`: the last n bytes.
+        let Ok(n) = last.parse::<u64>() else {
+            return Ok(None);
+        };
+        if n == 0 || size == 0 {
+            return Err(unsatisfiable());
+        }
+        return Ok(Some((size - n.min(size), size - 1)));
+    }
+    let Ok(first) = first.parse::<u64>() else {
+        return Ok(None);
+    };
+    let last = if last.is_empty() {
+        u64::MAX
+    } else {
+        match last.parse::<u64>() {
+            Ok(last) if last >= first => last,
+            _ => return Ok(None),
+        }
+    };
+    if first >= size {
+        return Err(unsatisfiable());
+    }
+    Ok(Some((first, last.min(size - 1))))
+}
+
+/// PutObject.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html>
+fn put_object(buckets: &mut Buckets, world: &mut World, req: &Req) -> Reply {
+    check_content_length(req)?;
+    check_content_md5(req)?;
+    let bucket = buckets
+        .get_mut(&req.bucket)
+        .expect("routed to an existing bucket");
+    let existing = bucket.objects.get(&req.key);
+    // Conditional writes: <https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html>
+    if req.header("if-none-match").is_some_and(|v| v.trim() == "*") && existing.is_some() {
+        return Err(precondition_failed());
+    }
+    if let Some(tags) = req.header("if-match") {
+        let existing = existing.ok_or_else(|| S3Error::no_such_key(&req.key))?;
+        if !etag_matches(tags, &existing.etag) {
+            return Err(precondition_failed());
+        }
+    }
+    let object = StoredObject {
+        data: req.body.clone(),
+        etag: etag_of(&req.body),
+        last_modified: world.tick(),
+        headers: stored_headers(&req.headers),
+    };
+    let etag = object.etag.clone();
+    bucket.objects.insert(req.key.clone(), object);
+    Ok(Response::builder()
+        .header(header::ETAG, header_value(&etag))
+        .body(no_body())
+        .expect("valid response"))
+}
+
+/// CopyObject, within one endpoint.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html>
+fn copy_object(buckets: &mut Buckets, world: &mut World, req: &Req, source: &str) -> Reply {
+    let (source_bucket, source_key) = parse_copy_source(source)?;
+    let source = source_object(buckets, &source_bucket, &source_key)?;
+    check_copy_conditions(req, &source)?;
+    let replace = match req.header("x-amz-metadata-directive") {
+        None | Some("COPY") => false,
+        Some("REPLACE") => true,
+        Some(_) => return Err(S3Error::invalid_argument("Unknown metadata directive.")),
+    };
+    if source_bucket == req.bucket && source_key == req.key && !replace {
+        return Err(S3Error::new(
+            S3ErrorCode::InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+        ));
+    }
+    let object = StoredObject {
+        etag: etag_of(&source.data),
+        data: source.data,
+        last_modified: world.tick(),
+        headers: if replace {
+            stored_headers(&req.headers)
+        } else {
+            source.headers
+        },
+    };
+    let xml = Xml::new("CopyObjectResult")
+        .el("LastModified", &iso8601(object.last_modified))
+        .el("ETag", &object.etag)
+        .finish();
+    buckets
+        .get_mut(&req.bucket)
+        .expect("routed to an existing bucket")
+        .objects
+        .insert(req.key.clone(), object);
+    Ok(xml_response(xml))
+}
+
+/// `x-amz-copy-source`: `/bucket/key` or `bucket/key`, URL-encoded, maybe `?versionId=`.
+fn parse_copy_source(source: &str) -> Result<(String, String), S3Error> {
+    let path = source.split('?').next().unwrap_or_default();
+    let path = decode(path.strip_prefix('/').unwrap_or(path));
+    match path.split_once('/') {
+        Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
+            Ok((bucket.to_string(), key.to_string()))
+        }
+        _ => Err(S3Error::invalid_argument(
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+        )),
+    }
+}
+
+fn source_object(buckets: &Buckets, bucket: &str, key: &str) -> Result<StoredObject, S3Error> {
+    let bucket = buckets
+        .get(bucket)
+        .ok_or_else(|| S3Error::no_such_bucket(bucket))?;
+    bucket
+        .objects
+        .get(key)
+        .cloned()
+        .ok_or_else(|| S3Error::no_such_key(key))
+}
+
+/// The `x-amz-copy-source-if-*` headers: each failure is a 412.
+fn check_copy_conditions(req: &Req, source: &StoredObject) -> Result<(), S3Error> {
+    let modified = secs(source.last_modified);
+    if let Some(tags) = req.header("x-amz-copy-source-if-match") {
+        if !etag_matches(tags, &source.etag) {
+            return Err(precondition_failed());
+        }
+    } else if let Some(since) = req
+        .header("x-amz-copy-source-if-unmodified-since")
+        .and_then(parse_http_date)
+    {
+        if modified > secs(since) {
+            return Err(precondition_failed());
+        }
+    }
+    if let Some(tags) = req.header("x-amz-copy-source-if-none-match") {
+        if etag_matches(tags, &source.etag) {
+            return Err(precondition_failed());
+        }
+    } else if let Some(since) = req
+        .header("x-amz-copy-source-if-modified-since")
+        .and_then(parse_http_date)
+    {
+        if modified <= secs(since) {
+            return Err(precondition_failed());
+        }
+    }
+    Ok(())
+}
+
+/// DeleteObject: 204 whether or not the key existed.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObject.html>
+fn delete_object(buckets: &mut Buckets, req: &Req) -> Reply {
+    buckets
+        .get_mut(&req.bucket)
+        .expect("routed to an existing bucket")
+        .objects
+        .remove(&req.key);
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// DeleteObjects (`POST /bucket?delete`).
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html>
+fn delete_objects(buckets: &mut Buckets, req: &Req) -> Reply {
+    let has_checksum = req
+        .headers
+        .keys()
+        .any(|n| n.as_str().starts_with("x-amz-checksum-"));
+    if req.header("content-md5").is_none() && !has_checksum {
+        return Err(S3Error::new(
+            S3ErrorCode::InvalidRequest,
+            "Missing required header for this request: Content-MD5",
+        ));
+    }
+    check_content_md5(req)?;
+    let doc = parse_xml(&req.body)?;
+    if doc.name != "Delete" {
+        return Err(malformed_xml());
+    }
+    let quiet = doc.child("Quiet").is_some_and(|q| q.text.trim() == "true");
+    let keys: Vec<String> = doc
+        .children("Object")
+        .map(|o| o.child("Key").map(|k| k.text.clone()))
+        .collect::<Option<_>>()
+        .ok_or_else(malformed_xml)?;
+    if keys.is_empty() || keys.len() > MAX_PAGE {
+        return Err(malformed_xml());
+    }
+    let bucket = buckets
+        .get_mut(&req.bucket)
+        .expect("routed to an existing bucket");
+    let mut xml = Xml::new("DeleteResult");
+    for key in keys {
+        bucket.objects.remove(&key);
+        if !quiet {
+            xml = xml.open("Deleted").el("Key", &key).close("Deleted");
+        }
+    }
+    Ok(xml_response(xml.finish()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buckets and listings
+
+/// One entry of a listing page: an item, or a common prefix that rolls up several.
+enum Entry<T> {
+    Item(String, T),
+    Prefix(String),
+}
+
+impl<T> Entry<T> {
+    fn name(&self) -> &str {
+        match self {
+            Entry::Item(name, _) | Entry::Prefix(name) => name,
+        }
+    }
+}
+
+/// Pages `items` (sorted by key, already past the marker) as S3 does: keys under `prefix`,
+/// rolled up at the first `delimiter` after it into common prefixes, which count against
+/// `max` like keys. A common prefix equal to `marker` was the previous page's last entry and
+/// is skipped. Returns the page and whether more entries follow.
+fn page<T>(
+    items: impl Iterator<Item = (String, T)>,
+    prefix: &str,
+    delimiter: &str,
+    marker: &str,
+    max: usize,
+) -> (Vec<Entry<T>>, bool) {
+    let mut entries: Vec<Entry<T>> = Vec::new();
+    for (key, item) in items {
+        let Some(rest) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        let entry = match rest.find(delimiter).filter(|_| !delimiter.is_empty()) {
+            Some(at) => {
+                let common = key[..prefix.len() + at + delimiter.len()].to_string();
+                if common == marker || entries.last().is_some_and(|e| e.name() == common) {
+                    continue;
+                }
+                Entry::Prefix(common)
+            }
+            None => Entry::Item(key, item),
+        };
+        if entries.len() == max {
+            return (entries, true);
+        }
+        entries.push(entry);
+    }
+    (entries, false)
+}
+
+/// `max-keys`, `max-parts`, `max-uploads`: at most 1000.
+fn page_size(req: &Req, name: &str) -> Result<usize, S3Error> {
+    match req.q(name) {
+        None => Ok(MAX_PAGE),
+        Some(v) => v.parse::<usize>().map(|n| n.min(MAX_PAGE)).map_err(|_| {
+            S3Error::invalid_argument(format!(
+                "Provided {name} not an integer or within integer range"
+            ))
+        }),
+    }
+}
+
+/// Whether names in the answer are URL-encoded (`encoding-type=url`).
+fn url_encoding(req: &Req) -> Result<bool, S3Error> {
+    match req.q("encoding-type") {
+        None => Ok(false),
+        Some(e) if e.eq_ignore_ascii_case("url") => Ok(true),
+        Some(_) => Err(S3Error::invalid_argument(
+            "Invalid Encoding Method specified in Request",
+        )),
+    }
+}
+
+/// Objects after `after` in key order, as owned page items.
+fn objects_after<'a>(
+    bucket: &'a Bucket,
+    after: &'a str,
+) -> impl Iterator<Item = (String, &'a StoredObject)> + 'a {
+    bucket
+        .objects
+        .range::<str, _>((Bound::Excluded(after), Bound::Unbounded))
+        .map(|(k, o)| (k.clone(), o))
+}
+
+/// `<Contents>` and `<CommonPrefixes>` of a listing.
+fn list_entries(
+    mut xml: Xml,
+    entries: &[Entry<&StoredObject>],
+    encode: &dyn Fn(&str) -> String,
+) -> Xml {
+    for entry in entries {
+        if let Entry::Item(key, object) = entry {
+            xml = xml
+                .open("Contents")
+                .el("Key", &encode(key))
+                .el("LastModified", &iso8601(object.last_modified))
+                .el("ETag", &object.etag)
+                .el("Size", &object.data.len().to_string())
+                .el("StorageClass", "STANDARD")
+                .close("Contents");
+        }
+    }
+    for entry in entries {
+        if let Entry::Prefix(prefix) = entry {
+            xml = xml
+                .open("CommonPrefixes")
+                .el("Prefix", &encode(prefix))
+                .close("CommonPrefixes");
+        }
+    }
+    xml
+}
+
+fn encoder(url: bool) -> impl Fn(&str) -> String {
+    move |s: &str| if url { url_encode(s) } else { s.to_string() }
+}
+
+/// ListObjectsV2. The continuation token is the last entry of the page, base64-encoded.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html>
+fn list_objects_v2(bucket: &Bucket, req: &Req) -> Reply {
+    let prefix = req.q("prefix").unwrap_or("");
+    let delimiter = req.q("delimiter").unwrap_or("");
+    let max = page_size(req, "max-keys")?;
+    let encode = encoder(url_encoding(req)?);
+    let token = req.q("continuation-token");
+    let after = match token {
+        Some(token) => base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| {
+                S3Error::invalid_argument("The continuation token provided is incorrect")
+            })?,
+        None => req.q("start-after").unwrap_or("").to_string(),
+    };
+    let (entries, truncated) = page(
+        objects_after(bucket, &after),
+        prefix,
+        delimiter,
+        &after,
+        max,
+    );
+
+    let mut xml = Xml::new("ListBucketResult")
+        .el("Name", &req.bucket)
+        .el("Prefix", &encode(prefix));
+    if !delimiter.is_empty() {
+        xml = xml.el("Delimiter", &encode(delimiter));
+    }
+    xml = xml.el("MaxKeys", &max.to_string());
+    if req.q("encoding-type").is_some() {
+        xml = xml.el("EncodingType", "url");
+    }
+    xml = xml
+        .el("KeyCount", &entries.len().to_string())
+        .el("IsTruncated", &truncated.to_string());
+    if let Some(token) = token {
+        xml = xml.el("ContinuationToken", token);
+    }
+    if truncated {
+        let last = entries.last().map(Entry::name).unwrap_or_default();
+        xml = xml.el(
+            "NextContinuationToken",
+            &base64::engine::general_purpose::STANDARD.encode(last),
+        );
+    }
+    if let Some(start_after) = req.q("start-after") {
+        xml = xml.el("StartAfter", &encode(start_after));
+    }
+    Ok(xml_response(list_entries(xml, &entries, &encode).finish()))
+}
+
+/// ListObjects (v1). `NextMarker` is only sent with a delimiter, as S3 does.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjects.html>
+fn list_objects_v1(bucket: &Bucket, req: &Req) -> Reply {
+    let prefix = req.q("prefix").unwrap_or("");
+    let delimiter = req.q("delimiter").unwrap_or("");
+    let marker = req.q("marker").unwrap_or("");
+    let max = page_size(req, "max-keys")?;
+    let encode = encoder(url_encoding(req)?);
+    let (entries, truncated) = page(
+        objects_after(bucket, marker),
+        prefix,
+        delimiter,
+        marker,
+        max,
+    );
+
+    let mut xml = Xml::new("ListBucketResult")
+        .el("Name", &req.bucket)
+        .el("Prefix", &encode(prefix))
+        .el("Marker", &encode(marker));
+    if truncated && !delimiter.is_empty() {
+        xml = xml.el(
+            "NextMarker",
+            &encode(entries.last().map(Entry::name).unwrap_or_default()),
+        );
+    }
+    if !delimiter.is_empty() {
+        xml = xml.el("Delimiter", &encode(delimiter));
+    }
+    xml = xml.el("MaxKeys", &max.to_string());
+    if req.q("encoding-type").is_some() {
+        xml = xml.el("EncodingType", "url");
+    }
+    xml = xml.el("IsTruncated", &truncated.to_string());
+    Ok(xml_response(list_entries(xml, &entries, &encode).finish()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multipart uploads
+
+/// CreateMultipartUpload (`POST ?uploads`). Content headers and metadata come from here.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateMultipartUpload.html>
+fn create_multipart_upload(buckets: &mut Buckets, world: &mut World, req: &Req) -> Reply {
+    let seq = world.next_seq();
+    // Opaque, but sorting in creation order, with characters that need care in URLs.
+    let hash = hex::encode(Md5::digest(format!("{}/{}/{seq}", req.bucket, req.key)));
+    let upload_id = format!("{seq:010}.{}~{}", &hash[..12], &hash[12..24]);
+    let upload = Upload {
+        key: req.key.clone(),
+        initiated: world.tick(),
+        headers: stored_headers(&req.headers),
+        parts: BTreeMap::new(),
+    };
+    buckets
+        .get_mut(&req.bucket)
+        .expect("routed to an existing bucket")
+        .uploads
+        .insert(upload_id.clone(), upload);
+    let xml = Xml::new("InitiateMultipartUploadResult")
+        .el("Bucket", &req.bucket)
+        .el("Key", &req.key)
+        .el("UploadId", &upload_id)
+        .finish();
+    Ok(xml_response(xml))
+}
+
+/// The upload `uploadId` names, which must be for this key.
+fn upload_mut<'a>(
+    buckets: &'a mut Buckets,
+    req: &Req,
+) -> Result<(&'a mut Upload, String), S3Error> {
+    let id = req.q("uploadId").unwrap_or_default().to_string();
+    let upload = buckets
+        .get_mut(&req.bucket)
+        .and_then(|b| b.uploads.get_mut(&id))
+        .filter(|u| u.key == req.key);
+    upload.map(|u| (u, id)).ok_or_else(|| {
+        S3Error::new(
+            S3ErrorCode::NoSuchUpload,
+            "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+        )
+        .with_resource(req.key.clone())
+    })
+}
+
+fn part_number(req: &Req) -> Result<u32, S3Error> {
+    req.q("partNumber")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
+        })
+}
+
+/// UploadPart (`PUT ?partNumber&uploadId`).
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPart.html>
+fn upload_part(buckets: &mut Buckets, world: &mut World, req: &Req) -> Reply {
+    let number = part_number(req)?;
+    let (upload, _) = upload_mut(buckets, req)?;
+    check_content_length(req)?;
+    check_content_md5(req)?;
+    let part = Part {
+        etag: etag_of(&req.body),
+        data: req.body.clone(),
+        last_modified: world.tick(),
+    };
+    let etag = part.etag.clone();
+    upload.parts.insert(number, part);
+    Ok(Response::builder()
+        .header(header::ETAG, header_value(&etag))
+        .body(no_body())
+        .expect("valid response"))
+}
+
+/// UploadPartCopy (`PUT ?partNumber&uploadId` with `x-amz-copy-source`).
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPartCopy.html>
+fn upload_part_copy(buckets: &mut Buckets, world: &mut World, req: &Req, source: &str) -> Reply {
+    let number = part_number(req)?;
+    upload_mut(buckets, req)?;
+    let (source_bucket, source_key) = parse_copy_source(source)?;
+    let source = source_object(buckets, &source_bucket, &source_key)?;
+    check_copy_conditions(req, &source)?;
+    let data = match req.header("x-amz-copy-source-range") {
+        None => source.data.clone(),
+        Some(range) => {
+            let size = source.data.len();
+            let bounds = range
+                .strip_prefix("bytes=")
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(a, b)| {
+                    let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
+                    (a <= b && b < size).then_some((a, b))
+                });
+            let (first, last) = bounds.ok_or_else(|| {
+                S3Error::invalid_argument(format!(
+                    "Range specified is not valid for source object of size: {size}"
+                ))
+            })?;
+            source.data.slice(first..=last)
+        }
+    };
+    let part = Part {
+        etag: etag_of(&data),
+        data,
+        last_modified: world.tick(),
+    };
+    let xml = Xml::new("CopyPartResult")
+        .el("LastModified", &iso8601(part.last_modified))
+        .el("ETag", &part.etag)
+        .finish();
+    upload_mut(buckets, req)?.0.parts.insert(number, part);
+    Ok(xml_response(xml))
+}
+
+/// CompleteMultipartUpload (`POST ?uploadId`): the listed parts, ascending, with matching
+/// ETags, all but the last at least the minimum part size, become the object.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html>
+fn complete_multipart_upload(
+    buckets: &mut Buckets,
+    world: &mut World,
+    req: &Req,
+    endpoint_url: &str,
+) -> Reply {
+    let min_part_size = world.min_part_size;
+    let (upload, id) = upload_mut(buckets, req)?;
+    let doc = parse_xml(&req.body)?;
+    if doc.name != "CompleteMultipartUpload" {
+        return Err(malformed_xml());
+    }
+    let listed: Vec<(u32, String)> = doc
+        .children("Part")
+        .map(|p| {
+            Some((
+                p.child("PartNumber")?.text.trim().parse().ok()?,
+                p.child("ETag")?.text.clone(),
+            ))
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(malformed_xml)?;
+    if listed.is_empty() {
+        return Err(malformed_xml());
+    }
+    if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(S3Error::new(
+            S3ErrorCode::InvalidPartOrder,
+            "The list of parts was not in ascending order. Parts must be ordered by part number.",
+        ));
+    }
+    let mut parts = Vec::with_capacity(listed.len());
+    for (number, etag) in &listed {
+        match upload.parts.get(number) {
+            Some(part) if unquote(etag) == unquote(&part.etag) => parts.push(part),
+            _ => {
+                return Err(S3Error::new(
+                    S3ErrorCode::InvalidPart,
+                    "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not have matched the part's entity tag.",
+                ))
+            }
+        }
+    }
+    if parts[..parts.len() - 1]
+        .iter()
+        .any(|p| (p.data.len() as u64) < min_part_size)
+    {
+        return Err(S3Error::new(
+            S3ErrorCode::EntityTooSmall,
+            "Your proposed upload is smaller than the minimum allowed object size.",
+        ));
+    }
+
+    let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+    let mut digests = Vec::with_capacity(16 * parts.len());
+    for part in &parts {
+        data.extend_from_slice(&part.data);
+        digests.extend_from_slice(&Md5::digest(&part.data));
+    }
+    let etag = format!("\"{}-{}\"", hex::encode(Md5::digest(&digests)), parts.len());
+    let headers = upload.headers.clone();
+    let bucket = buckets
+        .get_mut(&req.bucket)
+        .expect("routed to an existing bucket");
+    bucket.uploads.remove(&id);
+    let object = StoredObject {
+        data: Bytes::from(data),
+        etag: etag.clone(),
+        last_modified: world.tick(),
+        headers,
+    };
+    bucket.objects.insert(req.key.clone(), object);
+
+    let location = format!(
+        "{endpoint_url}/{}/{}",
+        req.bucket,
+        utf8_percent_encode(&req.key, KEY_ENCODE)
+    );
+    let xml = Xml::new("CompleteMultipartUploadResult")
+        .el("Location", &location)
+        .el("Bucket", &req.bucket)
+        .el("Key", &req.key)
+        .el("ETag", &etag)
+        .finish();
+    Ok(xml_response(xml))
+}
+
+/// AbortMultipartUpload (`DELETE ?uploadId`): 204, or 404 NoSuchUpload.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html>
+fn abort_multipart_upload(buckets: &mut Buckets, req: &Req) -> Reply {
+    let (_, id) = upload_mut(buckets, req)?;
+    buckets
+        .get_mut(&req.bucket)
+        .expect("routed to an existing bucket")
+        .uploads
+        .remove(&id);
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// ListParts (`GET ?uploadId`), paged by `part-number-marker` and `max-parts`.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html>
+fn list_parts(buckets: &mut Buckets, req: &Req) -> Reply {
+    let marker = match req.q("part-number-marker") {
+        None => 0,
+        Some(m) => m
+            .parse::<u32>()
+            .map_err(|_| S3Error::invalid_argument("Provided part-number-marker not an integer"))?,
+    };
+    let max = page_size(req, "max-parts")?;
+    let (upload, id) = upload_mut(buckets, req)?;
+    let mut parts: Vec<_> = upload
+        .parts
+        .range((Bound::Excluded(marker), Bound::Unbounded))
+        .take(max + 1)
+        .collect();
+    let truncated = parts.len() > max;
+    parts.truncate(max);
+
+    let mut xml = Xml::new("ListPartsResult")
+        .el("Bucket", &req.bucket)
+        .el("Key", &req.key)
+        .el("UploadId", &id)
+        .el("StorageClass", "STANDARD")
+        .el("PartNumberMarker", &marker.to_string());
+    if let Some((last, _)) = parts.last() {
+        xml = xml.el("NextPartNumberMarker", &last.to_string());
+    }
+    xml = xml
+        .el("MaxParts", &max.to_string())
+        .el("IsTruncated", &truncated.to_string());
+    for (number, part) in parts {
+        xml = xml
+            .open("Part")
+            .el("PartNumber", &number.to_string())
+            .el("LastModified", &iso8601(part.last_modified))
+            .el("ETag", &part.etag)
+            .el("Size", &part.data.len().to_string())
+            .close("Part");
+    }
+    Ok(xml_response(xml.finish()))
+}
+
+/// ListMultipartUploads (`GET /bucket?uploads`): by key, then initiation; paged by
+/// `key-marker` / `upload-id-marker`, with prefix and delimiter as for objects.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListMultipartUploads.html>
+fn list_multipart_uploads(bucket: &Bucket, req: &Req) -> Reply {
+    let prefix = req.q("prefix").unwrap_or("");
+    let delimiter = req.q("delimiter").unwrap_or("");
+    let key_marker = req.q("key-marker").unwrap_or("");
+    // Without a key marker, S3 ignores the upload id marker.
+    let id_marker = req.q("upload-id-marker").filter(|_| !key_marker.is_empty());
+    let max = page_size(req, "max-uploads")?;
+    let encode = encoder(url_encoding(req)?);
+
+    let mut uploads: Vec<(&String, &String, &Upload)> = bucket
+        .uploads
+        .iter()
+        .map(|(id, u)| (&u.key, id, u))
+        .collect();
+    uploads.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let after_marker = uploads.into_iter().filter(|(key, id, _)| {
+        key.as_str() > key_marker
+            || (key.as_str() == key_marker && id_marker.is_some_and(|m| id.as_str() > m))
+    });
+    let items = after_marker.map(|(key, id, upload)| (key.clone(), (id, upload)));
+    let (entries, truncated) = page(items, prefix, delimiter, key_marker, max);
+
+    let mut xml = Xml::new("ListMultipartUploadsResult")
+        .el("Bucket", &req.bucket)
+        .el("KeyMarker", &encode(key_marker))
+        .el("UploadIdMarker", id_marker.unwrap_or(""));
+    if truncated {
+        match entries.last() {
+            Some(Entry::Item(key, (id, _))) => {
+                xml = xml
+                    .el("NextKeyMarker", &encode(key))
+                    .el("NextUploadIdMarker", id)
+            }
+            Some(Entry::Prefix(prefix)) => xml = xml.el("NextKeyMarker", &encode(prefix)),
+            None => {}
+        }
+    }
+    if !delimiter.is_empty() {
+        xml = xml.el("Delimiter", &encode(delimiter));
+    }
+    xml = xml
+        .el("Prefix", &encode(prefix))
+        .el("MaxUploads", &max.to_string());
+    if req.q("encoding-type").is_some() {
+        xml = xml.el("EncodingType", "url");
+    }
+    xml = xml.el("IsTruncated", &truncated.to_string());
+    for entry in &entries {
+        if let Entry::Item(key, (id, upload)) = entry {
+            xml = xml
+                .open("Upload")
+                .el("Key", &encode(key))
+                .el("UploadId", id)
+                .el("StorageClass", "STANDARD")
+                .el("Initiated", &iso8601(upload.initiated))
+                .close("Upload");
+        }
+    }
+    for entry in &entries {
+        if let Entry::Prefix(prefix) = entry {
+            xml = xml
+                .open("CommonPrefixes")
+                .el("Prefix", &encode(prefix))
+                .close("CommonPrefixes");
+        }
+    }
+    Ok(xml_response(xml.finish()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared checks and helpers
+
+/// PUT needs Content-Length (a streamed body without it goes out chunked, which S3 refuses
+/// with 411), and the body must have that length.
+fn check_content_length(req: &Req) -> Result<(), S3Error> {
+    let Some(length) = req.header("content-length") else {
+        return Err(S3Error::new(
+            S3ErrorCode::MissingContentLength,
+            "You must provide the Content-Length HTTP header.",
+        ));
+    };
+    let length: u64 = length
+        .trim()
+        .parse()
+        .map_err(|_| S3Error::invalid_argument("Invalid Content-Length"))?;
+    if length != req.body.len() as u64 {
+        return Err(S3Error::new(
+            S3ErrorCode::IncompleteBody,
+            "You did not provide the number of bytes specified by the Content-Length HTTP header",
+        ));
+    }
+    Ok(())
+}
+
+/// `Content-MD5`, when sent, must be the base64 MD5 of the body.
+fn check_content_md5(req: &Req) -> Result<(), S3Error> {
+    let Some(declared) = req.header("content-md5") else {
+        return Ok(());
+    };
+    let declared = base64::engine::general_purpose::STANDARD
+        .decode(declared.trim())
+        .ok()
+        .filter(|d| d.len() == 16)
+        .ok_or_else(|| {
+            S3Error::new(
+                S3ErrorCode::InvalidDigest,
+                "The Content-MD5 you specified was invalid.",
+            )
+        })?;
+    if declared[..] != Md5::digest(&req.body)[..] {
+        return Err(S3Error::new(
+            S3ErrorCode::BadDigest,
+            "The Content-MD5 you specified did not match what we received.",
+        ));
+    }
+    Ok(())
+}
+
+/// The headers S3 keeps with an object: content headers (Content-Type defaulted) and
+/// `x-amz-meta-*`.
+fn stored_headers(request: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for (name, value) in request {
+        if CONTENT_HEADERS.contains(name) || name.as_str().starts_with("x-amz-meta-") {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    if !kept.contains_key(header::CONTENT_TYPE) {
+        kept.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(DEFAULT_CONTENT_TYPE),
+        );
+    }
+    kept
+}
+
+fn etag_of(data: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(Md5::digest(data)))
+}
+
+fn unquote(etag: &str) -> &str {
+    let etag = etag.trim();
+    let etag = etag.strip_prefix("W/").unwrap_or(etag);
+    etag.trim_matches('"')
+}
+
+/// Whether an `If-Match`/`If-None-Match` list (`"a", "b"` or `*`) names this ETag.
+fn etag_matches(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || unquote(tag) == unquote(etag))
+}
+
+fn parse_http_date(value: &str) -> Option<SystemTime> {
+    httpdate::parse_http_date(value.trim()).ok()
+}
+
+/// HTTP dates have whole seconds; comparisons are made at that precision.
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+fn iso8601(t: SystemTime) -> String {
+    let t = ::time::OffsetDateTime::from_unix_timestamp(secs(t) as i64)
+        .unwrap_or(::time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+fn url_encode(s: &str) -> String {
+    utf8_percent_encode(s, KEY_ENCODE)
+        .to_string()
+        .replace("%20", "+")
+}
+
+fn precondition_failed() -> S3Error {
+    S3Error::new(
+        S3ErrorCode::PreconditionFailed,
+        "At least one of the pre-conditions you specified did not hold",
+    )
+}
+
+fn malformed_xml() -> S3Error {
+    S3Error::new(
+        S3ErrorCode::MalformedXML,
+        "The XML you provided was not well-formed or did not validate against our published schema",
+    )
+}
+
+fn header_value(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn no_body() -> MemBody {
+    MemBody::from(Bytes::new())
+}
+
+fn empty_response(status: StatusCode) -> Response<MemBody> {
+    Response::builder()
+        .status(status)
+        .body(no_body())
+        .expect("valid response")
+}
+
+fn xml_response(xml: String) -> Response<MemBody> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/xml")
+        .body(MemBody::from(Bytes::from(xml)))
+        .expect("valid response")
+}
+
+/// An error as S3 renders it.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html>
+fn error_response(error: &S3Error) -> Response<MemBody> {
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>",
+        error.code,
+        escape(&error.message)
+    );
+    if let Some(resource) = &error.resource {
+        xml.push_str(&format!("<Resource>{}</Resource>", escape(resource)));
+    }
+    xml.push_str("<RequestId>MEMORYS3</RequestId></Error>");
+    Response::builder()
+        .status(error.status())
+        .header(header::CONTENT_TYPE, "application/xml")
+        .body(MemBody::from(Bytes::from(xml)))
+        .expect("valid response")
+}
+
+// ---------------------------------------------------------------------------------------------
+// XML
+
+/// Escapes text for XML element content and attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Builds an answer document in the S3 namespace.
+struct Xml {
+    buf: String,
+    root: &'static str,
+}
+
+impl Xml {
+    fn new(root: &'static str) -> Self {
+        Xml {
+            buf: format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{S3_NS}\">"),
+            root,
+        }
+    }
+
+    fn el(mut self, name: &str, text: &str) -> Self {
+        self.buf
+            .push_str(&format!("<{name}>{}</{name}>", escape(text)));
+        self
+    }
+
+    fn open(mut self, name: &str) -> Self {
+        self.buf.push_str(&format!("<{name}>"));
+        self
+    }
+
+    fn close(mut self, name: &str) -> Self {
+        self.buf.push_str(&format!("</{name}>"));
+        self
+    }
+
+    /// Closes the root element.
+    fn finish(mut self) -> String {
+        self.buf.push_str(&format!("</{}>", self.root));
+        self.buf
+    }
+}
+
+/// A parsed request document: element local names, text (unescaped, untrimmed), children.
+struct Node {
+    name: String,
+    text: String,
+    children: Vec<Node>,
+}
+
+impl Node {
+    fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    fn children<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+}
+
+fn parse_xml(bytes: &[u8]) -> Result<Node, S3Error> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    let mut buf = Vec::new();
+    let mut stack: Vec<Node> = Vec::new();
+    let new_node = |name: &[u8]| Node {
+        name: String::from_utf8_lossy(name).into_owned(),
+        text: String::new(),
+        children: Vec::new(),
+    };
+    loop {
+        match reader
+            .read_event_into(&mut buf)
+            .map_err(|_| malformed_xml())?
+        {
+            Event::Start(e) => stack.push(new_node(e.local_name().as_ref())),
+            Event::Empty(e) => {
+                let node = new_node(e.local_name().as_ref());
+                stack
+                    .last_mut()
+                    .ok_or_else(malformed_xml)?
+                    .children
+                    .push(node);
+            }
+            Event::Text(t) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text
+                        .push_str(&t.unescape().map_err(|_| malformed_xml())?);
+                }
+            }
+            Event::CData(t) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&String::from_utf8_lossy(&t));
+                }
+            }
+            Event::End(_) => {
+                let node = stack.pop().ok_or_else(malformed_xml)?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None => return Ok(node),
+                }
+            }
+            Event::Eof => return Err(malformed_xml()),
+            _ => {}
+        }
+        buf.clear();
+    }
+}
