@@ -1720,3 +1720,1050 @@ fn parse_xml(bytes: &[u8]) -> Result<Node, S3Error> {
         buf.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_executor::block_on;
+
+    const EP: &str = "http://127.0.0.1:9001";
+    const AK: &str = "AKIDMEMORY";
+
+    fn server() -> MemoryS3 {
+        let s3 = MemoryS3::new();
+        s3.add_endpoint(EP, AK);
+        s3.create_bucket(EP, "bkt");
+        s3
+    }
+
+    /// A request signed (in form) for `AK`; `target` is a path and query on `EP`.
+    fn signed(method: &str, target: &str) -> http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(format!("{EP}{target}"))
+            .header(
+                "authorization",
+                format!("AWS4-HMAC-SHA256 Credential={AK}/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"),
+            )
+            .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+    }
+
+    fn send(s3: &MemoryS3, request: Request<MemBody>) -> Response<MemBody> {
+        block_on(s3.send(request)).expect("no transport error")
+    }
+
+    fn call(s3: &MemoryS3, method: &str, target: &str) -> Response<MemBody> {
+        send(s3, signed(method, target).body(MemBody::empty()).unwrap())
+    }
+
+    fn call_with(
+        s3: &MemoryS3,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Response<MemBody> {
+        let mut builder = signed(method, target);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        send(s3, builder.body(MemBody::empty()).unwrap())
+    }
+
+    fn put(
+        s3: &MemoryS3,
+        target: &str,
+        data: &'static str,
+        headers: &[(&str, &str)],
+    ) -> Response<MemBody> {
+        let mut builder = signed("PUT", target).header("content-length", data.len());
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        send(s3, builder.body(MemBody::from(data)).unwrap())
+    }
+
+    fn post(s3: &MemoryS3, target: &str, xml: &str, headers: &[(&str, &str)]) -> Response<MemBody> {
+        let mut builder = signed("POST", target);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        send(
+            s3,
+            builder
+                .body(MemBody::from(xml.as_bytes().to_vec()))
+                .unwrap(),
+        )
+    }
+
+    fn hdr<'a>(response: &'a Response<MemBody>, name: &str) -> &'a str {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+
+    fn body(response: &Response<MemBody>) -> String {
+        response.body().text()
+    }
+
+    /// The texts of every `<tag>` in a document, in order.
+    fn tags(xml: &str, tag: &str) -> Vec<String> {
+        let open = format!("<{tag}>");
+        let close = format!("</{tag}>");
+        xml.split(&open)
+            .skip(1)
+            .map(|s| s.split(&close).next().unwrap().to_string())
+            .collect()
+    }
+
+    fn tag(xml: &str, tag: &str) -> String {
+        tags(xml, tag).into_iter().next().unwrap_or_default()
+    }
+
+    fn md5_b64(data: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(Md5::digest(data))
+    }
+
+    // --- transport, routing, auth -------------------------------------------------------
+
+    #[test]
+    fn path_style_and_virtual_host_reach_the_same_bucket() {
+        let s3 = server();
+        assert_eq!(put(&s3, "/bkt/dir/a%20b.txt", "hello", &[]).status(), 200);
+        let vhost = Request::builder()
+            .uri("http://bkt.127.0.0.1:9001/dir/a%20b.txt")
+            .header(
+                "authorization",
+                format!("AWS4-HMAC-SHA256 Credential={AK}/x"),
+            )
+            .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+            .body(MemBody::empty())
+            .unwrap();
+        let response = send(&s3, vhost);
+        assert_eq!(response.status(), 200);
+        assert_eq!(body(&response), "hello");
+        assert_eq!(s3.object_keys(EP, "bkt"), vec!["dir/a b.txt"]);
+        assert_eq!(
+            s3.requests(),
+            vec![
+                (Method::PUT, format!("{EP}/bkt/dir/a%20b.txt")),
+                (
+                    Method::GET,
+                    "http://bkt.127.0.0.1:9001/dir/a%20b.txt".to_string()
+                )
+            ]
+        );
+        s3.clear_requests();
+        assert!(s3.requests().is_empty());
+    }
+
+    #[test]
+    fn unknown_host_and_down_endpoint_refuse_connections() {
+        let s3 = server();
+        let request = Request::get("http://127.0.0.1:9999/bkt/k")
+            .body(MemBody::empty())
+            .unwrap();
+        assert_eq!(
+            block_on(s3.send(request)).unwrap_err().kind,
+            TransportErrorKind::Connect
+        );
+
+        s3.set_down(EP, true);
+        let request = signed("GET", "/bkt/k").body(MemBody::empty()).unwrap();
+        assert_eq!(
+            block_on(s3.send(request)).unwrap_err().kind,
+            TransportErrorKind::Connect
+        );
+        s3.set_down(EP, false);
+        assert_eq!(call(&s3, "GET", "/bkt/k").status(), 404);
+        // Every attempt is logged, refused or not.
+        assert_eq!(s3.requests().len(), 3);
+    }
+
+    #[test]
+    fn requests_must_be_signed_for_the_endpoint_key() {
+        let s3 = server();
+        s3.put_direct(EP, "bkt", "k", "data");
+        let anonymous = Request::get(format!("{EP}/bkt/k"))
+            .body(MemBody::empty())
+            .unwrap();
+        let response = send(&s3, anonymous);
+        assert_eq!(response.status(), 403);
+        assert_eq!(tag(&body(&response), "Code"), "AccessDenied");
+
+        let wrong_key = Request::get(format!("{EP}/bkt/k"))
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=OTHERKEY/20240101/us-east-1/s3/aws4_request",
+            )
+            .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+            .body(MemBody::empty())
+            .unwrap();
+        let response = send(&s3, wrong_key);
+        assert_eq!(response.status(), 403);
+        assert_eq!(tag(&body(&response), "Code"), "InvalidAccessKeyId");
+
+        let no_payload_hash = Request::get(format!("{EP}/bkt/k"))
+            .header(
+                "authorization",
+                format!("AWS4-HMAC-SHA256 Credential={AK}/20240101/us-east-1/s3/aws4_request"),
+            )
+            .body(MemBody::empty())
+            .unwrap();
+        assert_eq!(send(&s3, no_payload_hash).status(), 400);
+
+        let presigned = format!(
+            "{EP}/bkt/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={AK}%2F20240101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=ab"
+        );
+        let response = send(&s3, Request::get(presigned).body(MemBody::empty()).unwrap());
+        assert_eq!(response.status(), 200);
+        assert_eq!(body(&response), "data");
+    }
+
+    #[test]
+    fn injected_failures_and_failed_request_bodies() {
+        let s3 = server();
+        s3.set_failure(EP, Some(S3ErrorCode::SlowDown));
+        let response = call(&s3, "GET", "/bkt/k");
+        assert_eq!(response.status(), 503);
+        assert_eq!(tag(&body(&response), "Code"), "SlowDown");
+        s3.set_failure(EP, None);
+
+        let broken = signed("PUT", "/bkt/k")
+            .header("content-length", "4")
+            .body(MemBody::failed(S3Error::new(
+                S3ErrorCode::XAmzContentSHA256Mismatch,
+                "bad hash",
+            )))
+            .unwrap();
+        let err = block_on(s3.send(broken)).unwrap_err();
+        assert_eq!(err.kind, TransportErrorKind::Other);
+        assert!(
+            err.message.contains("XAmzContentSHA256Mismatch"),
+            "{}",
+            err.message
+        );
+        assert!(s3.object_keys(EP, "bkt").is_empty());
+    }
+
+    // --- objects ---------------------------------------------------------------------------
+
+    #[test]
+    fn put_then_get_and_head_round_trip_headers_and_metadata() {
+        let s3 = server();
+        s3.set_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let response = put(
+            &s3,
+            "/bkt/photo.jpg",
+            "0123456789",
+            &[
+                ("content-type", "image/jpeg"),
+                ("cache-control", "max-age=60"),
+                ("content-disposition", "attachment"),
+                ("x-amz-meta-owner", "alice"),
+                ("x-amz-storage-class", "STANDARD"),
+            ],
+        );
+        assert_eq!(response.status(), 200);
+        let etag = format!("\"{}\"", hex::encode(Md5::digest(b"0123456789")));
+        assert_eq!(hdr(&response, "etag"), etag);
+
+        for method in ["GET", "HEAD"] {
+            let response = call(&s3, method, "/bkt/photo.jpg");
+            assert_eq!(response.status(), 200);
+            assert_eq!(hdr(&response, "etag"), etag);
+            assert_eq!(hdr(&response, "content-type"), "image/jpeg");
+            assert_eq!(hdr(&response, "cache-control"), "max-age=60");
+            assert_eq!(hdr(&response, "content-disposition"), "attachment");
+            assert_eq!(hdr(&response, "x-amz-meta-owner"), "alice");
+            assert_eq!(hdr(&response, "content-length"), "10");
+            assert_eq!(hdr(&response, "accept-ranges"), "bytes");
+            assert_eq!(
+                hdr(&response, "last-modified"),
+                "Tue, 14 Nov 2023 22:13:20 GMT"
+            );
+            assert!(response.headers().get("x-amz-storage-class").is_none());
+            assert_eq!(
+                body(&response),
+                if method == "GET" { "0123456789" } else { "" }
+            );
+        }
+        // Each write ticks the logical clock.
+        assert_eq!(s3.now(), UNIX_EPOCH + Duration::from_secs(1_700_000_001));
+        put(&s3, "/bkt/plain", "x", &[]);
+        let stored = s3.object(EP, "bkt", "plain").unwrap();
+        assert_eq!(
+            stored.last_modified,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_001)
+        );
+        assert_eq!(
+            stored.headers.get("content-type").unwrap(),
+            DEFAULT_CONTENT_TYPE
+        );
+    }
+
+    #[test]
+    fn missing_objects_and_buckets_answer_404() {
+        let s3 = server();
+        let response = call(&s3, "GET", "/bkt/nope");
+        assert_eq!(response.status(), 404);
+        assert_eq!(tag(&body(&response), "Code"), "NoSuchKey");
+        assert_eq!(tag(&body(&response), "Resource"), "nope");
+        assert_eq!(hdr(&response, "content-type"), "application/xml");
+
+        let response = call(&s3, "HEAD", "/bkt/nope");
+        assert_eq!(response.status(), 404);
+        assert_eq!(body(&response), "");
+
+        let response = call(&s3, "GET", "/other/k");
+        assert_eq!(tag(&body(&response), "Code"), "NoSuchBucket");
+        assert_eq!(call(&s3, "HEAD", "/bkt").status(), 200);
+        assert_eq!(call(&s3, "HEAD", "/other").status(), 404);
+        assert_eq!(body(&call(&s3, "HEAD", "/other")), "");
+    }
+
+    #[test]
+    fn put_requires_content_length_and_checks_content_md5() {
+        let s3 = server();
+        let no_length = signed("PUT", "/bkt/k").body(MemBody::from("abc")).unwrap();
+        let response = send(&s3, no_length);
+        assert_eq!(response.status(), 411);
+        assert_eq!(tag(&body(&response), "Code"), "MissingContentLength");
+
+        let short = signed("PUT", "/bkt/k")
+            .header("content-length", "5")
+            .body(MemBody::from("abc"))
+            .unwrap();
+        assert_eq!(tag(&body(&send(&s3, short)), "Code"), "IncompleteBody");
+
+        let response = put(&s3, "/bkt/k", "abc", &[("content-md5", &md5_b64(b"abd"))]);
+        assert_eq!(response.status(), 400);
+        assert_eq!(tag(&body(&response), "Code"), "BadDigest");
+        assert_eq!(
+            tag(
+                &body(&put(&s3, "/bkt/k", "abc", &[("content-md5", "nope")])),
+                "Code"
+            ),
+            "InvalidDigest"
+        );
+        assert!(s3.object_keys(EP, "bkt").is_empty());
+
+        assert_eq!(
+            put(&s3, "/bkt/k", "abc", &[("content-md5", &md5_b64(b"abc"))]).status(),
+            200
+        );
+    }
+
+    #[test]
+    fn conditional_puts() {
+        let s3 = server();
+        assert_eq!(
+            put(&s3, "/bkt/k", "one", &[("if-none-match", "*")]).status(),
+            200
+        );
+        let response = put(&s3, "/bkt/k", "two", &[("if-none-match", "*")]);
+        assert_eq!(response.status(), 412);
+        assert_eq!(tag(&body(&response), "Code"), "PreconditionFailed");
+
+        let etag = s3.object(EP, "bkt", "k").unwrap().etag;
+        assert_eq!(
+            put(&s3, "/bkt/k", "three", &[("if-match", "\"0000\"")]).status(),
+            412
+        );
+        assert_eq!(
+            put(&s3, "/bkt/k", "three", &[("if-match", &etag)]).status(),
+            200
+        );
+        assert_eq!(
+            put(&s3, "/bkt/new", "x", &[("if-match", &etag)]).status(),
+            404
+        );
+        assert_eq!(s3.object(EP, "bkt", "k").unwrap().data, "three");
+    }
+
+    #[test]
+    fn ranges() {
+        let s3 = server();
+        s3.put_direct(EP, "bkt", "k", "0123456789");
+        let get = |range: &str| call_with(&s3, "GET", "/bkt/k", &[("range", range)]);
+
+        let cases = [
+            ("bytes=2-4", "234", "bytes 2-4/10"),
+            ("bytes=7-", "789", "bytes 7-9/10"),
+            ("bytes=-3", "789", "bytes 7-9/10"),
+            ("bytes=5-100", "56789", "bytes 5-9/10"),
+            ("bytes=-100", "0123456789", "bytes 0-9/10"),
+            ("bytes=9-9", "9", "bytes 9-9/10"),
+        ];
+        for (range, expected, content_range) in cases {
+            let response = get(range);
+            assert_eq!(response.status(), 206, "{range}");
+            assert_eq!(body(&response), expected, "{range}");
+            assert_eq!(hdr(&response, "content-range"), content_range, "{range}");
+            assert_eq!(
+                hdr(&response, "content-length"),
+                expected.len().to_string(),
+                "{range}"
+            );
+        }
+        for range in ["bytes=10-", "bytes=10-20", "bytes=-0"] {
+            let response = get(range);
+            assert_eq!(response.status(), 416, "{range}");
+            assert_eq!(tag(&body(&response), "Code"), "InvalidRange");
+            assert_eq!(hdr(&response, "content-range"), "bytes */10");
+        }
+        // Forms S3 ignores: the whole object.
+        for range in ["bytes=4-2", "items=0-1", "bytes=0-1,3-4", "bytes=x-"] {
+            let response = get(range);
+            assert_eq!(response.status(), 200, "{range}");
+            assert_eq!(body(&response), "0123456789");
+        }
+        let head = call_with(&s3, "HEAD", "/bkt/k", &[("range", "bytes=0-3")]);
+        assert_eq!(head.status(), 206);
+        assert_eq!(hdr(&head, "content-length"), "4");
+        assert_eq!(body(&head), "");
+
+        s3.put_direct(EP, "bkt", "empty", "");
+        let response = call_with(&s3, "GET", "/bkt/empty", &[("range", "bytes=0-")]);
+        assert_eq!(response.status(), 416);
+    }
+
+    #[test]
+    fn read_conditionals() {
+        let s3 = server();
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        s3.set_time(t);
+        s3.put_direct(EP, "bkt", "k", "data");
+        let etag = s3.object(EP, "bkt", "k").unwrap().etag;
+        let at = |offset: i64| {
+            httpdate::fmt_http_date(
+                UNIX_EPOCH + Duration::from_secs((1_700_000_000 + offset) as u64),
+            )
+        };
+        let status =
+            |headers: &[(&str, &str)]| call_with(&s3, "GET", "/bkt/k", headers).status().as_u16();
+
+        assert_eq!(status(&[("if-match", &etag)]), 200);
+        assert_eq!(status(&[("if-match", "\"other\", *")]), 200);
+        assert_eq!(status(&[("if-match", "\"other\"")]), 412);
+        assert_eq!(status(&[("if-none-match", "\"other\"")]), 200);
+        assert_eq!(status(&[("if-modified-since", &at(-1))]), 200);
+        assert_eq!(status(&[("if-modified-since", &at(0))]), 304);
+        assert_eq!(status(&[("if-unmodified-since", &at(0))]), 200);
+        assert_eq!(status(&[("if-unmodified-since", &at(-1))]), 412);
+        // If-Match overrides If-Unmodified-Since; If-None-Match overrides If-Modified-Since.
+        assert_eq!(
+            status(&[("if-match", &etag), ("if-unmodified-since", &at(-1))]),
+            200
+        );
+        assert_eq!(
+            status(&[
+                ("if-none-match", "\"other\""),
+                ("if-modified-since", &at(5))
+            ]),
+            200
+        );
+
+        let not_modified = call_with(&s3, "GET", "/bkt/k", &[("if-none-match", &etag)]);
+        assert_eq!(not_modified.status(), 304);
+        assert_eq!(hdr(&not_modified, "etag"), etag);
+        assert_eq!(body(&not_modified), "");
+        let failed = call_with(&s3, "GET", "/bkt/k", &[("if-match", "\"x\"")]);
+        assert_eq!(tag(&body(&failed), "Code"), "PreconditionFailed");
+        assert_eq!(
+            body(&call_with(&s3, "HEAD", "/bkt/k", &[("if-match", "\"x\"")])),
+            ""
+        );
+    }
+
+    #[test]
+    fn response_header_overrides() {
+        let s3 = server();
+        put(&s3, "/bkt/k", "data", &[("content-type", "text/plain")]);
+        let response = call(
+            &s3,
+            "GET",
+            "/bkt/k?response-content-type=application%2Fjson&response-content-disposition=attachment%3B%20filename%3D%22a.json%22&response-cache-control=no-cache",
+        );
+        assert_eq!(hdr(&response, "content-type"), "application/json");
+        assert_eq!(
+            hdr(&response, "content-disposition"),
+            "attachment; filename=\"a.json\""
+        );
+        assert_eq!(hdr(&response, "cache-control"), "no-cache");
+        assert_eq!(
+            s3.object(EP, "bkt", "k")
+                .unwrap()
+                .headers
+                .get("content-type")
+                .unwrap(),
+            "text/plain"
+        );
+    }
+
+    #[test]
+    fn copy_object_keeps_or_replaces_metadata() {
+        let s3 = server();
+        s3.create_bucket(EP, "dst");
+        put(
+            &s3,
+            "/bkt/src%20key",
+            "payload",
+            &[("content-type", "text/plain"), ("x-amz-meta-a", "1")],
+        );
+        let source_etag = s3.object(EP, "bkt", "src key").unwrap().etag;
+
+        let response = call_with(
+            &s3,
+            "PUT",
+            "/dst/copy",
+            &[("x-amz-copy-source", "/bkt/src%20key")],
+        );
+        assert_eq!(response.status(), 200);
+        let xml = body(&response);
+        assert!(
+            xml.contains("<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"),
+            "{xml}"
+        );
+        assert_eq!(tag(&xml, "ETag"), source_etag.replace('"', "&quot;"));
+        let copy = s3.object(EP, "dst", "copy").unwrap();
+        assert_eq!(copy.data, "payload");
+        assert_eq!(copy.headers.get("x-amz-meta-a").unwrap(), "1");
+        assert_eq!(tag(&xml, "LastModified"), iso8601(copy.last_modified));
+
+        let replace = [
+            ("x-amz-copy-source", "bkt/src%20key"),
+            ("x-amz-metadata-directive", "REPLACE"),
+            ("content-type", "image/png"),
+            ("x-amz-meta-b", "2"),
+        ];
+        assert_eq!(call_with(&s3, "PUT", "/dst/copy2", &replace).status(), 200);
+        let copy = s3.object(EP, "dst", "copy2").unwrap();
+        assert_eq!(copy.headers.get("content-type").unwrap(), "image/png");
+        assert!(copy.headers.get("x-amz-meta-a").is_none());
+        assert_eq!(copy.headers.get("x-amz-meta-b").unwrap(), "2");
+    }
+
+    #[test]
+    fn copy_object_failures() {
+        let s3 = server();
+        s3.put_direct(EP, "bkt", "src", "payload");
+        let copy = |headers: &[(&str, &str)]| call_with(&s3, "PUT", "/bkt/dst", headers);
+        let code = |response: Response<MemBody>| {
+            (response.status().as_u16(), tag(&body(&response), "Code"))
+        };
+
+        let response = copy(&[
+            ("x-amz-copy-source", "/bkt/src"),
+            ("x-amz-copy-source-if-match", "\"nope\""),
+        ]);
+        assert_eq!(code(response), (412, "PreconditionFailed".to_string()));
+        let response = copy(&[("x-amz-copy-source", "/bkt/missing")]);
+        assert_eq!(code(response), (404, "NoSuchKey".to_string()));
+        let response = copy(&[("x-amz-copy-source", "/elsewhere/src")]);
+        assert_eq!(code(response), (404, "NoSuchBucket".to_string()));
+        let response = call_with(&s3, "PUT", "/bkt/src", &[("x-amz-copy-source", "/bkt/src")]);
+        assert_eq!(code(response), (400, "InvalidRequest".to_string()));
+        assert_eq!(s3.object_keys(EP, "bkt"), vec!["src"]);
+    }
+
+    #[test]
+    fn delete_object_is_204_whether_or_not_it_existed() {
+        let s3 = server();
+        s3.put_direct(EP, "bkt", "k", "data");
+        assert_eq!(call(&s3, "DELETE", "/bkt/k").status(), 204);
+        assert!(s3.object_keys(EP, "bkt").is_empty());
+        assert_eq!(call(&s3, "DELETE", "/bkt/k").status(), 204);
+        assert_eq!(call(&s3, "DELETE", "/nobucket/k").status(), 404);
+    }
+
+    #[test]
+    fn delete_objects_reports_deleted_keys_unless_quiet() {
+        let s3 = server();
+        for key in ["a", "b & c", "d"] {
+            s3.put_direct(EP, "bkt", key, "x");
+        }
+        let xml = "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Object><Key>a</Key></Object><Object><Key>b &amp; c</Key></Object><Object><Key>zz</Key></Object></Delete>";
+        let md5 = md5_b64(xml.as_bytes());
+        let response = post(&s3, "/bkt?delete", xml, &[("content-md5", &md5)]);
+        assert_eq!(response.status(), 200);
+        let answer = body(&response);
+        assert!(answer.contains("<DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"));
+        assert_eq!(tags(&answer, "Key"), vec!["a", "b &amp; c", "zz"]);
+        assert_eq!(s3.object_keys(EP, "bkt"), vec!["d"]);
+
+        let quiet = "<Delete><Quiet>true</Quiet><Object><Key>d</Key></Object></Delete>";
+        let response = post(
+            &s3,
+            "/bkt?delete",
+            quiet,
+            &[("content-md5", &md5_b64(quiet.as_bytes()))],
+        );
+        assert_eq!(response.status(), 200);
+        assert!(tags(&body(&response), "Deleted").is_empty());
+        assert!(s3.object_keys(EP, "bkt").is_empty());
+
+        assert_eq!(post(&s3, "/bkt?delete", quiet, &[]).status(), 400);
+        let response = post(
+            &s3,
+            "/bkt?delete",
+            "<Delete><Object>",
+            &[("x-amz-checksum-crc32", "AAAAAA==")],
+        );
+        assert_eq!(tag(&body(&response), "Code"), "MalformedXML");
+    }
+
+    // --- listings ----------------------------------------------------------------------------
+
+    fn plant(s3: &MemoryS3, keys: &[&str]) {
+        for key in keys {
+            s3.put_direct(EP, "bkt", key, "x");
+        }
+    }
+
+    #[test]
+    fn list_v2_with_prefix_and_delimiter() {
+        let s3 = server();
+        plant(
+            &s3,
+            &[
+                "a.txt",
+                "photos/2023/x.jpg",
+                "photos/2024/y.jpg",
+                "photos/top.jpg",
+                "videos/v.mp4",
+                "z",
+            ],
+        );
+        let xml = body(&call(&s3, "GET", "/bkt?list-type=2&delimiter=%2F"));
+        assert_eq!(tags(&xml, "Key"), vec!["a.txt", "z"]);
+        assert_eq!(tags(&xml, "Prefix"), vec!["", "photos/", "videos/"]);
+        assert_eq!(tag(&xml, "KeyCount"), "4");
+        assert_eq!(tag(&xml, "IsTruncated"), "false");
+        assert!(
+            xml.contains("<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">")
+        );
+
+        let xml = body(&call(
+            &s3,
+            "GET",
+            "/bkt?list-type=2&prefix=photos%2F&delimiter=%2F",
+        ));
+        assert_eq!(tags(&xml, "Key"), vec!["photos/top.jpg"]);
+        assert_eq!(
+            tags(&xml, "Prefix"),
+            vec!["photos/", "photos/2023/", "photos/2024/"]
+        );
+
+        let xml = body(&call(&s3, "GET", "/bkt?list-type=2&prefix=photos"));
+        assert_eq!(
+            tags(&xml, "Key"),
+            vec!["photos/2023/x.jpg", "photos/2024/y.jpg", "photos/top.jpg"]
+        );
+        assert_eq!(tag(&xml, "Size"), "1");
+        assert_eq!(tag(&xml, "StorageClass"), "STANDARD");
+        assert_eq!(tag(&xml, "LastModified"), "2024-01-01T00:00:01.000Z");
+
+        let xml = body(&call(
+            &s3,
+            "GET",
+            "/bkt?list-type=2&start-after=photos%2Ftop.jpg",
+        ));
+        assert_eq!(tags(&xml, "Key"), vec!["videos/v.mp4", "z"]);
+        assert_eq!(tag(&xml, "StartAfter"), "photos/top.jpg");
+    }
+
+    #[test]
+    fn list_v2_pages_through_keys_and_prefixes() {
+        let s3 = server();
+        plant(&s3, &["a", "b/1", "b/2", "b/3", "c", "d/1", "e"]);
+        let mut seen = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut target = "/bkt?list-type=2&delimiter=/&max-keys=2".to_string();
+            if let Some(token) = &token {
+                target.push_str(&format!(
+                    "&continuation-token={}",
+                    utf8_percent_encode(token, NON_ALPHANUMERIC)
+                ));
+            }
+            let xml = body(&call(&s3, "GET", &target));
+            pages += 1;
+            let keys = tags(&xml, "Key");
+            let prefixes: Vec<String> = tags(&xml, "CommonPrefixes")
+                .iter()
+                .map(|p| tag(p, "Prefix"))
+                .collect();
+            assert_eq!(
+                tag(&xml, "KeyCount"),
+                (keys.len() + prefixes.len()).to_string()
+            );
+            seen.extend(keys);
+            seen.extend(prefixes);
+            if tag(&xml, "IsTruncated") == "false" {
+                assert!(tags(&xml, "NextContinuationToken").is_empty());
+                break;
+            }
+            token = Some(tag(&xml, "NextContinuationToken"));
+        }
+        seen.sort();
+        assert_eq!(seen, vec!["a", "b/", "c", "d/", "e"]);
+        assert_eq!(pages, 3);
+
+        let response = call(&s3, "GET", "/bkt?list-type=2&continuation-token=%%%");
+        assert_eq!(response.status(), 400);
+    }
+
+    #[test]
+    fn list_v2_caps_max_keys_at_1000_and_url_encodes() {
+        let s3 = server();
+        for i in 0..1001 {
+            s3.put_direct(EP, "bkt", &format!("k{i:04}"), "");
+        }
+        let xml = body(&call(&s3, "GET", "/bkt?list-type=2&max-keys=5000"));
+        assert_eq!(tag(&xml, "MaxKeys"), "1000");
+        assert_eq!(tag(&xml, "KeyCount"), "1000");
+        assert_eq!(tag(&xml, "IsTruncated"), "true");
+        let xml = body(&call(&s3, "GET", "/bkt?list-type=2&max-keys=0"));
+        assert_eq!(tag(&xml, "KeyCount"), "0");
+        assert_eq!(
+            call(&s3, "GET", "/bkt?list-type=2&max-keys=-1").status(),
+            400
+        );
+
+        let s3 = server();
+        plant(&s3, &["dir one/a&b.txt", "é"]);
+        let xml = body(&call(&s3, "GET", "/bkt?list-type=2&encoding-type=url"));
+        assert_eq!(tags(&xml, "Key"), vec!["dir+one/a%26b.txt", "%C3%A9"]);
+        assert_eq!(tag(&xml, "EncodingType"), "url");
+        let xml = body(&call(&s3, "GET", "/bkt?list-type=2"));
+        assert_eq!(tags(&xml, "Key"), vec!["dir one/a&amp;b.txt", "é"]);
+        // A raw `+` in a query is a space, as S3 decodes it.
+        let xml = body(&call(&s3, "GET", "/bkt?list-type=2&prefix=dir+one"));
+        assert_eq!(tags(&xml, "Key").len(), 1);
+    }
+
+    #[test]
+    fn list_v1_with_marker() {
+        let s3 = server();
+        plant(&s3, &["a", "b/1", "b/2", "c"]);
+        let xml = body(&call(&s3, "GET", "/bkt?max-keys=2"));
+        assert_eq!(tags(&xml, "Key"), vec!["a", "b/1"]);
+        assert_eq!(tag(&xml, "IsTruncated"), "true");
+        // Without a delimiter S3 sends no NextMarker: the client uses the last key.
+        assert!(tags(&xml, "NextMarker").is_empty());
+        let xml = body(&call(&s3, "GET", "/bkt?marker=b%2F1"));
+        assert_eq!(tags(&xml, "Key"), vec!["b/2", "c"]);
+        assert_eq!(tag(&xml, "Marker"), "b/1");
+
+        let xml = body(&call(&s3, "GET", "/bkt?delimiter=%2F&max-keys=2"));
+        assert_eq!(tags(&xml, "Key"), vec!["a"]);
+        assert_eq!(tag(&xml, "NextMarker"), "b/");
+        let xml = body(&call(&s3, "GET", "/bkt?delimiter=%2F&marker=b%2F"));
+        assert_eq!(tags(&xml, "Key"), vec!["c"]);
+        assert!(tags(&xml, "CommonPrefixes").is_empty());
+        assert_eq!(tag(&xml, "IsTruncated"), "false");
+    }
+
+    // --- multipart ----------------------------------------------------------------------------
+
+    fn initiate(s3: &MemoryS3, key: &str, headers: &[(&str, &str)]) -> String {
+        let response = call_with(s3, "POST", &format!("/bkt/{key}?uploads"), headers);
+        assert_eq!(response.status(), 200);
+        let xml = body(&response);
+        assert!(xml.contains(
+            "<InitiateMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+        ));
+        assert_eq!(tag(&xml, "Key"), key);
+        tag(&xml, "UploadId")
+    }
+
+    fn enc(s: &str) -> String {
+        utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+    }
+
+    fn upload_part_(s3: &MemoryS3, key: &str, id: &str, number: u32, data: &'static str) -> String {
+        let response = put(
+            s3,
+            &format!("/bkt/{key}?partNumber={number}&uploadId={}", enc(id)),
+            data,
+            &[],
+        );
+        assert_eq!(response.status(), 200, "{}", body(&response));
+        hdr(&response, "etag").to_string()
+    }
+
+    fn complete(s3: &MemoryS3, key: &str, id: &str, parts: &[(u32, &str)]) -> Response<MemBody> {
+        let mut xml = String::from("<CompleteMultipartUpload>");
+        for (number, etag) in parts {
+            xml.push_str(&format!(
+                "<Part><PartNumber>{number}</PartNumber><ETag>{}</ETag></Part>",
+                escape(etag)
+            ));
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        post(s3, &format!("/bkt/{key}?uploadId={}", enc(id)), &xml, &[])
+    }
+
+    #[test]
+    fn multipart_upload_round_trip() {
+        let s3 = server();
+        s3.set_min_part_size(4);
+        let id = initiate(
+            &s3,
+            "big",
+            &[("content-type", "video/mp4"), ("x-amz-meta-k", "v")],
+        );
+        let e1 = upload_part_(&s3, "big", &id, 1, "aaaa");
+        let e2 = upload_part_(&s3, "big", &id, 2, "bbbbb");
+        let e3 = upload_part_(&s3, "big", &id, 3, "c");
+        assert_eq!(e1, etag_of(b"aaaa"));
+
+        let response = complete(&s3, "big", &id, &[(1, &e1), (2, &e2), (3, &e3)]);
+        assert_eq!(response.status(), 200, "{}", body(&response));
+        let xml = body(&response);
+        let mut digests = Vec::new();
+        for part in ["aaaa", "bbbbb", "c"] {
+            digests.extend_from_slice(&Md5::digest(part));
+        }
+        let etag = format!("\"{}-3\"", hex::encode(Md5::digest(&digests)));
+        assert_eq!(tag(&xml, "ETag"), escape(&etag));
+        assert_eq!(tag(&xml, "Location"), format!("{EP}/bkt/big"));
+
+        let get = call(&s3, "GET", "/bkt/big");
+        assert_eq!(body(&get), "aaaabbbbbc");
+        assert_eq!(hdr(&get, "etag"), etag);
+        assert_eq!(hdr(&get, "content-type"), "video/mp4");
+        assert_eq!(hdr(&get, "x-amz-meta-k"), "v");
+        assert!(s3.uploads(EP, "bkt").is_empty());
+        // The upload is gone once completed.
+        assert_eq!(
+            tag(&body(&complete(&s3, "big", &id, &[(1, &e1)])), "Code"),
+            "NoSuchUpload"
+        );
+    }
+
+    #[test]
+    fn complete_checks_parts_order_and_sizes() {
+        let s3 = server();
+        let id = initiate(&s3, "k", &[]);
+        let e1 = upload_part_(&s3, "k", &id, 1, "first");
+        let e2 = upload_part_(&s3, "k", &id, 2, "second");
+        let code = |response: Response<MemBody>| {
+            (response.status().as_u16(), tag(&body(&response), "Code"))
+        };
+
+        assert_eq!(
+            code(complete(&s3, "k", &id, &[(1, "\"0000\""), (2, &e2)])),
+            (400, "InvalidPart".into())
+        );
+        assert_eq!(
+            code(complete(&s3, "k", &id, &[(1, &e1), (3, &e2)])),
+            (400, "InvalidPart".into())
+        );
+        assert_eq!(
+            code(complete(&s3, "k", &id, &[(2, &e2), (1, &e1)])),
+            (400, "InvalidPartOrder".into())
+        );
+        assert_eq!(
+            code(complete(&s3, "k", &id, &[(1, &e1), (1, &e1)])),
+            (400, "InvalidPartOrder".into())
+        );
+        // Default minimum part size is 5 MiB.
+        assert_eq!(
+            code(complete(&s3, "k", &id, &[(1, &e1), (2, &e2)])),
+            (400, "EntityTooSmall".into())
+        );
+        assert_eq!(
+            code(complete(&s3, "k", &id, &[])),
+            (400, "MalformedXML".into())
+        );
+        assert!(s3.object_keys(EP, "bkt").is_empty());
+
+        // A single small part is fine (it is the last), and ETags may come unquoted.
+        let response = complete(&s3, "k", &id, &[(2, e2.trim_matches('"'))]);
+        assert_eq!(response.status(), 200);
+        assert_eq!(s3.object(EP, "bkt", "k").unwrap().data, "second");
+    }
+
+    #[test]
+    fn upload_part_errors() {
+        let s3 = server();
+        let id = initiate(&s3, "k", &[]);
+        let code = |response: Response<MemBody>| {
+            (response.status().as_u16(), tag(&body(&response), "Code"))
+        };
+        let target = |n: &str, id: &str| format!("/bkt/k?partNumber={n}&uploadId={}", enc(id));
+        assert_eq!(
+            code(put(&s3, &target("0", &id), "x", &[])),
+            (400, "InvalidArgument".into())
+        );
+        assert_eq!(
+            code(put(&s3, &target("10001", &id), "x", &[])),
+            (400, "InvalidArgument".into())
+        );
+        assert_eq!(
+            code(put(&s3, &target("1", "bogus"), "x", &[])),
+            (404, "NoSuchUpload".into())
+        );
+        // An upload id is valid only with its own key.
+        let response = put(
+            &s3,
+            &format!("/bkt/other?partNumber=1&uploadId={}", enc(&id)),
+            "x",
+            &[],
+        );
+        assert_eq!(code(response), (404, "NoSuchUpload".into()));
+        let no_length = signed("PUT", &target("1", &id))
+            .body(MemBody::from("x"))
+            .unwrap();
+        assert_eq!(send(&s3, no_length).status(), 411);
+    }
+
+    #[test]
+    fn upload_part_copy_with_range() {
+        let s3 = server();
+        s3.set_min_part_size(1);
+        s3.put_direct(EP, "bkt", "src", "0123456789");
+        let id = initiate(&s3, "dst", &[]);
+        let target = format!("/bkt/dst?partNumber=1&uploadId={}", enc(&id));
+        let response = call_with(
+            &s3,
+            "PUT",
+            &target,
+            &[
+                ("x-amz-copy-source", "/bkt/src"),
+                ("x-amz-copy-source-range", "bytes=2-5"),
+            ],
+        );
+        assert_eq!(response.status(), 200, "{}", body(&response));
+        let xml = body(&response);
+        assert!(xml.contains("<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"));
+        let e1 = tag(&xml, "ETag").replace("&quot;", "\"");
+        assert_eq!(e1, etag_of(b"2345"));
+
+        let bad = call_with(
+            &s3,
+            "PUT",
+            &target,
+            &[
+                ("x-amz-copy-source", "/bkt/src"),
+                ("x-amz-copy-source-range", "bytes=5-10"),
+            ],
+        );
+        assert_eq!(bad.status(), 400);
+        assert!(body(&bad).contains("size: 10"));
+
+        let target2 = format!("/bkt/dst?partNumber=2&uploadId={}", enc(&id));
+        let whole = call_with(&s3, "PUT", &target2, &[("x-amz-copy-source", "/bkt/src")]);
+        let e2 = tag(&body(&whole), "ETag").replace("&quot;", "\"");
+        assert_eq!(
+            complete(&s3, "dst", &id, &[(1, &e1), (2, &e2)]).status(),
+            200
+        );
+        assert_eq!(s3.object(EP, "bkt", "dst").unwrap().data, "23450123456789");
+    }
+
+    #[test]
+    fn abort_and_list_parts() {
+        let s3 = server();
+        s3.set_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let id = initiate(&s3, "k", &[]);
+        for n in 1..=5 {
+            upload_part_(&s3, "k", &id, n, "part");
+        }
+        let list = |query: &str| {
+            body(&call(
+                &s3,
+                "GET",
+                &format!("/bkt/k?uploadId={}{query}", enc(&id)),
+            ))
+        };
+        let xml = list("");
+        assert!(xml.contains("<ListPartsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"));
+        assert_eq!(tags(&xml, "PartNumber"), vec!["1", "2", "3", "4", "5"]);
+        assert_eq!(tag(&xml, "Size"), "4");
+        assert_eq!(tag(&xml, "UploadId"), escape(&id));
+        assert_eq!(tag(&xml, "LastModified"), "2023-11-14T22:13:21.000Z");
+
+        let xml = list("&max-parts=2&part-number-marker=1");
+        assert_eq!(tags(&xml, "PartNumber"), vec!["2", "3"]);
+        assert_eq!(tag(&xml, "NextPartNumberMarker"), "3");
+        assert_eq!(tag(&xml, "IsTruncated"), "true");
+        let xml = list("&part-number-marker=3");
+        assert_eq!(tags(&xml, "PartNumber"), vec!["4", "5"]);
+        assert_eq!(tag(&xml, "IsTruncated"), "false");
+
+        let abort = format!("/bkt/k?uploadId={}", enc(&id));
+        assert_eq!(call(&s3, "DELETE", &abort).status(), 204);
+        assert_eq!(call(&s3, "DELETE", &abort).status(), 404);
+        assert_eq!(tag(&list(""), "Code"), "NoSuchUpload");
+    }
+
+    #[test]
+    fn list_multipart_uploads_with_prefix_and_markers() {
+        let s3 = server();
+        let a1 = initiate(&s3, "a", &[]);
+        let b1 = initiate(&s3, "dir/b", &[]);
+        let a2 = initiate(&s3, "a", &[]);
+        let c1 = initiate(&s3, "dir/c", &[]);
+        let xml = body(&call(&s3, "GET", "/bkt?uploads"));
+        assert!(xml.contains(
+            "<ListMultipartUploadsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+        ));
+        assert_eq!(tags(&xml, "Key"), vec!["a", "a", "dir/b", "dir/c"]);
+        assert_eq!(
+            tags(&xml, "UploadId"),
+            vec![a1.clone(), a2.clone(), b1.clone(), c1.clone()]
+        );
+        assert_eq!(tag(&xml, "Initiated"), "2024-01-01T00:00:00.000Z");
+
+        let xml = body(&call(&s3, "GET", "/bkt?uploads&prefix=dir%2F"));
+        assert_eq!(tags(&xml, "Key"), vec!["dir/b", "dir/c"]);
+        let xml = body(&call(&s3, "GET", "/bkt?uploads&delimiter=%2F"));
+        assert_eq!(tags(&xml, "Key"), vec!["a", "a"]);
+        assert_eq!(tags(&xml, "Prefix"), vec!["", "dir/"]);
+
+        let xml = body(&call(&s3, "GET", "/bkt?uploads&max-uploads=1"));
+        assert_eq!(tag(&xml, "IsTruncated"), "true");
+        assert_eq!(tag(&xml, "NextKeyMarker"), "a");
+        assert_eq!(tag(&xml, "NextUploadIdMarker"), a1);
+        let xml = body(&call(
+            &s3,
+            "GET",
+            &format!("/bkt?uploads&key-marker=a&upload-id-marker={}", enc(&a1)),
+        ));
+        assert_eq!(tags(&xml, "UploadId"), vec![a2, b1, c1.clone()]);
+        let xml = body(&call(&s3, "GET", "/bkt?uploads&key-marker=dir%2Fb"));
+        assert_eq!(tags(&xml, "UploadId"), vec![c1]);
+        assert_eq!(s3.uploads(EP, "bkt").len(), 4);
+    }
+
+    // --- building blocks ---------------------------------------------------------------------
+
+    #[test]
+    fn escape_covers_the_xml_specials() {
+        assert_eq!(escape(r#"a&b<c>d"e'f"#), "a&amp;b&lt;c&gt;d&quot;e&apos;f");
+    }
+
+    #[test]
+    fn parse_xml_unescapes_and_keeps_spaces() {
+        let doc =
+            parse_xml(b"<a xmlns='x'><b> sp &amp; &#65; </b><c/><b><![CDATA[<raw>]]></b></a>")
+                .unwrap();
+        assert_eq!(doc.name, "a");
+        let texts: Vec<_> = doc.children("b").map(|b| b.text.as_str()).collect();
+        assert_eq!(texts, vec![" sp & A ", "<raw>"]);
+        assert!(doc.child("c").is_some());
+        assert_eq!(
+            parse_xml(b"<a><b></a>").err().map(|e| e.code),
+            Some(S3ErrorCode::MalformedXML)
+        );
+        assert_eq!(
+            parse_xml(b"<a>").err().map(|e| e.code),
+            Some(S3ErrorCode::MalformedXML)
+        );
+    }
+}
