@@ -35,6 +35,30 @@ const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// The most keys, parts or uploads one listing page holds.
 const MAX_PAGE: usize = 1000;
 const MAX_PART_NUMBER: u32 = 10_000;
+/// Subresources this server does not implement: answered 501 rather than mistaken for a plain
+/// listing or object read.
+const UNSUPPORTED_SUBRESOURCES: [&str; 20] = [
+    "accelerate",
+    "acl",
+    "analytics",
+    "attributes",
+    "cors",
+    "encryption",
+    "legal-hold",
+    "lifecycle",
+    "logging",
+    "notification",
+    "object-lock",
+    "policy",
+    "replication",
+    "requestPayment",
+    "restore",
+    "retention",
+    "tagging",
+    "torrent",
+    "versioning",
+    "versions",
+];
 /// The headers S3 stores with an object and answers on GET/HEAD.
 const CONTENT_HEADERS: [HeaderName; 6] = [
     header::CONTENT_TYPE,
@@ -471,12 +495,20 @@ impl Endpoint {
         if !buckets.contains_key(&req.bucket) {
             return Err(S3Error::no_such_bucket(&req.bucket));
         }
+        if let Some((name, _)) = req
+            .query
+            .iter()
+            .find(|(n, _)| UNSUPPORTED_SUBRESOURCES.contains(&n.as_str()))
+        {
+            return Err(S3Error::not_implemented(&format!("?{name}")));
+        }
         let copy_source = req.header("x-amz-copy-source").map(str::to_string);
         let m = &req.method;
         if req.key.is_empty() {
             let bucket = &buckets[&req.bucket];
             return match () {
                 _ if *m == Method::HEAD => Ok(empty_response(StatusCode::OK)),
+                _ if *m == Method::GET && req.has_q("location") => Ok(get_bucket_location()),
                 _ if *m == Method::GET && req.has_q("uploads") => {
                     list_multipart_uploads(bucket, req)
                 }
@@ -887,6 +919,12 @@ fn delete_objects(buckets: &mut Buckets, req: &Req) -> Reply {
 
 // ---------------------------------------------------------------------------------------------
 // Buckets and listings
+
+/// GetBucketLocation: every bucket is in us-east-1, which S3 answers as an empty constraint.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketLocation.html>
+fn get_bucket_location() -> Response<MemBody> {
+    xml_response(Xml::new("LocationConstraint").finish())
+}
 
 /// One entry of a listing page: an item, or a common prefix that rolls up several.
 enum Entry<T> {
@@ -1603,7 +1641,7 @@ fn error_response(error: &S3Error) -> Response<MemBody> {
 // XML
 
 /// Escapes text for XML element content and attribute values.
-pub(crate) fn escape(text: &str) -> String {
+fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -2739,6 +2777,29 @@ mod tests {
         let xml = body(&call(&s3, "GET", "/bkt?uploads&key-marker=dir%2Fb"));
         assert_eq!(tags(&xml, "UploadId"), vec![c1]);
         assert_eq!(s3.uploads(EP, "bkt").len(), 4);
+    }
+
+    #[test]
+    fn bucket_location_and_unsupported_subresources() {
+        let s3 = server();
+        s3.put_direct(EP, "bkt", "k", "x");
+        let xml = body(&call(&s3, "GET", "/bkt?location"));
+        assert!(xml.ends_with("<LocationConstraint xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"></LocationConstraint>"), "{xml}");
+        for target in ["/bkt?versions", "/bkt?acl", "/bkt/k?tagging", "/bkt/k?acl="] {
+            let response = call(&s3, "GET", target);
+            assert_eq!(response.status(), 501, "{target}");
+            assert_eq!(tag(&body(&response), "Code"), "NotImplemented");
+        }
+    }
+
+    #[test]
+    fn send_futures_are_send_for_multithreaded_runtimes() {
+        fn assert_send<T: Send>(_: &T) {}
+        let s3 = server();
+        let future = s3.send(signed("GET", "/bkt/k").body(MemBody::empty()).unwrap());
+        assert_send(&future);
+        assert_send(&s3);
+        assert_eq!(block_on(future).unwrap().status(), 404);
     }
 
     // --- building blocks ---------------------------------------------------------------------
