@@ -6,6 +6,17 @@
 //! the right access key but does not verify signatures. Everything runs synchronously under a
 //! std `Mutex`, so it works from any async executor or none.
 //!
+//! Like S3, it refuses requests a real backend would refuse, so engine bugs show up here:
+//! - header-signed requests need `authorization` with `Credential=<access key>/...` and an
+//!   `x-amz-content-sha256` header; presigned ones `X-Amz-Credential` and `X-Amz-Signature`;
+//! - PUT object and UploadPart need a `Content-Length` header equal to the body length (411
+//!   MissingContentLength without it: a streamed body without one goes out chunked);
+//! - DeleteObjects needs `Content-MD5` (or an `x-amz-checksum-*` header);
+//! - query strings are decoded as S3 does, `+` as a space: encode keys with `%2B`/`%20`;
+//! - a request body in the error state ([`MemBody::failed`]) breaks the request as a failing
+//!   stream breaks a connection: `send` fails with `TransportErrorKind::Other` and nothing is
+//!   stored.
+//!
 //! Its clock is logical: it starts at 2024-01-01T00:00:00Z, every write stamps the current
 //! time and then advances the clock by one second (so writes have distinct `Last-Modified`),
 //! and [`MemoryS3::set_time`] moves it.
@@ -503,45 +514,39 @@ impl Endpoint {
             return Err(S3Error::not_implemented(&format!("?{name}")));
         }
         let copy_source = req.header("x-amz-copy-source").map(str::to_string);
-        let m = &req.method;
-        if req.key.is_empty() {
-            let bucket = &buckets[&req.bucket];
-            return match () {
-                _ if *m == Method::HEAD => Ok(empty_response(StatusCode::OK)),
-                _ if *m == Method::GET && req.has_q("location") => Ok(get_bucket_location()),
-                _ if *m == Method::GET && req.has_q("uploads") => {
-                    list_multipart_uploads(bucket, req)
-                }
-                _ if *m == Method::GET && req.q("list-type") == Some("2") => {
-                    list_objects_v2(bucket, req)
-                }
-                _ if *m == Method::GET => list_objects_v1(bucket, req),
-                _ if *m == Method::POST && req.has_q("delete") => delete_objects(buckets, req),
-                _ => Err(S3Error::not_implemented(&format!("{m} on a bucket"))),
-            };
-        }
-        match () {
-            _ if *m == Method::GET && req.has_q("uploadId") => list_parts(buckets, req),
-            _ if *m == Method::GET || *m == Method::HEAD => get_object(buckets, req),
-            _ if *m == Method::PUT && req.has_q("uploadId") => match copy_source {
+        let url = &self.url;
+        let on_object = !req.key.is_empty();
+        match (req.method.as_str(), on_object) {
+            ("HEAD", false) => Ok(empty_response(StatusCode::OK)),
+            ("GET", false) if req.has_q("location") => Ok(get_bucket_location()),
+            ("GET", false) if req.has_q("uploads") => {
+                list_multipart_uploads(&buckets[&req.bucket], req)
+            }
+            ("GET", false) if req.q("list-type") == Some("2") => {
+                list_objects_v2(&buckets[&req.bucket], req)
+            }
+            ("GET", false) => list_objects_v1(&buckets[&req.bucket], req),
+            ("POST", false) if req.has_q("delete") => delete_objects(buckets, req),
+            ("GET", true) if req.has_q("uploadId") => list_parts(buckets, req),
+            ("GET" | "HEAD", true) => get_object(buckets, req),
+            ("PUT", true) if req.has_q("uploadId") => match copy_source {
                 Some(source) => upload_part_copy(buckets, world, req, &source),
                 None => upload_part(buckets, world, req),
             },
-            _ if *m == Method::PUT => match copy_source {
+            ("PUT", true) => match copy_source {
                 Some(source) => copy_object(buckets, world, req, &source),
                 None => put_object(buckets, world, req),
             },
-            _ if *m == Method::DELETE && req.has_q("uploadId") => {
-                abort_multipart_upload(buckets, req)
+            ("DELETE", true) if req.has_q("uploadId") => abort_multipart_upload(buckets, req),
+            ("DELETE", true) => delete_object(buckets, req),
+            ("POST", true) if req.has_q("uploads") => create_multipart_upload(buckets, world, req),
+            ("POST", true) if req.has_q("uploadId") => {
+                complete_multipart_upload(buckets, world, req, url)
             }
-            _ if *m == Method::DELETE => delete_object(buckets, req),
-            _ if *m == Method::POST && req.has_q("uploads") => {
-                create_multipart_upload(buckets, world, req)
+            (method, _) => {
+                let target = if on_object { "an object" } else { "a bucket" };
+                Err(S3Error::not_implemented(&format!("{method} on {target}")))
             }
-            _ if *m == Method::POST && req.has_q("uploadId") => {
-                complete_multipart_upload(buckets, world, req, &self.url)
-            }
-            _ => Err(S3Error::not_implemented(&format!("{m} on an object"))),
         }
     }
 }
