@@ -91,7 +91,7 @@ impl Body for MemBody {
         Ok(bytes)
     }
 
-    /// Runs the filter eagerly over the whole body, fed in pieces of [`FILTER_PIECE`] bytes.
+    /// Runs the filter eagerly over the whole body, fed in pieces of 7 bytes.
     fn filter(self, mut filter: Box<dyn ByteFilter + Send>) -> Self {
         let input = match self.inner {
             Ok(bytes) => bytes,

@@ -357,11 +357,25 @@ impl HttpClient for MemoryS3 {
             endpoints, world, ..
         } = &mut *state;
 
-        let host = parts.uri.host().map(str::to_string).or_else(|| {
-            let host = parts.headers.get(header::HOST)?.to_str().ok()?;
-            Some(host.split(':').next().unwrap_or(host).to_string())
-        });
-        let authority = host.map(|h| host_port(&h.to_ascii_lowercase(), &parts.uri));
+        // The URI is absolute; a bare path falls back to the Host header.
+        let authority = match parts.uri.host() {
+            Some(host) => Some(host_port(&host.to_ascii_lowercase(), &parts.uri)),
+            None => parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| {
+                    let h = h.to_ascii_lowercase();
+                    let has_port = h
+                        .rsplit_once(':')
+                        .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+                    if has_port {
+                        h
+                    } else {
+                        format!("{h}:80")
+                    }
+                }),
+        };
         let located = authority.as_deref().and_then(|a| locate(endpoints, a));
         let Some((ep_key, host_bucket)) = located else {
             return Err(TransportError::new(
@@ -1899,6 +1913,17 @@ mod tests {
         );
         s3.clear_requests();
         assert!(s3.requests().is_empty());
+
+        let relative = Request::get("/dir/a%20b.txt")
+            .header("host", "bkt.127.0.0.1:9001")
+            .header(
+                "authorization",
+                format!("AWS4-HMAC-SHA256 Credential={AK}/x"),
+            )
+            .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+            .body(MemBody::empty())
+            .unwrap();
+        assert_eq!(body(&send(&s3, relative)), "hello");
     }
 
     #[test]
