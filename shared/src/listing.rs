@@ -35,7 +35,11 @@ const OWNER: &str = "s3-balance";
 const BAD_TOKEN: &str = "The continuation token provided is incorrect";
 
 /// SigV4's unreserved set: what a backend query may carry unencoded.
-const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 /// `encoding-type=url` in answers: S3 leaves `/` alone. A space becomes `%20` (S3 writes `+`):
 /// both decode to a space with botocore's `unquote_plus`, and only `%20` does with
 /// `decodeURIComponent`, which JavaScript users apply.
@@ -86,12 +90,18 @@ fn value<'q>(query: &'q Query, name: &str) -> Option<&'q str> {
 
 /// `max-keys` / `max-uploads`: an integer in 0..=2^31-1 (S3's range), capped at 1000.
 fn parse_max(query: &Query, name: &str) -> Result<usize, S3Error> {
-    let Some(raw) = query.get(name) else { return Ok(MAX_PAGE) };
-    let n: i64 = raw
-        .parse()
-        .map_err(|_| invalid(format!("Provided {name} not an integer or within integer range")))?;
+    let Some(raw) = query.get(name) else {
+        return Ok(MAX_PAGE);
+    };
+    let n: i64 = raw.parse().map_err(|_| {
+        invalid(format!(
+            "Provided {name} not an integer or within integer range"
+        ))
+    })?;
     if !(0..=i64::from(i32::MAX)).contains(&n) {
-        return Err(invalid(format!("Argument {name} must be an integer between 0 and 2147483647")));
+        return Err(invalid(format!(
+            "Argument {name} must be an integer between 0 and 2147483647"
+        )));
     }
     Ok(usize::try_from(n).map_or(MAX_PAGE, |n| n.min(MAX_PAGE)))
 }
@@ -170,7 +180,9 @@ pub fn parse_params(kind: ListKind, query: &Query) -> Result<ListParams, S3Error
     let delimiter = value(query, "delimiter").map(str::to_string);
     let max_keys = parse_max(query, "max-keys")?;
     let url_encoding = parse_encoding(query)?;
-    let fetch_owner = query.get("fetch-owner").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let fetch_owner = query
+        .get("fetch-owner")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let resume = |m: &str| resume_point(m, &prefix, delimiter.as_deref());
     let mut params = ListParams {
         kind,
@@ -192,7 +204,11 @@ pub fn parse_params(kind: ListKind, query: &Query) -> Result<ListParams, S3Error
         ListKind::V2 => {
             params.start_after = value(query, "start-after").map(str::to_string);
             params.continuation_token = query.get("continuation-token").map(str::to_string);
-            let from_start = params.start_after.as_deref().map(resume).unwrap_or_default();
+            let from_start = params
+                .start_after
+                .as_deref()
+                .map(resume)
+                .unwrap_or_default();
             let from_token = match params.continuation_token.as_deref() {
                 Some(token) => decode_continuation_token(token)?,
                 None => String::new(),
@@ -204,7 +220,9 @@ pub fn parse_params(kind: ListKind, query: &Query) -> Result<ListParams, S3Error
             params.continuation_token = value(query, "version-id-marker").map(str::to_string);
             if let Some(version) = params.continuation_token.as_deref() {
                 if params.marker.is_none() {
-                    return Err(invalid("A version-id marker cannot be specified without a key marker."));
+                    return Err(invalid(
+                        "A version-id marker cannot be specified without a key marker.",
+                    ));
                 }
                 // Unversioned: the only version there is is `null`.
                 if version != "null" {
@@ -270,7 +288,10 @@ pub fn backend_query(params: &ListParams, layout_prefix: &str) -> String {
         pairs.push(("prefix", prefix));
     }
     if !params.resume_after.is_empty() {
-        pairs.push(("start-after", format!("{layout_prefix}{}", params.resume_after)));
+        pairs.push((
+            "start-after",
+            format!("{layout_prefix}{}", params.resume_after),
+        ));
     }
     query_string(&pairs)
 }
@@ -284,12 +305,17 @@ enum XmlStep<'a> {
 
 /// Walks `xml`, calling `f` for every element; text is kept untrimmed (keys may begin or end
 /// with spaces). Namespaces are ignored.
-fn walk_xml(xml: &[u8], mut f: impl FnMut(XmlStep<'_>) -> Result<(), String>) -> Result<(), String> {
+fn walk_xml(
+    xml: &[u8],
+    mut f: impl FnMut(XmlStep<'_>) -> Result<(), String>,
+) -> Result<(), String> {
     let mut reader = Reader::from_reader(xml);
     let mut path: Vec<String> = Vec::new();
     let mut text = String::new();
     let mut seen_root = false;
-    let name_of = |raw: &[u8]| String::from_utf8(raw.to_vec()).map_err(|_| "element name is not UTF-8".to_string());
+    let name_of = |raw: &[u8]| {
+        String::from_utf8(raw.to_vec()).map_err(|_| "element name is not UTF-8".to_string())
+    };
     loop {
         let event = reader.read_event().map_err(|e| e.to_string())?;
         match event {
@@ -328,7 +354,9 @@ fn walk_xml(xml: &[u8], mut f: impl FnMut(XmlStep<'_>) -> Result<(), String>) ->
                     return Err("text outside the root element".into());
                 }
                 let raw = c.into_inner();
-                text.push_str(std::str::from_utf8(&raw).map_err(|_| "CDATA is not UTF-8".to_string())?);
+                text.push_str(
+                    std::str::from_utf8(&raw).map_err(|_| "CDATA is not UTF-8".to_string())?,
+                );
             }
             Event::End(_) => {
                 f(XmlStep::Close(&path, &text))?;
@@ -374,12 +402,23 @@ struct RawEntry {
 /// Parses a backend's ListObjectsV2 answer; `backend` is its pool index.
 ///
 /// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html#API_ListObjectsV2_ResponseSyntax>
-pub fn parse_backend_page(xml: &[u8], layout_prefix: &str, backend: usize) -> Result<BackendPage, S3Error> {
-    parse_page_inner(xml, layout_prefix, backend)
-        .map_err(|why| backend_error(format!("malformed ListObjectsV2 answer from backend {backend}: {why}")))
+pub fn parse_backend_page(
+    xml: &[u8],
+    layout_prefix: &str,
+    backend: usize,
+) -> Result<BackendPage, S3Error> {
+    parse_page_inner(xml, layout_prefix, backend).map_err(|why| {
+        backend_error(format!(
+            "malformed ListObjectsV2 answer from backend {backend}: {why}"
+        ))
+    })
 }
 
-fn parse_page_inner(xml: &[u8], layout_prefix: &str, backend: usize) -> Result<BackendPage, String> {
+fn parse_page_inner(
+    xml: &[u8],
+    layout_prefix: &str,
+    backend: usize,
+) -> Result<BackendPage, String> {
     let mut raw_entries: Vec<RawEntry> = Vec::new();
     let mut raw_prefixes: Vec<String> = Vec::new();
     let mut truncated: Option<bool> = None;
@@ -421,15 +460,24 @@ fn parse_page_inner(xml: &[u8], layout_prefix: &str, backend: usize) -> Result<B
         Ok(())
     })?;
     let decode = |s: String| if url { url_decode(&s) } else { Ok(s) };
-    let mut page = BackendPage { truncated: truncated.ok_or("no IsTruncated")?, ..BackendPage::default() };
+    let mut page = BackendPage {
+        truncated: truncated.ok_or("no IsTruncated")?,
+        ..BackendPage::default()
+    };
     for raw in raw_entries {
         let key = decode(raw.key.ok_or("Contents without Key")?)?;
         let size = raw.size.ok_or("Contents without Size")?;
-        let size = size.trim().parse().map_err(|_| format!("bad Size {size:?}"))?;
+        let size = size
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad Size {size:?}"))?;
         let lm = raw.last_modified.ok_or("Contents without LastModified")?;
-        let last_modified = crate::time::parse_iso8601(lm.trim()).ok_or_else(|| format!("bad LastModified {lm:?}"))?;
+        let last_modified = crate::time::parse_iso8601(lm.trim())
+            .ok_or_else(|| format!("bad LastModified {lm:?}"))?;
         // Objects of other virtual buckets (or strays) sharing the real bucket are not ours.
-        let Some(key) = key.strip_prefix(layout_prefix) else { continue };
+        let Some(key) = key.strip_prefix(layout_prefix) else {
+            continue;
+        };
         page.entries.push(ObjectEntry {
             key: key.to_string(),
             size,
@@ -520,7 +568,8 @@ pub fn merge(params: &ListParams, pages: Vec<BackendPage>) -> ListResult {
             if !p.starts_with(&params.prefix) {
                 continue;
             }
-            let p = common_prefix_of(&p, &params.prefix, delimiter).map_or(p.clone(), str::to_string);
+            let p =
+                common_prefix_of(&p, &params.prefix, delimiter).map_or(p.clone(), str::to_string);
             see(&p);
             if !prefix_done(&p, resume) {
                 items.push(Item::Prefix(p));
@@ -536,9 +585,10 @@ pub fn merge(params: &ListParams, pages: Vec<BackendPage>) -> ListResult {
     items.sort_by(|a, b| {
         a.name().cmp(b.name()).then_with(|| match (a, b) {
             // Newest first, so that deduplication keeps it; ties go to the first backend.
-            (Item::Object(x), Item::Object(y)) => {
-                y.last_modified.cmp(&x.last_modified).then(x.backend.cmp(&y.backend))
-            }
+            (Item::Object(x), Item::Object(y)) => y
+                .last_modified
+                .cmp(&x.last_modified)
+                .then(x.backend.cmp(&y.backend)),
             _ => std::cmp::Ordering::Equal,
         })
     });
@@ -551,8 +601,16 @@ pub fn merge(params: &ListParams, pages: Vec<BackendPage>) -> ListResult {
     let take = complete.min(params.max_keys);
     let truncated = bound.is_some() || items.len() > take;
     items.truncate(take);
-    let next = if truncated { items.last().map(|i| i.name().to_string()) } else { None };
-    let mut result = ListResult { truncated, next, ..ListResult::default() };
+    let next = if truncated {
+        items.last().map(|i| i.name().to_string())
+    } else {
+        None
+    };
+    let mut result = ListResult {
+        truncated,
+        next,
+        ..ListResult::default()
+    };
     for item in items {
         match item {
             Item::Object(e) => result.entries.push(e),
@@ -640,7 +698,10 @@ pub fn render(params: &ListParams, bucket: &str, result: &ListResult) -> String 
         }
         ListKind::Versions => {
             out.elem("KeyMarker", &e(params.marker.as_deref().unwrap_or("")));
-            out.elem("VersionIdMarker", params.continuation_token.as_deref().unwrap_or(""));
+            out.elem(
+                "VersionIdMarker",
+                params.continuation_token.as_deref().unwrap_or(""),
+            );
             out.elem("MaxKeys", &params.max_keys.to_string());
         }
     }
@@ -650,7 +711,10 @@ pub fn render(params: &ListParams, bucket: &str, result: &ListResult) -> String 
     if url {
         out.elem("EncodingType", "url");
     }
-    out.elem("IsTruncated", if result.truncated { "true" } else { "false" });
+    out.elem(
+        "IsTruncated",
+        if result.truncated { "true" } else { "false" },
+    );
     let next = result.next.as_deref().filter(|_| result.truncated);
     match params.kind {
         ListKind::V1 => {
@@ -678,7 +742,11 @@ pub fn render(params: &ListParams, bucket: &str, result: &ListResult) -> String 
     }
     for entry in &result.entries {
         let storage = entry.storage_class.as_deref().unwrap_or("STANDARD");
-        let tag = if params.kind == ListKind::Versions { "Version" } else { "Contents" };
+        let tag = if params.kind == ListKind::Versions {
+            "Version"
+        } else {
+            "Contents"
+        };
         out.open(tag);
         out.elem("Key", &e(&entry.key));
         if params.kind == ListKind::Versions {
@@ -734,7 +802,9 @@ pub struct UploadListParams {
 pub fn parse_upload_params(query: &Query) -> Result<UploadListParams, S3Error> {
     let key_marker = value(query, "key-marker").map(str::to_string);
     // S3 ignores the upload-id-marker without a key-marker.
-    let upload_id_marker = value(query, "upload-id-marker").filter(|_| key_marker.is_some()).map(str::to_string);
+    let upload_id_marker = value(query, "upload-id-marker")
+        .filter(|_| key_marker.is_some())
+        .map(str::to_string);
     Ok(UploadListParams {
         prefix: query.get("prefix").unwrap_or("").to_string(),
         delimiter: value(query, "delimiter").map(str::to_string),
@@ -755,7 +825,9 @@ enum UploadResume {
 }
 
 fn upload_resume(params: &UploadListParams) -> UploadResume {
-    let Some(km) = params.key_marker.as_deref().filter(|k| !k.is_empty()) else { return UploadResume::Start };
+    let Some(km) = params.key_marker.as_deref().filter(|k| !k.is_empty()) else {
+        return UploadResume::Start;
+    };
     let r = resume_point(km, &params.prefix, params.delimiter.as_deref());
     match &params.upload_id_marker {
         Some(id) if r == km => UploadResume::AfterUpload(r, id.clone()),
@@ -856,15 +928,22 @@ fn parse_uploads_inner(xml: &[u8], layout_prefix: &str) -> Result<UploadPage, St
         Ok(())
     })?;
     let decode = |s: String| if url { url_decode(&s) } else { Ok(s) };
-    let mut page = UploadPage { truncated: truncated.ok_or("no IsTruncated")?, ..UploadPage::default() };
+    let mut page = UploadPage {
+        truncated: truncated.ok_or("no IsTruncated")?,
+        ..UploadPage::default()
+    };
     for (key, id, initiated) in raw {
         let key = decode(key.ok_or("Upload without Key")?)?;
         let upload_id = id.ok_or("Upload without UploadId")?;
         let initiated = initiated.ok_or("Upload without Initiated")?;
-        let initiated =
-            crate::time::parse_iso8601(initiated.trim()).ok_or_else(|| format!("bad Initiated {initiated:?}"))?;
+        let initiated = crate::time::parse_iso8601(initiated.trim())
+            .ok_or_else(|| format!("bad Initiated {initiated:?}"))?;
         if let Some(key) = key.strip_prefix(layout_prefix) {
-            page.uploads.push(UploadEntry { key: key.to_string(), upload_id, initiated });
+            page.uploads.push(UploadEntry {
+                key: key.to_string(),
+                upload_id,
+                initiated,
+            });
         }
     }
     for p in raw_prefixes {
@@ -960,7 +1039,8 @@ pub fn merge_uploads(params: &UploadListParams, pages: Vec<UploadPage>) -> Uploa
             if !p.starts_with(&params.prefix) {
                 continue;
             }
-            let p = common_prefix_of(&p, &params.prefix, delimiter).map_or(p.clone(), str::to_string);
+            let p =
+                common_prefix_of(&p, &params.prefix, delimiter).map_or(p.clone(), str::to_string);
             see(&p, true);
             if !prefix_done(&p, resume_key) {
                 items.push(UploadItem::Prefix(p));
@@ -968,7 +1048,8 @@ pub fn merge_uploads(params: &UploadListParams, pages: Vec<UploadPage>) -> Uploa
         }
         if page.truncated {
             let last = last.unwrap_or_else(|| (resume_key.to_string(), true));
-            let below = |a: &(String, bool), b: &(String, bool)| a.0 < b.0 || (a.0 == b.0 && !a.1 && b.1);
+            let below =
+                |a: &(String, bool), b: &(String, bool)| a.0 < b.0 || (a.0 == b.0 && !a.1 && b.1);
             if bound.as_ref().is_none_or(|b| below(&last, b)) {
                 bound = Some(last);
             }
@@ -989,7 +1070,10 @@ pub fn merge_uploads(params: &UploadListParams, pages: Vec<UploadPage>) -> Uploa
     let take = complete.min(params.max_uploads);
     let truncated = bound.is_some() || items.len() > take;
     items.truncate(take);
-    let mut result = UploadListResult { truncated, ..UploadListResult::default() };
+    let mut result = UploadListResult {
+        truncated,
+        ..UploadListResult::default()
+    };
     if truncated {
         match items.last() {
             Some(UploadItem::Upload(u)) => {
@@ -1012,14 +1096,21 @@ pub fn merge_uploads(params: &UploadListParams, pages: Vec<UploadPage>) -> Uploa
 /// ListMultipartUploadsResult XML.
 ///
 /// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListMultipartUploads.html#API_ListMultipartUploads_ResponseSyntax>
-pub fn render_uploads(params: &UploadListParams, bucket: &str, result: &UploadListResult) -> String {
+pub fn render_uploads(
+    params: &UploadListParams,
+    bucket: &str,
+    result: &UploadListResult,
+) -> String {
     let url = params.url_encoding;
     let e = |s: &str| enc(url, s).into_owned();
     let root = "ListMultipartUploadsResult";
     let mut out = Out::new(root);
     out.elem("Bucket", bucket);
     out.elem("KeyMarker", &e(params.key_marker.as_deref().unwrap_or("")));
-    out.elem("UploadIdMarker", params.upload_id_marker.as_deref().unwrap_or(""));
+    out.elem(
+        "UploadIdMarker",
+        params.upload_id_marker.as_deref().unwrap_or(""),
+    );
     if let Some(k) = &result.next_key_marker {
         out.elem("NextKeyMarker", &e(k));
     }
@@ -1034,7 +1125,10 @@ pub fn render_uploads(params: &UploadListParams, bucket: &str, result: &UploadLi
     if url {
         out.elem("EncodingType", "url");
     }
-    out.elem("IsTruncated", if result.truncated { "true" } else { "false" });
+    out.elem(
+        "IsTruncated",
+        if result.truncated { "true" } else { "false" },
+    );
     for u in &result.uploads {
         out.open("Upload");
         out.elem("Key", &e(&u.key));
@@ -1051,4 +1145,488 @@ pub fn render_uploads(params: &UploadListParams, bucket: &str, result: &UploadLi
         out.close("CommonPrefixes");
     }
     out.finish(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::ops::Bound;
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::time::from_unix_secs;
+
+    fn q(pairs: &[(&str, &str)]) -> Query {
+        Query(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // A tiny reference S3: one sorted bucket answering ListObjectsV2 and ListMultipartUploads.
+    // ---------------------------------------------------------------------------------------
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Obj {
+        size: u64,
+        etag: String,
+        secs: u64,
+    }
+
+    /// What a listing shows, in order.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Shown {
+        Key(String, u64, String),
+        Prefix(String),
+    }
+
+    /// S3's listing semantics on a sorted map: keys after `start_after` under `prefix`, rolled
+    /// up at the first `delimiter` after the prefix, at most `max` items. A start-after that
+    /// is itself a common prefix skips everything under it. Returns (items, truncated).
+    fn s3_list<V>(
+        keys: &BTreeMap<String, V>,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: &str,
+        max: usize,
+    ) -> (Vec<(String, Option<V>)>, bool)
+    where
+        V: Clone,
+    {
+        let rollup = |k: &str| -> Option<String> {
+            let d = delimiter.filter(|d| !d.is_empty())?;
+            let rest = k.strip_prefix(prefix)?;
+            rest.find(d).map(|i| k[..prefix.len() + i + d.len()].to_string())
+        };
+        let skip_block = (!start_after.is_empty() && rollup(start_after).as_deref() == Some(start_after))
+            .then(|| start_after.to_string());
+        let lower = if start_after >= prefix {
+            Bound::Excluded(start_after.to_string())
+        } else {
+            Bound::Included(prefix.to_string())
+        };
+        let mut out: Vec<(String, Option<V>)> = Vec::new();
+        for (k, v) in keys.range((lower, Bound::Unbounded)) {
+            if !k.starts_with(prefix) {
+                if k.as_str() > prefix {
+                    break;
+                }
+                continue;
+            }
+            if skip_block.as_deref().is_some_and(|b| k.starts_with(b)) {
+                continue;
+            }
+            let item = match rollup(k) {
+                Some(p) => (p, None),
+                None => (k.clone(), Some(v.clone())),
+            };
+            if out.last().is_some_and(|(last, _)| *last == item.0) {
+                continue;
+            }
+            if out.len() == max {
+                return (out, true);
+            }
+            out.push(item);
+        }
+        (out, false)
+    }
+
+    fn decode_query(raw: &str) -> BTreeMap<String, String> {
+        raw.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                let d = |s: &str| percent_decode_str(s).decode_utf8().unwrap().into_owned();
+                (d(k), d(v))
+            })
+            .collect()
+    }
+
+    /// S3's own `encoding-type=url` (a space is `+`, `/` stays).
+    fn s3_url(s: &str) -> String {
+        utf8_percent_encode(s, KEY_SET).to_string().replace("%20", "+")
+    }
+
+    struct SimBackend {
+        objects: BTreeMap<String, Obj>,
+        /// Answers at most this many items whatever max-keys says (0: no cap), as a backend
+        /// may.
+        cap: usize,
+    }
+
+    impl SimBackend {
+        fn list_v2(&self, raw_query: &str) -> String {
+            let q = decode_query(raw_query);
+            assert_eq!(q.get("list-type").map(String::as_str), Some("2"));
+            let url = q.get("encoding-type").map(String::as_str) == Some("url");
+            let mut max: usize = q.get("max-keys").map_or(1000, |m| m.parse().unwrap());
+            if self.cap > 0 {
+                max = max.min(self.cap);
+            }
+            let prefix = q.get("prefix").map_or("", String::as_str);
+            let delimiter = q.get("delimiter").map(String::as_str);
+            let start_after = q.get("start-after").map_or("", String::as_str);
+            let (items, truncated) = s3_list(&self.objects, prefix, delimiter, start_after, max);
+            let e = |s: &str| if url { s3_url(s) } else { escape(s).into_owned() };
+            let mut x = String::from(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+            );
+            x += &format!("<Name>real</Name><Prefix>{}</Prefix><KeyCount>{}</KeyCount>", e(prefix), items.len());
+            x += &format!("<MaxKeys>{max}</MaxKeys>");
+            if url {
+                x += "<EncodingType>url</EncodingType>";
+            }
+            x += &format!("<IsTruncated>{truncated}</IsTruncated>");
+            for (name, obj) in &items {
+                if let Some(o) = obj {
+                    x += &format!(
+                        "<Contents><Key>{}</Key><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></Contents>",
+                        e(name),
+                        crate::time::iso8601(from_unix_secs(o.secs)),
+                        escape(&o.etag),
+                        o.size
+                    );
+                }
+            }
+            for (name, obj) in &items {
+                if obj.is_none() {
+                    x += &format!("<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>", e(name));
+                }
+            }
+            x + "</ListBucketResult>"
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The data: a reference bucket spread over 5 backends.
+    // ---------------------------------------------------------------------------------------
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.below(from.len())]
+        }
+    }
+
+    const SEGMENTS: &[&str] = &[
+        "photos", "docs", "a", "a b", "ü", "日本", "x+y", "100%", "q&a<b>", "--", "2024--01", "a--b", "z", "é",
+        "🎉", " lead", "trail ", "a/b", "",
+    ];
+    const NAMES: &[&str] = &["f", "file ", "img--", "", "ü", "a", "n--m/", "Ω"];
+
+    fn gen_keys(n: usize, seed: u64) -> BTreeSet<String> {
+        let mut rng = Rng(seed);
+        let mut keys = BTreeSet::new();
+        // Keys that are prefixes of others, and folder markers.
+        for k in ["photos", "photos/", "photos0", "a", "a/", "a--", "日本/"] {
+            keys.insert(k.to_string());
+        }
+        while keys.len() < n {
+            let mut k = String::new();
+            for _ in 0..rng.below(4) {
+                k.push_str(rng.pick(SEGMENTS));
+                k.push('/');
+            }
+            k.push_str(rng.pick(NAMES));
+            k.push_str(&rng.below(2000).to_string());
+            if rng.below(10) == 0 {
+                k.push('/');
+            }
+            keys.insert(k);
+        }
+        keys
+    }
+
+    const LAYOUTS: [&str; 5] = ["vb/", "vb/", "vb/", "", ""];
+
+    struct Dataset {
+        /// The single bucket the merged listing must equal.
+        reference: BTreeMap<String, Obj>,
+        backends: Vec<BTreeMap<String, Obj>>,
+    }
+
+    fn dataset(n: usize, seed: u64) -> Dataset {
+        let mut rng = Rng(seed ^ 0x9E37_79B9_7F4A_7C15);
+        let mut reference = BTreeMap::new();
+        let mut backends: Vec<BTreeMap<String, Obj>> = vec![BTreeMap::new(); 5];
+        for (i, key) in gen_keys(n, seed).into_iter().enumerate() {
+            let b = rng.below(5);
+            let obj = Obj { size: i as u64, etag: format!("\"{:032x}\"", rng.next()), secs: 1_600_000_000 + i as u64 };
+            // 3% live twice: an older copy elsewhere, which must lose.
+            if rng.below(33) == 0 {
+                let other = (b + 1 + rng.below(4)) % 5;
+                let stale = Obj { size: 999_999, etag: "\"stale\"".into(), secs: obj.secs - 1000 };
+                backends[other].insert(format!("{}{key}", LAYOUTS[other]), stale);
+            }
+            backends[b].insert(format!("{}{key}", LAYOUTS[b]), obj.clone());
+            reference.insert(key, obj);
+        }
+        // Objects of another virtual bucket in the shared real buckets.
+        for (b, layout) in LAYOUTS.iter().enumerate() {
+            if !layout.is_empty() {
+                for k in ["other/x", "vb", "vb0", "va/photos/1", "vc/a"] {
+                    backends[b].insert(k.to_string(), Obj { size: 1, etag: "\"x\"".into(), secs: 1 });
+                }
+            }
+        }
+        Dataset { reference, backends }
+    }
+
+    fn small() -> &'static Dataset {
+        static D: OnceLock<Dataset> = OnceLock::new();
+        D.get_or_init(|| dataset(1200, 7))
+    }
+
+    fn large() -> &'static Dataset {
+        static D: OnceLock<Dataset> = OnceLock::new();
+        D.get_or_init(|| dataset(10_000, 11))
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // A client paging through the gateway.
+    // ---------------------------------------------------------------------------------------
+
+    /// What a client reads from a rendered page.
+    #[derive(Default, Debug)]
+    struct ClientPage {
+        items: Vec<Shown>,
+        truncated: bool,
+        next_marker: Option<String>,
+        next_token: Option<String>,
+        next_key_marker: Option<String>,
+        key_count: Option<usize>,
+    }
+
+    fn client_read(xml: &str) -> ClientPage {
+        let mut page = ClientPage::default();
+        let mut url = false;
+        let (mut key, mut size, mut etag) = (String::new(), 0u64, String::new());
+        walk_xml(xml.as_bytes(), |step| {
+            if let XmlStep::Close(path, text) = step {
+                let names: Vec<&str> = path.iter().skip(1).map(String::as_str).collect();
+                match names.as_slice() {
+                    ["EncodingType"] => url = text == "url",
+                    ["IsTruncated"] => page.truncated = text == "true",
+                    ["NextMarker"] => page.next_marker = Some(text.into()),
+                    ["NextContinuationToken"] => page.next_token = Some(text.into()),
+                    ["NextKeyMarker"] => page.next_key_marker = Some(text.into()),
+                    ["KeyCount"] => page.key_count = Some(text.parse().unwrap()),
+                    [_, "Key"] => key = text.into(),
+                    [_, "Size"] => size = text.parse().unwrap(),
+                    [_, "ETag"] => etag = text.into(),
+                    ["Contents" | "Version"] => page.items.push(Shown::Key(key.clone(), size, etag.clone())),
+                    ["CommonPrefixes", "Prefix"] => page.items.push(Shown::Prefix(text.into())),
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        // A client decodes with plain percent-decoding (JavaScript's decodeURIComponent).
+        let dec = |s: &mut String| {
+            if url {
+                assert!(!s.contains('+') && !s.contains(' '), "unencoded name {s:?}");
+                *s = percent_decode_str(s).decode_utf8().unwrap().into_owned();
+            }
+        };
+        for item in &mut page.items {
+            match item {
+                Shown::Key(k, _, _) | Shown::Prefix(k) => dec(k),
+            }
+        }
+        page.next_marker.as_mut().map(dec);
+        page.next_key_marker.as_mut().map(dec);
+        page
+    }
+
+    struct Case<'a> {
+        data: &'a Dataset,
+        kind: ListKind,
+        prefix: &'a str,
+        delimiter: Option<&'a str>,
+        page_size: usize,
+        url: bool,
+        /// Backends answer at most this many items per page (0: as asked).
+        cap: usize,
+    }
+
+    fn expected(c: &Case<'_>) -> Vec<Shown> {
+        s3_list(&c.data.reference, c.prefix, c.delimiter, "", usize::MAX)
+            .0
+            .into_iter()
+            .map(|(name, obj)| match obj {
+                Some(o) => Shown::Key(name, o.size, o.etag),
+                None => Shown::Prefix(name),
+            })
+            .collect()
+    }
+
+    fn page_through(c: &Case<'_>) -> Vec<Shown> {
+        let sims: Vec<SimBackend> =
+            c.data.backends.iter().map(|objects| SimBackend { objects: objects.clone(), cap: c.cap }).collect();
+        let mut all = Vec::new();
+        let mut resume: Option<String> = None;
+        for round in 0.. {
+            assert!(round <= c.data.reference.len() + 1, "no progress");
+            let size = c.page_size.to_string();
+            let mut pairs: Vec<(&str, &str)> = vec![("prefix", c.prefix), ("max-keys", &size)];
+            if let Some(d) = c.delimiter {
+                pairs.push(("delimiter", d));
+            }
+            if c.url {
+                pairs.push(("encoding-type", "url"));
+            }
+            if let Some(r) = resume.as_deref() {
+                match c.kind {
+                    ListKind::V1 => pairs.push(("marker", r)),
+                    ListKind::V2 => pairs.push(("continuation-token", r)),
+                    ListKind::Versions => pairs.extend([("key-marker", r), ("version-id-marker", "null")]),
+                }
+            }
+            let params = parse_params(c.kind, &q(&pairs)).unwrap();
+            let pages = sims
+                .iter()
+                .enumerate()
+                .map(|(i, sim)| {
+                    let answer = sim.list_v2(&backend_query(&params, LAYOUTS[i]));
+                    parse_backend_page(answer.as_bytes(), LAYOUTS[i], i).unwrap()
+                })
+                .collect();
+            let result = merge(&params, pages);
+            let page = client_read(&render(&params, "vbucket", &result));
+            assert!(page.items.len() <= c.page_size);
+            if let Some(n) = page.key_count {
+                assert_eq!(n, page.items.len());
+            }
+            if page.truncated {
+                assert!(!page.items.is_empty(), "truncated empty page");
+            }
+            // A page lists its keys, then its common prefixes (as S3 does): one sorted range.
+            let name = |i: &Shown| match i {
+                Shown::Key(k, _, _) | Shown::Prefix(k) => k.clone(),
+            };
+            let mut items = page.items;
+            items.sort_by_key(name);
+            let last = items.last().map(name);
+            all.extend(items);
+            if !page.truncated {
+                break;
+            }
+            resume = Some(match c.kind {
+                // A V1 client uses NextMarker, or else the last key.
+                ListKind::V1 => page.next_marker.or(last).unwrap(),
+                ListKind::V2 => page.next_token.unwrap(),
+                ListKind::Versions => page.next_key_marker.unwrap(),
+            });
+        }
+        all
+    }
+
+    fn check(c: &Case<'_>) {
+        let want = expected(c);
+        let got = page_through(c);
+        if got != want {
+            let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+            panic!(
+                "{:?} prefix {:?} delimiter {:?} size {} url {} cap {}: {} items, want {}; first difference at {at}: got {:?}, want {:?}",
+                c.kind,
+                c.prefix,
+                c.delimiter,
+                c.page_size,
+                c.url,
+                c.cap,
+                got.len(),
+                want.len(),
+                got.get(at),
+                want.get(at)
+            );
+        }
+    }
+
+    const KINDS: [ListKind; 3] = [ListKind::V1, ListKind::V2, ListKind::Versions];
+    const DELIMITERS: [Option<&str>; 3] = [None, Some("/"), Some("--")];
+
+    #[test]
+    fn reference_data_is_rich() {
+        let d = large();
+        assert_eq!(d.reference.len(), 10_000);
+        let dups: usize = d.backends.iter().map(BTreeMap::len).sum::<usize>() - 10_000 - 5 * 3;
+        assert!(dups > 100, "{dups} duplicates");
+        let slash = expected(&Case {
+            data: d,
+            kind: ListKind::V2,
+            prefix: "",
+            delimiter: Some("/"),
+            page_size: 1,
+            url: false,
+            cap: 0,
+        });
+        assert!(slash.iter().filter(|s| matches!(s, Shown::Prefix(_))).count() > 10);
+        assert!(d.reference.keys().any(|k| k.contains("日本") || k.contains('🎉')));
+    }
+
+    #[test]
+    fn small_pages_equal_the_single_bucket() {
+        for (i, size) in [1, 2, 3, 7].into_iter().enumerate() {
+            for (j, kind) in KINDS.into_iter().enumerate() {
+                for (k, delimiter) in DELIMITERS.into_iter().enumerate() {
+                    let prefix = ["", "photos/", "a"][(i + j + k) % 3];
+                    let url = (i + j + k) % 2 == 0;
+                    check(&Case { data: small(), kind, prefix, delimiter, page_size: size, url, cap: 0 });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_pages_equal_the_single_bucket() {
+        for (i, size) in [100, 999, 1000].into_iter().enumerate() {
+            for (j, kind) in KINDS.into_iter().enumerate() {
+                for (k, delimiter) in DELIMITERS.into_iter().enumerate() {
+                    let url = (i + j + k) % 2 == 1;
+                    check(&Case { data: large(), kind, prefix: "", delimiter, page_size: size, url, cap: 0 });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefixes_equal_the_single_bucket() {
+        for (i, prefix) in ["photos/", "a", "日本/", "a b/", "nope/", "a--b/"].into_iter().enumerate() {
+            for (k, delimiter) in DELIMITERS.into_iter().enumerate() {
+                let kind = KINDS[(i + k) % 3];
+                check(&Case { data: large(), kind, prefix, delimiter, page_size: 100, url: i % 2 == 0, cap: 0 });
+            }
+        }
+    }
+
+    #[test]
+    fn backends_answering_short_pages_still_merge_exactly() {
+        for (k, delimiter) in DELIMITERS.into_iter().enumerate() {
+            for cap in [1, 5] {
+                let kind = KINDS[k];
+                check(&Case { data: small(), kind, prefix: "", delimiter, page_size: 10, url: true, cap });
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+        #[test]
+        fn any_page_size_equals_the_single_bucket(
+            size in 1usize..=1000, kind in 0usize..3, delimiter in 0usize..3, url: bool,
+        ) {
+            let data = if size >= 100 { large() } else { small() };
+            check(&Case { data, kind: KINDS[kind], prefix: "", delimiter: DELIMITERS[delimiter], page_size: size, url, cap: 0 });
+        }
+    }
 }
