@@ -484,7 +484,10 @@ fn buckets_are_created_listed_and_only_deleted_when_empty() {
 
 #[test]
 fn reindex_rebuilds_index_and_usage() {
-    let h = Harness::new(Strategy::RoundRobin);
+    // A `{key}` layout bucket would adopt every key of its backends: leave it out here.
+    let mut c = config(Strategy::RoundRobin);
+    c.virtual_buckets.retain(|b| b.name == "photos");
+    let h = Harness::with_config(c);
     for i in 0..7 {
         h.put(&format!("/photos/r{i}"), b"12345");
     }
