@@ -1,1 +1,4 @@
+mod body;
+mod client;
+mod store;
 fn main() {}
