@@ -1,0 +1,148 @@
+//! The S3 endpoint: hyper accepting connections, each request handed to the engine.
+
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use futures_util::FutureExt;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use shared::body::Body as _;
+use shared::engine::{RequestContext, RequestLog};
+use tokio::net::TcpListener;
+
+use crate::body::ServerBody;
+use crate::setup::ServerEngine;
+
+/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish for up to the config's
+/// `server.shutdown_timeout`.
+pub async fn serve(engine: Arc<ServerEngine>, listener: TcpListener) -> std::io::Result<()> {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(shutdown_signal());
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stop.as_mut() => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let engine = engine.clone();
+        let service = service_fn(move |req| handle(engine.clone(), req));
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(socket), service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let timeout = engine.config().server.shutdown_timeout;
+    tracing::info!(
+        in_flight = graceful.count(),
+        timeout_s = timeout.as_secs_f64(),
+        "shutting down"
+    );
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout reached; closing the remaining connections");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `x-amz-request-id`: 16 uppercase hex characters, as AWS writes them.
+pub fn request_id() -> String {
+    format!("{:016X}", rand::random::<u64>())
+}
+
+async fn handle(
+    engine: Arc<ServerEngine>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<ServerBody>, Infallible> {
+    let started = Instant::now();
+    // The URI is kept as sent (raw path and query): the signature covers it byte for byte.
+    let req = req.map(ServerBody::from_incoming);
+    let method = req.method().clone();
+    let ctx = RequestContext {
+        now: SystemTime::now(),
+        request_id: request_id(),
+        random: rand::random(),
+    };
+    // A bug in one request must not take the connection (and its other requests) down.
+    let response = match AssertUnwindSafe(engine.handle(req, &ctx))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
+            tracing::error!(request_id = %ctx.request_id, panic = what.unwrap_or("?"), "request handler panicked");
+            internal_error(&ctx.request_id)
+        }
+    };
+    let log = response
+        .extensions()
+        .get::<RequestLog>()
+        .cloned()
+        .unwrap_or_default();
+    tracing::info!(
+        request_id = %ctx.request_id,
+        method = %method,
+        operation = log.operation,
+        bucket = log.bucket.as_deref().unwrap_or("-"),
+        backend = log.backend.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        bytes = log.bytes.or_else(|| response.body().exact_len()).unwrap_or(0),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    Ok(response)
+}
+
+fn internal_error(request_id: &str) -> http::Response<ServerBody> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code>\
+         <Message>We encountered an internal error. Please try again.</Message>\
+         <RequestId>{request_id}</RequestId></Error>"
+    );
+    http::Response::builder()
+        .status(500)
+        .header("content-type", "application/xml")
+        .header("x-amz-request-id", request_id)
+        .body(ServerBody::from_bytes(body.into()))
+        .unwrap_or_else(|_| http::Response::new(ServerBody::Empty))
+}

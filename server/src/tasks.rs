@@ -1,0 +1,145 @@
+//! Background loops of a serving process: health probes, usage scans, state refresh and config
+//! hot reload. Failures (and panics) of one run are logged; the loop goes on.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+
+use crate::setup::{parse_config, ServerEngine};
+
+/// Backend requests one usage scan may make; the next run resumes where this one stopped.
+const SCAN_BUDGET: usize = 200;
+const REFRESH_PERIOD: Duration = Duration::from_secs(2);
+const RELOAD_PERIOD: Duration = Duration::from_secs(2);
+
+/// Starts every loop; `config_path` enables hot reload of that file.
+pub fn spawn(engine: Arc<ServerEngine>, config_path: Option<PathBuf>) {
+    // `check_health` borrows a `&dyn Fn` clock (not `Sync`), so its future is not `Send`: the
+    // loop runs on a blocking-pool thread of its own, driving the future with the runtime.
+    let handle = tokio::runtime::Handle::current();
+    let e = engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let job = || async {
+            let snapshot = e
+                .check_health(&SystemTime::now)
+                .await
+                .map_err(|e| e.to_string())?;
+            let down: Vec<_> = snapshot
+                .backends
+                .iter()
+                .filter(|(_, h)| !h.healthy)
+                .map(|(n, _)| n.clone())
+                .collect();
+            if down.is_empty() {
+                tracing::debug!("health check: all backends healthy");
+            } else {
+                tracing::warn!(unhealthy = ?down, "health check");
+            }
+            Ok(())
+        };
+        handle.block_on(every(
+            || e.config().balancer.health_check_period,
+            job,
+            "health check",
+        ))
+    });
+
+    let e = engine.clone();
+    tokio::spawn(every(
+        move || e.config().balancer.update_stats_period,
+        {
+            let e = engine.clone();
+            move || {
+                let e = e.clone();
+                async move { e.scan_usage(SCAN_BUDGET).await.map_err(|e| e.to_string()) }
+            }
+        },
+        "usage scan",
+    ));
+
+    tokio::spawn(every(
+        || REFRESH_PERIOD,
+        {
+            let e = engine.clone();
+            move || {
+                let e = e.clone();
+                async move { e.refresh().await.map_err(|e| e.to_string()) }
+            }
+        },
+        "state refresh",
+    ));
+
+    if let Some(path) = config_path {
+        tokio::spawn(reload_loop(engine, path));
+    }
+}
+
+/// Runs `job` now and then every `period()` (re-read each time: the config may change).
+async fn every<P, J, F>(period: P, job: J, name: &'static str)
+where
+    P: Fn() -> Duration,
+    J: Fn() -> F,
+    F: Future<Output = Result<(), String>>,
+{
+    loop {
+        match AssertUnwindSafe(job()).catch_unwind().await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "{name} failed"),
+            Err(_) => tracing::error!("{name} panicked"),
+        }
+        // A zero period would spin; a second is the floor.
+        tokio::time::sleep(period().max(Duration::from_secs(1))).await;
+    }
+}
+
+/// Polls the config file; a valid change is applied at once, an invalid one is logged and the
+/// running config stays.
+async fn reload_loop(engine: Arc<ServerEngine>, path: PathBuf) {
+    let read = |path: &PathBuf| -> Option<(SystemTime, String)> {
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+        Some((mtime, std::fs::read_to_string(path).ok()?))
+    };
+    let mut last = read(&path);
+    loop {
+        tokio::time::sleep(RELOAD_PERIOD).await;
+        let Some((mtime, text)) = read(&path) else {
+            tracing::warn!(path = %path.display(), "config file unreadable; keeping the running config");
+            continue;
+        };
+        // The mtime catches most edits; the content check skips touches and catches edits
+        // within the mtime's resolution.
+        if last
+            .as_ref()
+            .is_some_and(|(m, t)| *m == mtime && *t == text)
+        {
+            continue;
+        }
+        let changed = last.as_ref().is_none_or(|(_, t)| *t != text);
+        last = Some((mtime, text.clone()));
+        if !changed {
+            continue;
+        }
+        match parse_config(&path.to_string_lossy(), &text) {
+            Ok((config, warnings)) => {
+                for w in warnings {
+                    tracing::warn!(path = %path.display(), "config: {w}");
+                }
+                let old = engine.config();
+                if old.server != config.server || old.metadata != config.metadata {
+                    tracing::warn!(
+                        "config: `server` and `metadata` changes take effect at the next restart"
+                    );
+                }
+                engine.set_config(Arc::new(config));
+                tracing::info!(path = %path.display(), "config reloaded");
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "config change rejected; keeping the running config")
+            }
+        }
+    }
+}
