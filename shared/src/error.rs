@@ -14,6 +14,10 @@ macro_rules! codes {
             pub fn as_str(self) -> &'static str {
                 match self { $(S3ErrorCode::$name => stringify!($name)),* }
             }
+            /// The code from its string, as a backend's error body names it.
+            pub fn parse(code: &str) -> Option<Self> {
+                match code { $(stringify!($name) => Some(S3ErrorCode::$name),)* _ => None }
+            }
             /// The HTTP status AWS answers with for this code.
             pub fn status(self) -> u16 {
                 match self { $(S3ErrorCode::$name => $status),* }

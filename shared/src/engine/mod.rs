@@ -1,0 +1,567 @@
+//! The request engine: every operation against backends, through the adapter's
+//! [`MetadataStore`] and [`HttpClient`].
+//!
+//! Adapters build one [`Engine`] at start, feed it config changes with [`Engine::set_config`],
+//! refresh its cached health and usage with [`Engine::refresh`], and call [`Engine::handle`]
+//! for each request with a [`RequestContext`] carrying the time and randomness.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+
+use crate::body::Body;
+use crate::config::{BackendConfig, Config, DataPathMode, VirtualBucketConfig};
+use crate::error::{S3Error, S3ErrorCode};
+use crate::health::HealthSnapshot;
+use crate::http::HttpClient;
+use crate::metrics::Metrics;
+use crate::placement::{self, BackendState, Entropy};
+use crate::route::{Operation, RouteInput, S3Request};
+use crate::sigv4::{Identity, Verified};
+use crate::store::{BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StoreError};
+
+mod backend;
+mod buckets;
+mod listing;
+mod maintenance;
+mod multipart;
+mod objects;
+#[cfg(test)]
+mod tests;
+
+use backend::BackendRequest;
+
+/// What the adapter supplies per request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub now: SystemTime,
+    /// Unique id: the `x-amz-request-id` header and the error body's RequestId.
+    pub request_id: String,
+    /// A random number (weighted placement).
+    pub random: u64,
+}
+
+/// A response extension for the adapter's access log: one line per request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestLog {
+    pub operation: &'static str,
+    pub bucket: Option<String>,
+    pub backend: Option<String>,
+    /// Object bytes sent or received, when known.
+    pub bytes: Option<u64>,
+}
+
+/// Config plus the cached health and usage the request path reads.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub config: Arc<Config>,
+    pub health: HealthSnapshot,
+    pub usage: Vec<BackendUsage>,
+    /// Operations per backend this month (stored counts plus this process's unflushed ones).
+    pub operations: BTreeMap<String, OperationCounts>,
+    /// Virtual buckets created at run time.
+    pub created_buckets: Vec<BucketRecord>,
+}
+
+/// Outcome of a reindex.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReindexReport {
+    pub objects: u64,
+    pub bytes: u64,
+    pub backends_failed: Vec<String>,
+}
+
+pub struct Engine<S, C> {
+    store: S,
+    client: C,
+    state: RwLock<Arc<State>>,
+    metrics: Metrics,
+    counter: std::sync::atomic::AtomicU64,
+    /// Operation counts not yet added to the store, by (backend, month). Flushed by
+    /// [`Engine::refresh`] so that serving a request does not rewrite a shared counter.
+    pending_operations: Mutex<BTreeMap<(String, String), OperationCounts>>,
+}
+
+/// Object and bucket reads (GET, HEAD, lists) are billed class B; everything else class A.
+fn is_class_b(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+/// `YYYY-MM` of `now`, the key of monthly operation budgets.
+fn month_of(now: SystemTime) -> String {
+    crate::time::iso8601(now)[..7].to_owned()
+}
+
+/// One request being served: everything the operations need.
+pub(crate) struct Call<'a> {
+    pub ctx: &'a RequestContext,
+    pub state: &'a State,
+    pub config: &'a Config,
+    pub parts: http::request::Parts,
+    pub s3: S3Request,
+    pub verified: Verified,
+    pub log: RequestLog,
+}
+
+impl Call<'_> {
+    pub fn bucket(&self) -> &str {
+        self.s3.bucket.as_deref().unwrap_or_default()
+    }
+
+    pub fn key(&self) -> &str {
+        self.s3.key.as_deref().unwrap_or_default()
+    }
+
+    pub fn bucket_config(&self) -> VirtualBucketConfig {
+        self.config.bucket_or_default(self.bucket())
+    }
+
+    /// The real key of `key` of this call's bucket on a backend.
+    pub fn real_key(&self, key: &str) -> String {
+        format!("{}{key}", self.bucket_config().key_layout.prefix(self.bucket()))
+    }
+
+    pub fn pool(&self) -> Vec<&BackendConfig> {
+        self.config.pool(&self.bucket_config())
+    }
+
+    pub fn backend(&self, name: &str) -> Result<&BackendConfig, S3Error> {
+        self.config.backend(name).ok_or_else(|| {
+            tracing::error!(backend = name, "an index entry or upload id names a backend the config no longer has");
+            S3Error::unavailable("The backend holding this object is not configured.")
+        })
+    }
+
+    /// Placement's view of the pool of this call's bucket.
+    pub fn backend_states(&self) -> Vec<BackendState> {
+        self.backend_states_of(&self.bucket_config())
+    }
+
+    /// Placement's view of every configured backend.
+    pub fn backend_states_all(&self) -> Vec<BackendState> {
+        self.config
+            .backends
+            .iter()
+            .map(|b| {
+                let usage = self.state.usage.iter().find(|u| u.backend == b.name);
+                let ops = self.state.operations.get(&b.name).cloned().unwrap_or_default();
+                BackendState {
+                    name: b.name.clone(),
+                    weight: b.weight,
+                    enabled: b.enabled,
+                    read_only: b.read_only,
+                    healthy: self.state.health.is_healthy(&b.name),
+                    max_size: b.max_size,
+                    used_bytes: usage.map(|u| u.used_bytes.max(0) as u64).unwrap_or(0),
+                    class_a_used: ops.class_a,
+                    class_b_used: ops.class_b,
+                    class_a_limit: b.limit_class_a,
+                    class_b_limit: b.limit_class_b,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether reads (or writes) of this call go by redirect.
+    pub fn redirects(&self, write: bool) -> bool {
+        let bucket = self.bucket_config();
+        match if write { bucket.writes } else { bucket.reads } {
+            DataPathMode::Proxy => false,
+            DataPathMode::Redirect => true,
+            // Only clients that follow redirects: presigned URLs and anonymous readers.
+            DataPathMode::Auto => self.verified.presigned || self.verified.identity == Identity::Anonymous,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        backend::header_str(&self.parts.headers, name)
+    }
+}
+
+/// An empty response with `status`.
+pub(crate) fn empty<B: Body>(status: StatusCode) -> http::Response<B> {
+    let mut r = http::Response::new(B::empty());
+    *r.status_mut() = status;
+    r
+}
+
+/// An XML response.
+pub(crate) fn xml<B: Body>(body: String) -> http::Response<B> {
+    let mut r = http::Response::new(B::from_bytes(Bytes::from(body)));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    r
+}
+
+/// A 307 (or 302) to `location`.
+pub(crate) fn redirect<B: Body>(status: u16, location: &str) -> Result<http::Response<B>, S3Error> {
+    let mut r = empty(StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT));
+    r.headers_mut().insert(
+        http::header::LOCATION,
+        HeaderValue::from_str(location).map_err(|_| S3Error::internal())?,
+    );
+    Ok(r)
+}
+
+
+
+impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
+    pub fn new(config: Arc<Config>, store: S, client: C) -> Self {
+        Self {
+            store,
+            client,
+            state: RwLock::new(Arc::new(State {
+                config,
+                health: HealthSnapshot::default(),
+                usage: Vec::new(),
+                operations: BTreeMap::new(),
+                created_buckets: Vec::new(),
+            })),
+            metrics: Metrics::new(),
+            counter: Default::default(),
+            pending_operations: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn client(&self) -> &C {
+        &self.client
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The current state (config, health, usage).
+    pub fn state(&self) -> Arc<State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.state().config.clone()
+    }
+
+    fn update_state(&self, change: impl FnOnce(&mut State)) {
+        let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = State::clone(&guard);
+        change(&mut next);
+        *guard = Arc::new(next);
+    }
+
+    /// Hot switch: requests after this call use `config`.
+    pub fn set_config(&self, config: Arc<Config>) {
+        self.update_state(|s| s.config = config);
+    }
+
+    /// Flushes this process's operation counts to the store, then re-reads the health
+    /// snapshot (document `health`), usage, this month's operation counts and the buckets
+    /// created at run time. `now` names the month.
+    pub async fn refresh(&self, now: SystemTime) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut *self.pending_operations.lock().unwrap_or_else(|e| e.into_inner()));
+        for ((backend, month), counts) in &pending {
+            self.store.add_operations(backend, month, counts).await?;
+        }
+        let health = match self.store.get_document(HEALTH_DOCUMENT).await? {
+            Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "stored health snapshot is unreadable; assuming healthy");
+                HealthSnapshot::default()
+            }),
+            None => HealthSnapshot::default(),
+        };
+        let usage = self.store.list_usage().await?;
+        let month = month_of(now);
+        let mut operations = BTreeMap::new();
+        for b in &self.config().backends {
+            operations.insert(b.name.clone(), self.store.get_operations(&b.name, &month).await?);
+        }
+        let created_buckets = self.store.list_buckets().await?;
+        self.update_state(|s| {
+            s.health = health;
+            s.usage = usage;
+            s.operations = operations;
+            s.created_buckets = created_buckets;
+        });
+        Ok(())
+    }
+
+    /// Serves one request. Never fails: errors become S3 error responses.
+    /// `/health` and `/metrics` (path style, no virtual host) are served here too.
+    pub async fn handle(&self, request: http::Request<C::Body>, ctx: &RequestContext) -> http::Response<C::Body> {
+        let state = self.state();
+        let (parts, body) = request.into_parts();
+        let is_head = parts.method == Method::HEAD;
+        let mut log = RequestLog::default();
+        let result = match self.admin(&state, &parts) {
+            Some(r) => {
+                log.operation = "Admin";
+                r
+            }
+            None => self.serve(&state, parts, body, ctx, &mut log).await,
+        };
+        let mut response = result.unwrap_or_else(|e| error_response(&e, &ctx.request_id, is_head));
+        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+            response.headers_mut().insert("x-amz-request-id", v);
+        }
+        response.extensions_mut().insert(log);
+        response
+    }
+
+    /// `/health` and `/metrics`.
+    fn admin(&self, state: &State, parts: &http::request::Parts) -> Option<Result<http::Response<C::Body>, S3Error>> {
+        let config = &state.config;
+        let path = parts.uri.path();
+        let virtual_host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase())
+            .is_some_and(|h| config.api.base_domains.iter().any(|d| h.ends_with(&format!(".{}", d.to_ascii_lowercase()))));
+        if virtual_host || parts.method != Method::GET {
+            return None;
+        }
+        if path == "/health" {
+            let body = serde_json::json!({
+                "status": "ok",
+                "backends": state.health.backends,
+                "taken_at": state.health.taken_at,
+            });
+            let mut r = http::Response::new(C::Body::from_bytes(Bytes::from(body.to_string())));
+            r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return Some(Ok(r));
+        }
+        if config.metrics.enabled && path == config.metrics.path {
+            if let Some(token) = &config.metrics.token {
+                let given = parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                let expected = format!("Bearer {}", token.expose());
+                let ok = given.is_some_and(|g| subtle::ConstantTimeEq::ct_eq(g.as_bytes(), expected.as_bytes()).into());
+                if !ok {
+                    return Some(Err(S3Error::access_denied()));
+                }
+            }
+            let capacities: Vec<(String, Option<u64>)> = config.backends.iter().map(|b| (b.name.clone(), b.max_size)).collect();
+            let text = self.metrics.render(&state.health, &state.usage, &capacities);
+            let mut r = http::Response::new(C::Body::from_bytes(Bytes::from(text)));
+            r.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            return Some(Ok(r));
+        }
+        None
+    }
+
+    async fn serve(
+        &self,
+        state: &State,
+        parts: http::request::Parts,
+        body: C::Body,
+        ctx: &RequestContext,
+        log: &mut RequestLog,
+    ) -> Result<http::Response<C::Body>, S3Error> {
+        let config = &*state.config;
+        let base_domains: &[String] = if config.api.virtual_host { &config.api.base_domains } else { &[] };
+        let s3 = crate::route::route(&RouteInput {
+            method: &parts.method,
+            raw_path: parts.uri.path(),
+            raw_query: parts.uri.query().unwrap_or(""),
+            host: parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()),
+            headers: &parts.headers,
+            base_domains,
+        })?;
+        log.operation = s3.operation.name();
+        log.bucket = s3.bucket.clone();
+        let verified = self.authenticate(config, &parts, ctx.now)?;
+        authorize(config, &verified, &s3)?;
+        let mut call = Call { ctx, state, config, parts, s3, verified, log: RequestLog::default() };
+        if let Some(bucket) = call.s3.bucket.clone() {
+            if !matches!(call.s3.operation, Operation::CreateBucket) && !self.bucket_exists(state, &bucket).await? {
+                return Err(S3Error::no_such_bucket(&bucket));
+            }
+        }
+        let result = self.dispatch(&mut call, body).await;
+        log.backend = call.log.backend.take();
+        log.bytes = call.log.bytes;
+        result
+    }
+
+    fn authenticate(&self, config: &Config, parts: &http::request::Parts, now: SystemTime) -> Result<Verified, S3Error> {
+        let signed = crate::sigv4::SignedParts {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+        };
+        let lookup = |ak: &str| config.credential(ak).map(|c| &c.secret_key);
+        crate::sigv4::verify(&signed, &lookup, now)
+    }
+
+    async fn bucket_exists(&self, state: &State, bucket: &str) -> Result<bool, S3Error> {
+        if state.config.virtual_bucket(bucket).is_some() || state.created_buckets.iter().any(|b| b.name == bucket) {
+            return Ok(true);
+        }
+        // Created since the last refresh, maybe by another instance.
+        let created = self.store.list_buckets().await.map_err(store_unavailable)?;
+        Ok(created.iter().any(|b| b.name == bucket))
+    }
+
+    async fn dispatch(&self, call: &mut Call<'_>, body: C::Body) -> Result<http::Response<C::Body>, S3Error> {
+        use crate::listing::ListKind;
+        match call.s3.operation.clone() {
+            Operation::ListBuckets => self.list_buckets(call).await,
+            Operation::CreateBucket => self.create_bucket(call, body).await,
+            Operation::DeleteBucket => self.delete_bucket(call).await,
+            Operation::HeadBucket => Ok(empty(StatusCode::OK)),
+            Operation::GetBucketLocation => Ok(xml(crate::xml::bucket_location(""))),
+            Operation::ListObjects => self.list_objects(call, ListKind::V1).await,
+            Operation::ListObjectsV2 => self.list_objects(call, ListKind::V2).await,
+            Operation::ListObjectVersions => self.list_objects(call, ListKind::Versions).await,
+            Operation::ListMultipartUploads => self.list_uploads(call).await,
+            Operation::DeleteObjects => self.delete_objects(call, body).await,
+            Operation::GetObject | Operation::HeadObject => self.get_object(call).await,
+            Operation::PutObject => self.put_object(call, body).await,
+            Operation::CopyObject => self.copy_object(call).await,
+            Operation::DeleteObject => self.delete_object(call).await,
+            Operation::CreateMultipartUpload => self.create_upload(call).await,
+            Operation::UploadPart { upload_id, part_number } => self.upload_part(call, &upload_id, part_number, body).await,
+            Operation::UploadPartCopy { upload_id, part_number } => {
+                self.upload_part_copy(call, &upload_id, part_number).await
+            }
+            Operation::CompleteMultipartUpload { upload_id } => self.complete_upload(call, &upload_id, body).await,
+            Operation::AbortMultipartUpload { upload_id } => self.abort_upload(call, &upload_id).await,
+            Operation::ListParts { upload_id } => self.list_parts(call, &upload_id).await,
+            Operation::Default(answer) => Ok(xml(crate::xml::default_answer(answer))),
+            Operation::NotImplemented(name) => Err(S3Error::not_implemented(name)),
+        }
+    }
+
+    /// Signs and sends one request to `backend`, counting it. Transport failures are logged
+    /// with their source and become `ServiceUnavailable`.
+    pub(crate) async fn send(
+        &self,
+        call: &Call<'_>,
+        backend: &BackendConfig,
+        operation: &'static str,
+        request: BackendRequest<C::Body>,
+    ) -> Result<http::Response<C::Body>, S3Error> {
+        self.send_at(backend, operation, request, call.ctx.now).await
+    }
+
+    pub(crate) async fn send_at(
+        &self,
+        backend: &BackendConfig,
+        operation: &'static str,
+        request: BackendRequest<C::Body>,
+        now: SystemTime,
+    ) -> Result<http::Response<C::Body>, S3Error> {
+        let class_b = is_class_b(&request.method);
+        let request = request.sign(backend, now)?;
+        self.count_operation(&backend.name, now, class_b);
+        match self.client.send(request).await {
+            Ok(response) => {
+                let ok = response.status().is_success() || response.status().as_u16() == 304 || response.status().as_u16() == 404;
+                self.metrics.record_backend(&backend.name, operation, ok);
+                Ok(response)
+            }
+            Err(e) => {
+                self.metrics.record_backend(&backend.name, operation, false);
+                tracing::warn!(backend = %backend.name, operation, error = %e, "backend request failed");
+                Err(S3Error::unavailable("The backend storage is unavailable. Please try again."))
+            }
+        }
+    }
+
+    fn count_operation(&self, backend: &str, now: SystemTime, class_b: bool) {
+        let mut pending = self.pending_operations.lock().unwrap_or_else(|e| e.into_inner());
+        let c = pending.entry((backend.to_owned(), month_of(now))).or_default();
+        if class_b {
+            c.class_b += 1;
+        } else {
+            c.class_a += 1;
+        }
+    }
+
+    /// Picks the backend for a new object of `size` bytes (when known) and counts the decision.
+    pub(crate) fn place(&self, call: &Call<'_>, key: &str, size: Option<u64>) -> Result<String, S3Error> {
+        let states = call.backend_states();
+        let candidates = placement::write_candidates(&states, size)?;
+        let entropy = Entropy {
+            counter: self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            random: call.ctx.random,
+        };
+        let strategy = call.config.balancer.strategy;
+        let chosen = placement::choose(strategy, &candidates, call.bucket(), key, entropy);
+        self.metrics.record_decision(&chosen.name, strategy_name(strategy));
+        Ok(chosen.name.clone())
+    }
+}
+
+/// The document holding the latest [`HealthSnapshot`].
+pub const HEALTH_DOCUMENT: &str = "health";
+
+pub(crate) fn strategy_name(s: crate::config::Strategy) -> &'static str {
+    use crate::config::Strategy::*;
+    match s {
+        RoundRobin => "round-robin",
+        LeastSpace => "least-space",
+        Weighted => "weighted",
+        ConsistentHash => "consistent-hash",
+    }
+}
+
+/// Logs a store failure with its source; the client sees ServiceUnavailable.
+pub(crate) fn store_unavailable(e: StoreError) -> S3Error {
+    tracing::error!(error = %e, "metadata store failed");
+    S3Error::unavailable("The metadata store is unavailable. Please try again.")
+}
+
+/// Whether `verified` may perform `s3`: bucket scope and read-only keys; anonymous reads
+/// only of buckets that allow them.
+fn authorize(config: &Config, verified: &Verified, s3: &S3Request) -> Result<(), S3Error> {
+    let write = s3.operation.is_write();
+    match &verified.identity {
+        Identity::Anonymous => {
+            if !config.api.auth_required {
+                return Ok(());
+            }
+            let public = s3.bucket.as_deref().and_then(|b| config.virtual_bucket(b)).is_some_and(|b| b.anonymous_read);
+            if public && !write && !matches!(s3.operation, Operation::ListBuckets) {
+                Ok(())
+            } else {
+                Err(S3Error::access_denied())
+            }
+        }
+        Identity::AccessKey(key) => {
+            let Some(credential) = config.credential(key) else {
+                return Err(S3Error::new(S3ErrorCode::InvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records."));
+            };
+            if write && credential.read_only {
+                return Err(S3Error::access_denied());
+            }
+            match (&credential.buckets, &s3.bucket) {
+                (Some(allowed), Some(bucket)) if !allowed.iter().any(|b| b == bucket) => Err(S3Error::access_denied()),
+                // A scoped key may not create buckets outside its scope (checked above) nor
+                // list buckets beyond its scope (filtered in ListBuckets).
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// The S3 error response: XML body (none for HEAD), status, `x-amz-request-id`.
+pub fn error_response<B: Body>(error: &S3Error, request_id: &str, head: bool) -> http::Response<B> {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if head || status == StatusCode::NOT_MODIFIED {
+        return empty(status);
+    }
+    let mut r: http::Response<B> = xml(crate::xml::error_body(error, request_id));
+    *r.status_mut() = status;
+    r
+}
+
+/// Records of the index are written with the time the gateway saw the write.
+pub(crate) fn record(backend: &str, size: u64, etag: &str, now: SystemTime) -> ObjectRecord {
+    ObjectRecord { backend: backend.to_owned(), size, etag: etag.to_owned(), last_modified: crate::time::unix_secs(now) }
+}
