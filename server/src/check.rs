@@ -171,7 +171,7 @@ pub async fn reindex(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match engine.reindex().await {
+    match engine.reindex(SystemTime::now()).await {
         Ok(report) => {
             println!(
                 "reindexed {} objects, {} bytes",

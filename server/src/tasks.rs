@@ -55,7 +55,11 @@ pub fn spawn(engine: Arc<ServerEngine>, config_path: Option<PathBuf>) {
             let e = engine.clone();
             move || {
                 let e = e.clone();
-                async move { e.scan_usage(SCAN_BUDGET).await.map_err(|e| e.to_string()) }
+                async move {
+                    e.scan_usage(SCAN_BUDGET, SystemTime::now())
+                        .await
+                        .map_err(|e| e.to_string())
+                }
             }
         },
         "usage scan",
@@ -67,7 +71,11 @@ pub fn spawn(engine: Arc<ServerEngine>, config_path: Option<PathBuf>) {
             let e = engine.clone();
             move || {
                 let e = e.clone();
-                async move { e.refresh().await.map_err(|e| e.to_string()) }
+                async move {
+                    e.refresh(SystemTime::now())
+                        .await
+                        .map_err(|e| e.to_string())
+                }
             }
         },
         "state refresh",
