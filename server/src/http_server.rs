@@ -1,6 +1,7 @@
 //! The S3 endpoint: hyper accepting connections, each request handed to the engine.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -20,9 +21,18 @@ use crate::setup::ServerEngine;
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish for up to the config's
 /// `server.shutdown_timeout`.
 pub async fn serve(engine: Arc<ServerEngine>, listener: TcpListener) -> std::io::Result<()> {
+    serve_until(engine, listener, shutdown_signal()).await
+}
+
+/// [`serve`] until `stop` completes.
+pub async fn serve_until(
+    engine: Arc<ServerEngine>,
+    listener: TcpListener,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
-    let mut stop = std::pin::pin!(shutdown_signal());
+    let mut stop = std::pin::pin!(stop);
     tracing::info!(address = %listener.local_addr()?, "listening");
     loop {
         let socket = tokio::select! {
@@ -145,4 +155,70 @@ fn internal_error(request_id: &str) -> http::Response<ServerBody> {
         .header("x-amz-request-id", request_id)
         .body(ServerBody::from_bytes(body.into()))
         .unwrap_or_else(|_| http::Response::new(ServerBody::Empty))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ReqwestClient;
+    use crate::store::AnyStore;
+    use shared::http::HttpClient;
+
+    #[tokio::test]
+    async fn every_response_carries_a_request_id_and_shutdown_stops_accepting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::dev::dev_config(Vec::new(), &dir.path().join("db"), 0);
+        config.metadata = shared::config::MetadataBackend::Memory;
+        let engine = Arc::new(shared::engine::Engine::new(
+            Arc::new(config),
+            AnyStore::open(&shared::config::MetadataBackend::Memory).unwrap(),
+            ReqwestClient::new().unwrap(),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_until(engine, listener, async move {
+            let _ = stop_rx.await;
+        }));
+
+        let client = ReqwestClient::new().unwrap();
+        let get = |path: &str| {
+            http::Request::get(format!("http://{addr}{path}"))
+                .body(ServerBody::Empty)
+                .unwrap()
+        };
+        for path in [
+            "/health",
+            "/dev/some%20key?x-id=GetObject",
+            "/no-such-bucket",
+        ] {
+            let resp = client.send(get(path)).await.unwrap();
+            let id = resp
+                .headers()
+                .get("x-amz-request-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let id =
+                id.unwrap_or_else(|| panic!("{path}: no x-amz-request-id ({})", resp.status()));
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
+
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "no longer accepting"
+        );
+    }
+
+    #[test]
+    fn request_ids_are_16_hex_and_differ() {
+        let (a, b) = (request_id(), request_id());
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, b);
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
+use shared::config::{Config, Warnings};
 
 use crate::setup::{parse_config, ServerEngine};
 
@@ -82,7 +83,7 @@ pub fn spawn(engine: Arc<ServerEngine>, config_path: Option<PathBuf>) {
     ));
 
     if let Some(path) = config_path {
-        tokio::spawn(reload_loop(engine, path));
+        tokio::spawn(reload_loop(engine, path, RELOAD_PERIOD, parse_config));
     }
 }
 
@@ -104,20 +105,27 @@ where
     }
 }
 
+type Parser = fn(&str, &str) -> Result<(Config, Warnings), String>;
+
 /// Polls the config file; a valid change is applied at once, an invalid one is logged and the
 /// running config stays.
-async fn reload_loop(engine: Arc<ServerEngine>, path: PathBuf) {
+async fn reload_loop(engine: Arc<ServerEngine>, path: PathBuf, period: Duration, parse: Parser) {
     let read = |path: &PathBuf| -> Option<(SystemTime, String)> {
         let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
         Some((mtime, std::fs::read_to_string(path).ok()?))
     };
     let mut last = read(&path);
+    let mut unreadable_logged = false;
     loop {
-        tokio::time::sleep(RELOAD_PERIOD).await;
+        tokio::time::sleep(period).await;
         let Some((mtime, text)) = read(&path) else {
-            tracing::warn!(path = %path.display(), "config file unreadable; keeping the running config");
+            // Once per outage, not every poll (an editor may replace the file).
+            if !std::mem::replace(&mut unreadable_logged, true) {
+                tracing::warn!(path = %path.display(), "config file unreadable; keeping the running config");
+            }
             continue;
         };
+        unreadable_logged = false;
         // The mtime catches most edits; the content check skips touches and catches edits
         // within the mtime's resolution.
         if last
@@ -131,7 +139,7 @@ async fn reload_loop(engine: Arc<ServerEngine>, path: PathBuf) {
         if !changed {
             continue;
         }
-        match parse_config(&path.to_string_lossy(), &text) {
+        match parse(&path.to_string_lossy(), &text) {
             Ok((config, warnings)) => {
                 for w in warnings {
                     tracing::warn!(path = %path.display(), "config: {w}");
@@ -149,5 +157,75 @@ async fn reload_loop(engine: Arc<ServerEngine>, path: PathBuf) {
                 tracing::error!(path = %path.display(), error = %e, "config change rejected; keeping the running config")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AnyStore;
+    use shared::config::MetadataBackend;
+
+    /// A stand-in parser: the file holds a port number; anything else is invalid.
+    fn parse_port(_: &str, text: &str) -> Result<(Config, Warnings), String> {
+        let port = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("not a port: {text:?}"))?;
+        let mut config = crate::dev::dev_config(Vec::new(), std::path::Path::new("unused"), port);
+        config.metadata = MetadataBackend::Memory;
+        Ok((config, Vec::new()))
+    }
+
+    #[tokio::test]
+    async fn valid_changes_apply_and_invalid_ones_keep_the_running_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.txt");
+        std::fs::write(&path, "1000").unwrap();
+        let engine = Arc::new(shared::engine::Engine::new(
+            Arc::new(parse_port("", "1000").unwrap().0),
+            AnyStore::open(&MetadataBackend::Memory).unwrap(),
+            crate::client::ReqwestClient::new().unwrap(),
+        ));
+        let period = Duration::from_millis(20);
+        let task = tokio::spawn(reload_loop(
+            engine.clone(),
+            path.clone(),
+            period,
+            parse_port,
+        ));
+        let settle = || tokio::time::sleep(period * 10);
+
+        settle().await;
+        assert_eq!(
+            engine.config().server.port,
+            1000,
+            "unchanged file: nothing happens"
+        );
+        std::fs::write(&path, "2000").unwrap();
+        settle().await;
+        assert_eq!(engine.config().server.port, 2000, "a valid change applies");
+        std::fs::write(&path, "not a config").unwrap();
+        settle().await;
+        assert_eq!(
+            engine.config().server.port,
+            2000,
+            "an invalid change is rejected"
+        );
+        std::fs::remove_file(&path).unwrap();
+        settle().await;
+        assert_eq!(
+            engine.config().server.port,
+            2000,
+            "a missing file keeps the config"
+        );
+        std::fs::write(&path, "3000").unwrap();
+        settle().await;
+        assert_eq!(
+            engine.config().server.port,
+            3000,
+            "and a fixed file applies again"
+        );
+        task.abort();
     }
 }
