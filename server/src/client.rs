@@ -1,6 +1,5 @@
 //! [`ReqwestClient`]: the engine's [`HttpClient`] for backend requests.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use http::header::CONTENT_LENGTH;
@@ -38,18 +37,13 @@ fn transport_error(host: &str, e: &reqwest::Error) -> TransportError {
     } else {
         TransportErrorKind::Other
     };
-    // The source chain names the real cause (refused, reset, TLS ...); the URL is left out
-    // because a presigned query would carry a signature.
-    let mut message = format!(
-        "{host}: {}",
-        e.to_string().split(" for url").next().unwrap_or_default()
-    );
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
+    // The innermost source names the real cause (refused, reset, TLS ...). reqwest's own
+    // message is left out: it carries the URL, and a presigned query would carry a signature.
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(source) = cause.source() {
+        cause = source;
     }
+    let message = format!("{host}: {cause}");
     TransportError::new(kind, message)
 }
 

@@ -207,7 +207,7 @@ async fn start(data: PathBuf, port: u16) -> Result<(), String> {
     let store = AnyStore::open(&config.metadata)?;
     let client = ReqwestClient::new().map_err(|e| e.to_string())?;
     let engine = Arc::new(Engine::new(Arc::new(config), store, client.clone()));
-    crate::tasks::spawn(engine.clone(), None);
+    let health = crate::tasks::start(engine.clone(), None);
     let server = tokio::spawn(crate::http_server::serve(engine, listener));
 
     let gateway = gateway_as_backend(&endpoint);
@@ -245,10 +245,10 @@ async fn start(data: PathBuf, port: u16) -> Result<(), String> {
          curl -L \"{presigned}\"\n",
         data = data.display()
     );
-    server
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+    tokio::select! {
+        served = server => served.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+        () = health => unreachable!("the health loop never ends"),
+    }
 }
 
 #[cfg(test)]

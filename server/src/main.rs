@@ -100,8 +100,12 @@ async fn serve(config_path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tasks::spawn(engine.clone(), Some(config_path));
-    match http_server::serve(engine, listener).await {
+    let health = tasks::start(engine.clone(), Some(config_path));
+    let served = tokio::select! {
+        served = http_server::serve(engine, listener) => served,
+        () = health => unreachable!("the health loop never ends"),
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("server: {e}");

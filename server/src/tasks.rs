@@ -17,14 +17,50 @@ const SCAN_BUDGET: usize = 200;
 const REFRESH_PERIOD: Duration = Duration::from_secs(2);
 const RELOAD_PERIOD: Duration = Duration::from_secs(2);
 
-/// Starts every loop; `config_path` enables hot reload of that file.
-pub fn spawn(engine: Arc<ServerEngine>, config_path: Option<PathBuf>) {
-    // `check_health` borrows a `&dyn Fn` clock (not `Sync`), so its future is not `Send`: the
-    // loop runs on a blocking-pool thread of its own, driving the future with the runtime.
-    let handle = tokio::runtime::Handle::current();
+/// Starts the loops; `config_path` enables hot reload of that file. Returns the health-check
+/// loop, which the caller polls next to the server: `check_health` borrows a `&dyn Fn` clock
+/// (not `Sync`), so its future is not `Send` and cannot be spawned on the multi-threaded runtime.
+pub fn start(engine: Arc<ServerEngine>, config_path: Option<PathBuf>) -> impl Future<Output = ()> {
     let e = engine.clone();
-    tokio::task::spawn_blocking(move || {
-        let job = || async {
+    let scan = move || {
+        let e = e.clone();
+        async move {
+            e.scan_usage(SCAN_BUDGET, SystemTime::now())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let e = engine.clone();
+    tokio::spawn(every(
+        move || e.config().balancer.update_stats_period,
+        scan,
+        "usage scan",
+    ));
+
+    let e = engine.clone();
+    let refresh = move || {
+        let e = e.clone();
+        async move {
+            e.refresh(SystemTime::now())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    tokio::spawn(every(|| REFRESH_PERIOD, refresh, "state refresh"));
+
+    if let Some(path) = config_path {
+        tokio::spawn(reload_loop(
+            engine.clone(),
+            path,
+            RELOAD_PERIOD,
+            parse_config,
+        ));
+    }
+
+    let e = engine.clone();
+    let health = move || {
+        let e = e.clone();
+        async move {
             let snapshot = e
                 .check_health(&SystemTime::now)
                 .await
@@ -41,50 +77,13 @@ pub fn spawn(engine: Arc<ServerEngine>, config_path: Option<PathBuf>) {
                 tracing::warn!(unhealthy = ?down, "health check");
             }
             Ok(())
-        };
-        handle.block_on(every(
-            || e.config().balancer.health_check_period,
-            job,
-            "health check",
-        ))
-    });
-
-    let e = engine.clone();
-    tokio::spawn(every(
-        move || e.config().balancer.update_stats_period,
-        {
-            let e = engine.clone();
-            move || {
-                let e = e.clone();
-                async move {
-                    e.scan_usage(SCAN_BUDGET, SystemTime::now())
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            }
-        },
-        "usage scan",
-    ));
-
-    tokio::spawn(every(
-        || REFRESH_PERIOD,
-        {
-            let e = engine.clone();
-            move || {
-                let e = e.clone();
-                async move {
-                    e.refresh(SystemTime::now())
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            }
-        },
-        "state refresh",
-    ));
-
-    if let Some(path) = config_path {
-        tokio::spawn(reload_loop(engine, path, RELOAD_PERIOD, parse_config));
-    }
+        }
+    };
+    every(
+        move || engine.config().balancer.health_check_period,
+        health,
+        "health check",
+    )
 }
 
 /// Runs `job` now and then every `period()` (re-read each time: the config may change).
