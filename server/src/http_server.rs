@@ -129,18 +129,96 @@ async fn handle(
         .get::<RequestLog>()
         .cloned()
         .unwrap_or_default();
-    tracing::info!(
-        request_id = %ctx.request_id,
-        method = %method,
-        operation = log.operation,
-        bucket = log.bucket.as_deref().unwrap_or("-"),
-        backend = log.backend.as_deref().unwrap_or("-"),
-        status = response.status().as_u16(),
-        bytes = log.bytes.or_else(|| response.body().exact_len()).unwrap_or(0),
-        duration_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
-    Ok(response)
+    let entry = AccessLog {
+        request_id: ctx.request_id,
+        method,
+        status: response.status().as_u16(),
+        log,
+        started,
+        streamed: None,
+        expected: None,
+        complete: false,
+    };
+    Ok(response.map(|body| entry.attach(body)))
+}
+
+/// The access log line of one request, written when the response body is done (or dropped:
+/// the client went away), so duration and bytes cover a streamed body too.
+struct AccessLog {
+    request_id: String,
+    method: http::Method,
+    status: u16,
+    log: RequestLog,
+    started: Instant,
+    /// Bytes of a streamed body sent so far; `None` for a body sent in one piece.
+    streamed: Option<u64>,
+    /// Length of the streamed body: hyper stops polling once it is sent.
+    expected: Option<u64>,
+    complete: bool,
+}
+
+impl AccessLog {
+    fn attach(mut self, body: ServerBody) -> ServerBody {
+        match body {
+            ServerBody::Stream { stream, len } => {
+                self.streamed = Some(0);
+                self.expected = len;
+                ServerBody::Stream {
+                    stream: Box::pin(LoggedStream {
+                        inner: stream,
+                        entry: self,
+                    }),
+                    len,
+                }
+            }
+            body => {
+                self.log.bytes = self.log.bytes.or(body.exact_len());
+                self.complete = true;
+                body // logged now, as `self` drops
+            }
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            request_id = %self.request_id,
+            method = %self.method,
+            operation = self.log.operation,
+            bucket = self.log.bucket.as_deref().unwrap_or("-"),
+            backend = self.log.backend.as_deref().unwrap_or("-"),
+            status = self.status,
+            bytes = self.streamed.or(self.log.bytes).unwrap_or(0),
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            complete = self.complete || (self.expected.is_some() && self.streamed == self.expected),
+            "request"
+        );
+    }
+}
+
+struct LoggedStream {
+    inner: crate::body::ByteStream,
+    entry: AccessLog,
+}
+
+impl futures_core::Stream for LoggedStream {
+    type Item = Result<bytes::Bytes, crate::body::BodyError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(chunk))) => {
+                *self.entry.streamed.get_or_insert(0) += chunk.len() as u64
+            }
+            std::task::Poll::Ready(None) => self.entry.complete = true,
+            _ => {}
+        }
+        polled
+    }
 }
 
 fn internal_error(request_id: &str) -> http::Response<ServerBody> {
