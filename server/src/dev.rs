@@ -336,4 +336,132 @@ mod tests {
         let (instructions, _) = sign(signable, &params).unwrap().into_parts();
         instructions.apply_to_request_http1x(req);
     }
+
+    /// The whole dev setup in-process: a PUT through the gateway lands on a backend's disk,
+    /// GET and HEAD read it back, a presigned GET is redirected to the backend.
+    #[tokio::test]
+    async fn gateway_over_dev_backends_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backends = Vec::new();
+        for n in 1..=BACKENDS {
+            let mut b = backend(n, String::new());
+            b.endpoint = start_fs_backend(
+                &dir.path().join(format!("backend-{n}")),
+                &b.bucket,
+                &b.access_key,
+                b.secret_key.expose(),
+            )
+            .await
+            .unwrap();
+            backends.push(b);
+        }
+        let config = dev_config(backends, &dir.path().join("s3-balance.db"), 0);
+        let engine = Arc::new(Engine::new(
+            Arc::new(config.clone()),
+            AnyStore::open(&config.metadata).unwrap(),
+            ReqwestClient::new().unwrap(),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(crate::http_server::serve_until(
+            engine,
+            listener,
+            std::future::pending(),
+        ));
+
+        let client = ReqwestClient::new().unwrap();
+        let gateway = gateway_as_backend(&endpoint);
+        let uri = format!("{endpoint}/{DEV_BUCKET}/dir/hello.txt");
+        put_sample(&client, &gateway, &uri, b"hello, world")
+            .await
+            .unwrap();
+        let on_disk: Vec<_> = (1..=BACKENDS)
+            .map(|n| {
+                dir.path()
+                    .join(format!("backend-{n}/bucket-{n}/{DEV_BUCKET}/dir/hello.txt"))
+            })
+            .filter(|p| p.is_file())
+            .collect();
+        assert_eq!(
+            on_disk.len(),
+            1,
+            "exactly one backend holds the object, under the bucket prefix"
+        );
+        assert_eq!(std::fs::read(&on_disk[0]).unwrap(), b"hello, world");
+
+        for method in [http::Method::GET, http::Method::HEAD] {
+            let (mut parts, body) = http::Request::builder()
+                .method(method.clone())
+                .uri(&uri)
+                .body(ServerBody::Empty)
+                .unwrap()
+                .into_parts();
+            sign_request(
+                &mut parts,
+                &gateway,
+                &PayloadHash::Unsigned,
+                SystemTime::now(),
+            )
+            .unwrap();
+            let resp = client
+                .send(http::Request::from_parts(parts, body))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{method}");
+            assert_eq!(resp.headers()["content-length"], "12", "{method}");
+            assert!(resp.headers().contains_key("x-amz-request-id"));
+            let body = shared::body::Body::collect(resp.into_body(), 1024)
+                .await
+                .unwrap();
+            let expected: &[u8] = if method == http::Method::GET {
+                b"hello, world"
+            } else {
+                b""
+            };
+            assert_eq!(body.as_ref(), expected, "{method}");
+        }
+
+        let presigned = presign(
+            &http::Method::GET,
+            &uri.parse().unwrap(),
+            &gateway,
+            Duration::from_secs(600),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let resp = client
+            .send(
+                http::Request::get(presigned)
+                    .body(ServerBody::Empty)
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            307,
+            "a presigned GET is redirected (reads: auto)"
+        );
+        let location = resp.headers()["location"].to_str().unwrap().to_owned();
+        let resp = client
+            .send(
+                http::Request::get(location)
+                    .body(ServerBody::Empty)
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "the backend accepts the gateway's presigned URL"
+        );
+        assert_eq!(
+            shared::body::Body::collect(resp.into_body(), 1024)
+                .await
+                .unwrap()
+                .as_ref(),
+            b"hello, world"
+        );
+    }
 }
