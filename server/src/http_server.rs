@@ -129,6 +129,13 @@ async fn handle(
         .get::<RequestLog>()
         .cloned()
         .unwrap_or_default();
+    if !log.operation.is_empty() && log.operation != "Admin" {
+        engine.metrics().record_request(
+            log.operation,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
     let entry = AccessLog {
         request_id: ctx.request_id,
         method,

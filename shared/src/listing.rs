@@ -1159,7 +1159,12 @@ mod tests {
     use crate::time::from_unix_secs;
 
     fn q(pairs: &[(&str, &str)]) -> Query {
-        Query(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Query(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1196,10 +1201,12 @@ mod tests {
         let rollup = |k: &str| -> Option<String> {
             let d = delimiter.filter(|d| !d.is_empty())?;
             let rest = k.strip_prefix(prefix)?;
-            rest.find(d).map(|i| k[..prefix.len() + i + d.len()].to_string())
+            rest.find(d)
+                .map(|i| k[..prefix.len() + i + d.len()].to_string())
         };
-        let skip_block = (!start_after.is_empty() && rollup(start_after).as_deref() == Some(start_after))
-            .then(|| start_after.to_string());
+        let skip_block = (!start_after.is_empty()
+            && rollup(start_after).as_deref() == Some(start_after))
+        .then(|| start_after.to_string());
         let lower = if start_after >= prefix {
             Bound::Excluded(start_after.to_string())
         } else {
@@ -1244,7 +1251,9 @@ mod tests {
 
     /// S3's own `encoding-type=url` (a space is `+`, `/` stays).
     fn s3_url(s: &str) -> String {
-        utf8_percent_encode(s, KEY_SET).to_string().replace("%20", "+")
+        utf8_percent_encode(s, KEY_SET)
+            .to_string()
+            .replace("%20", "+")
     }
 
     struct SimBackend {
@@ -1267,11 +1276,21 @@ mod tests {
             let delimiter = q.get("delimiter").map(String::as_str);
             let start_after = q.get("start-after").map_or("", String::as_str);
             let (items, truncated) = s3_list(&self.objects, prefix, delimiter, start_after, max);
-            let e = |s: &str| if url { s3_url(s) } else { escape(s).into_owned() };
+            let e = |s: &str| {
+                if url {
+                    s3_url(s)
+                } else {
+                    escape(s).into_owned()
+                }
+            };
             let mut x = String::from(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
             );
-            x += &format!("<Name>real</Name><Prefix>{}</Prefix><KeyCount>{}</KeyCount>", e(prefix), items.len());
+            x += &format!(
+                "<Name>real</Name><Prefix>{}</Prefix><KeyCount>{}</KeyCount>",
+                e(prefix),
+                items.len()
+            );
             x += &format!("<MaxKeys>{max}</MaxKeys>");
             if url {
                 x += "<EncodingType>url</EncodingType>";
@@ -1290,7 +1309,10 @@ mod tests {
             }
             for (name, obj) in &items {
                 if obj.is_none() {
-                    x += &format!("<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>", e(name));
+                    x += &format!(
+                        "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+                        e(name)
+                    );
                 }
             }
             x + "</ListBucketResult>"
@@ -1318,8 +1340,8 @@ mod tests {
     }
 
     const SEGMENTS: &[&str] = &[
-        "photos", "docs", "a", "a b", "ü", "日本", "x+y", "100%", "q&a<b>", "--", "2024--01", "a--b", "z", "é",
-        "🎉", " lead", "trail ", "a/b", "",
+        "photos", "docs", "a", "a b", "ü", "日本", "x+y", "100%", "q&a<b>", "--", "2024--01",
+        "a--b", "z", "é", "🎉", " lead", "trail ", "a/b", "",
     ];
     const NAMES: &[&str] = &["f", "file ", "img--", "", "ü", "a", "n--m/", "Ω"];
 
@@ -1360,11 +1382,19 @@ mod tests {
         let mut backends: Vec<BTreeMap<String, Obj>> = vec![BTreeMap::new(); 5];
         for (i, key) in gen_keys(n, seed).into_iter().enumerate() {
             let b = rng.below(5);
-            let obj = Obj { size: i as u64, etag: format!("\"{:032x}\"", rng.next()), secs: 1_600_000_000 + i as u64 };
+            let obj = Obj {
+                size: i as u64,
+                etag: format!("\"{:032x}\"", rng.next()),
+                secs: 1_600_000_000 + i as u64,
+            };
             // 3% live twice: an older copy elsewhere, which must lose.
             if rng.below(33) == 0 {
                 let other = (b + 1 + rng.below(4)) % 5;
-                let stale = Obj { size: 999_999, etag: "\"stale\"".into(), secs: obj.secs - 1000 };
+                let stale = Obj {
+                    size: 999_999,
+                    etag: "\"stale\"".into(),
+                    secs: obj.secs - 1000,
+                };
                 backends[other].insert(format!("{}{key}", LAYOUTS[other]), stale);
             }
             backends[b].insert(format!("{}{key}", LAYOUTS[b]), obj.clone());
@@ -1374,11 +1404,21 @@ mod tests {
         for (b, layout) in LAYOUTS.iter().enumerate() {
             if !layout.is_empty() {
                 for k in ["other/x", "vb", "vb0", "va/photos/1", "vc/a"] {
-                    backends[b].insert(k.to_string(), Obj { size: 1, etag: "\"x\"".into(), secs: 1 });
+                    backends[b].insert(
+                        k.to_string(),
+                        Obj {
+                            size: 1,
+                            etag: "\"x\"".into(),
+                            secs: 1,
+                        },
+                    );
                 }
             }
         }
-        Dataset { reference, backends }
+        Dataset {
+            reference,
+            backends,
+        }
     }
 
     fn small() -> &'static Dataset {
@@ -1423,7 +1463,9 @@ mod tests {
                     [_, "Key"] => key = text.into(),
                     [_, "Size"] => size = text.parse().unwrap(),
                     [_, "ETag"] => etag = text.into(),
-                    ["Contents" | "Version"] => page.items.push(Shown::Key(key.clone(), size, etag.clone())),
+                    ["Contents" | "Version"] => {
+                        page.items.push(Shown::Key(key.clone(), size, etag.clone()))
+                    }
                     ["CommonPrefixes", "Prefix"] => page.items.push(Shown::Prefix(text.into())),
                     _ => {}
                 }
@@ -1471,8 +1513,15 @@ mod tests {
     }
 
     fn page_through(c: &Case<'_>) -> Vec<Shown> {
-        let sims: Vec<SimBackend> =
-            c.data.backends.iter().map(|objects| SimBackend { objects: objects.clone(), cap: c.cap }).collect();
+        let sims: Vec<SimBackend> = c
+            .data
+            .backends
+            .iter()
+            .map(|objects| SimBackend {
+                objects: objects.clone(),
+                cap: c.cap,
+            })
+            .collect();
         let mut all = Vec::new();
         let mut resume: Option<String> = None;
         for round in 0.. {
@@ -1489,7 +1538,9 @@ mod tests {
                 match c.kind {
                     ListKind::V1 => pairs.push(("marker", r)),
                     ListKind::V2 => pairs.push(("continuation-token", r)),
-                    ListKind::Versions => pairs.extend([("key-marker", r), ("version-id-marker", "null")]),
+                    ListKind::Versions => {
+                        pairs.extend([("key-marker", r), ("version-id-marker", "null")])
+                    }
                 }
             }
             let params = parse_params(c.kind, &q(&pairs)).unwrap();
@@ -1535,7 +1586,11 @@ mod tests {
         let want = expected(c);
         let got = page_through(c);
         if got != want {
-            let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+            let at = got
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(want.len()));
             panic!(
                 "{:?} prefix {:?} delimiter {:?} size {} url {} cap {}: {} items, want {}; first difference at {at}: got {:?}, want {:?}",
                 c.kind,
@@ -1570,8 +1625,17 @@ mod tests {
             url: false,
             cap: 0,
         });
-        assert!(slash.iter().filter(|s| matches!(s, Shown::Prefix(_))).count() > 10);
-        assert!(d.reference.keys().any(|k| k.contains("日本") || k.contains('🎉')));
+        assert!(
+            slash
+                .iter()
+                .filter(|s| matches!(s, Shown::Prefix(_)))
+                .count()
+                > 10
+        );
+        assert!(d
+            .reference
+            .keys()
+            .any(|k| k.contains("日本") || k.contains('🎉')));
     }
 
     #[test]
@@ -1581,7 +1645,15 @@ mod tests {
                 for (k, delimiter) in DELIMITERS.into_iter().enumerate() {
                     let prefix = ["", "photos/", "a"][(i + j + k) % 3];
                     let url = (i + j + k) % 2 == 0;
-                    check(&Case { data: small(), kind, prefix, delimiter, page_size: size, url, cap: 0 });
+                    check(&Case {
+                        data: small(),
+                        kind,
+                        prefix,
+                        delimiter,
+                        page_size: size,
+                        url,
+                        cap: 0,
+                    });
                 }
             }
         }
@@ -1593,7 +1665,15 @@ mod tests {
             for (j, kind) in KINDS.into_iter().enumerate() {
                 for (k, delimiter) in DELIMITERS.into_iter().enumerate() {
                     let url = (i + j + k) % 2 == 1;
-                    check(&Case { data: large(), kind, prefix: "", delimiter, page_size: size, url, cap: 0 });
+                    check(&Case {
+                        data: large(),
+                        kind,
+                        prefix: "",
+                        delimiter,
+                        page_size: size,
+                        url,
+                        cap: 0,
+                    });
                 }
             }
         }
@@ -1601,10 +1681,21 @@ mod tests {
 
     #[test]
     fn prefixes_equal_the_single_bucket() {
-        for (i, prefix) in ["photos/", "a", "日本/", "a b/", "nope/", "a--b/"].into_iter().enumerate() {
+        for (i, prefix) in ["photos/", "a", "日本/", "a b/", "nope/", "a--b/"]
+            .into_iter()
+            .enumerate()
+        {
             for (k, delimiter) in DELIMITERS.into_iter().enumerate() {
                 let kind = KINDS[(i + k) % 3];
-                check(&Case { data: large(), kind, prefix, delimiter, page_size: 100, url: i % 2 == 0, cap: 0 });
+                check(&Case {
+                    data: large(),
+                    kind,
+                    prefix,
+                    delimiter,
+                    page_size: 100,
+                    url: i % 2 == 0,
+                    cap: 0,
+                });
             }
         }
     }
@@ -1614,7 +1705,15 @@ mod tests {
         for (k, delimiter) in DELIMITERS.into_iter().enumerate() {
             for cap in [1, 5] {
                 let kind = KINDS[k];
-                check(&Case { data: small(), kind, prefix: "", delimiter, page_size: 10, url: true, cap });
+                check(&Case {
+                    data: small(),
+                    kind,
+                    prefix: "",
+                    delimiter,
+                    page_size: 10,
+                    url: true,
+                    cap,
+                });
             }
         }
     }
