@@ -92,17 +92,17 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             "partNumber={part_number}&uploadId={}",
             encode_query_value(&target.backend_upload_id)
         );
+        let (body, verdict) = Self::object_body(call, body)?;
         let mut request =
             BackendRequest::new(Method::PUT, Self::upload_uri(call, &backend, &query)?)
-                .with_stream(Self::object_body(call, body)?, length);
+                .with_stream(body, length);
         request
             .headers
             .extend(backend::write_headers(&call.parts.headers));
         backend::set_content_length(&mut request.headers, length);
-        let response = self.send(call, &backend, "UploadPart", request).await?;
-        if !response.status().is_success() {
-            return Err(backend_error(&backend.name, response).await);
-        }
+        let response = self
+            .send_body(call, &backend, "UploadPart", request, &verdict)
+            .await?;
         let mut out = empty(StatusCode::OK);
         *out.headers_mut() = backend::response_headers(response.headers());
         out.headers_mut().remove(http::header::CONTENT_LENGTH);
@@ -168,9 +168,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     ) -> Result<http::Response<C::Body>, S3Error> {
         let (target, backend) = Self::upload_target(call, upload_id)?;
         call.log.backend = Some(backend.name.clone());
-        let body = Self::object_body(call, body)?
-            .collect(4 * 1024 * 1024)
-            .await?;
+        let body = Self::small_body(call, body, 4 * 1024 * 1024).await?;
         let parts = crate::xml::parse_complete_multipart(&body)?;
         let key = call.key().to_owned();
         let previous = self

@@ -241,14 +241,56 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     }
 
     /// The request body as the object's bytes: aws-chunked decoded, signatures and checksums
-    /// checked as it streams.
-    pub(crate) fn object_body(call: &Call<'_>, body: C::Body) -> Result<C::Body, S3Error> {
-        Ok(
-            match crate::sigv4::body_filter(&call.verified.payload, &call.parts.headers)? {
-                Some(filter) => body.filter(filter),
-                None => body,
-            },
-        )
+    /// checked as it streams. The verdict tells why the stream failed, if it did.
+    pub(crate) fn object_body(
+        call: &Call<'_>,
+        body: C::Body,
+    ) -> Result<(C::Body, BodyVerdict), S3Error> {
+        let verdict = BodyVerdict::default();
+        let body = match crate::sigv4::body_filter(&call.verified.payload, &call.parts.headers)? {
+            Some(filter) => body.filter(Box::new(Reporting {
+                inner: filter,
+                verdict: verdict.clone(),
+            })),
+            None => body,
+        };
+        Ok((body, verdict))
+    }
+
+    /// Sends a write carrying the client's body. When the body check failed mid-stream (the
+    /// backend then saw a broken body and stored nothing) the client gets that check's error,
+    /// not the transport failure it caused.
+    pub(crate) async fn send_body(
+        &self,
+        call: &Call<'_>,
+        backend: &BackendConfig,
+        operation: &'static str,
+        request: BackendRequest<C::Body>,
+        verdict: &BodyVerdict,
+    ) -> Result<http::Response<C::Body>, S3Error> {
+        let result = self.send(call, backend, operation, request).await;
+        if let Some(e) = verdict.take() {
+            return Err(e);
+        }
+        let response = result?;
+        if !response.status().is_success() {
+            return Err(backend_error(&backend.name, response).await);
+        }
+        Ok(response)
+    }
+
+    /// Reads a small request body (XML) whole, through the body checks.
+    pub(crate) async fn small_body(
+        call: &Call<'_>,
+        body: C::Body,
+        limit: usize,
+    ) -> Result<bytes::Bytes, S3Error> {
+        let (body, verdict) = Self::object_body(call, body)?;
+        let collected = body.collect(limit).await;
+        if let Some(e) = verdict.take() {
+            return Err(e);
+        }
+        collected
     }
 
     /// Where a write of `key` goes: where the key already lives (so it never lives twice),
@@ -345,16 +387,15 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 .await;
             return redirect(call.config.api.redirect_status, &url);
         }
-        let mut request = BackendRequest::new(Method::PUT, uri)
-            .with_stream(Self::object_body(call, body)?, length);
+        let (body, verdict) = Self::object_body(call, body)?;
+        let mut request = BackendRequest::new(Method::PUT, uri).with_stream(body, length);
         request
             .headers
             .extend(backend::write_headers(&call.parts.headers));
         backend::set_content_length(&mut request.headers, length);
-        let response = self.send(call, &backend, "PutObject", request).await?;
-        if !response.status().is_success() {
-            return Err(backend_error(&backend.name, response).await);
-        }
+        let response = self
+            .send_body(call, &backend, "PutObject", request, &verdict)
+            .await?;
         let etag = backend::header_str(response.headers(), "etag")
             .unwrap_or_default()
             .to_owned();
@@ -418,9 +459,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         call: &mut Call<'_>,
         body: C::Body,
     ) -> Result<http::Response<C::Body>, S3Error> {
-        let body = Self::object_body(call, body)?
-            .collect(2 * 1024 * 1024)
-            .await?;
+        let body = Self::small_body(call, body, 2 * 1024 * 1024).await?;
         let request = crate::xml::parse_delete_objects(&body)?;
         let bucket = call.bucket().to_owned();
         // Group keys by the backend that holds them; unindexed keys go to every backend.
@@ -674,6 +713,37 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 S3Error::internal()
             })?;
         Ok((response, len))
+    }
+}
+
+/// Why a client's body failed its checks, if it did: shared by the filter in the stream and
+/// the engine that reads it after the backend request.
+#[derive(Clone, Default)]
+pub(crate) struct BodyVerdict(std::sync::Arc<std::sync::Mutex<Option<S3Error>>>);
+
+impl BodyVerdict {
+    fn set(&self, e: &S3Error) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+    }
+
+    pub(crate) fn take(&self) -> Option<S3Error> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// A body filter that records its error in a [`BodyVerdict`].
+struct Reporting {
+    inner: Box<dyn crate::body::ByteFilter + Send>,
+    verdict: BodyVerdict,
+}
+
+impl crate::body::ByteFilter for Reporting {
+    fn push(&mut self, input: bytes::Bytes) -> Result<Vec<bytes::Bytes>, S3Error> {
+        self.inner.push(input).inspect_err(|e| self.verdict.set(e))
+    }
+
+    fn finish(&mut self) -> Result<Vec<bytes::Bytes>, S3Error> {
+        self.inner.finish().inspect_err(|e| self.verdict.set(e))
     }
 }
 

@@ -736,3 +736,171 @@ fn body_limit_is_enforced_before_any_backend_is_touched() {
     assert!(r.text().contains("EntityTooLarge"));
     assert!(h.s3().requests().is_empty());
 }
+
+/// Signs a request to the gateway as a client would, with `access_key`/`secret`.
+fn signed(
+    h: &Harness,
+    method: Method,
+    target: &str,
+    access_key: &str,
+    secret: &str,
+    body: &[u8],
+) -> Answer {
+    let client = BackendConfig {
+        access_key: access_key.into(),
+        secret_key: Secret::new(secret),
+        endpoint: "http://gateway.test:8080".into(),
+        ..backend(0)
+    };
+    let uri: http::Uri = format!("http://gateway.test:8080{target}").parse().unwrap();
+    let (mut parts, ()) = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(())
+        .unwrap()
+        .into_parts();
+    parts.headers.insert("content-length", body.len().into());
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(body))
+    };
+    crate::sigv4::sign::sign_request(
+        &mut parts,
+        &client,
+        &crate::sigv4::sign::PayloadHash::Sha256(digest),
+        h.now,
+    )
+    .unwrap();
+    // The gateway sees the path as sent, not the absolute form.
+    parts.uri = target.parse().unwrap();
+    let request =
+        http::Request::from_parts(parts, MemBody::from_bytes(Bytes::copy_from_slice(body)));
+    let ctx = RequestContext {
+        now: h.now,
+        request_id: "REQ".into(),
+        random: 1,
+    };
+    let response = block_on(h.engine.handle(request, &ctx));
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: block_on(body.collect(usize::MAX)).unwrap_or_default(),
+    }
+}
+
+fn auth_harness() -> Harness {
+    let mut c = config(Strategy::RoundRobin);
+    c.api.auth_required = true;
+    c.api.credentials.push(CredentialConfig {
+        access_key: "reader".into(),
+        secret_key: Secret::new("readersecret"),
+        buckets: Some(vec!["photos".into()]),
+        read_only: true,
+    });
+    Harness::with_config(c)
+}
+
+#[test]
+fn signed_requests_pass_and_bad_ones_fail_with_aws_codes_writing_nothing() {
+    let h = auth_harness();
+    let ok = signed(
+        &h,
+        Method::PUT,
+        "/photos/a%20b",
+        "gwkey",
+        "gwsecret",
+        b"data",
+    );
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    assert_eq!(
+        signed(
+            &h,
+            Method::GET,
+            "/photos/a%20b",
+            "reader",
+            "readersecret",
+            b""
+        )
+        .text(),
+        "data"
+    );
+    let cases = [
+        ("gwkey", "wrong", "/photos/x", "SignatureDoesNotMatch"),
+        ("nobody", "gwsecret", "/photos/x", "InvalidAccessKeyId"),
+        ("reader", "readersecret", "/photos/x", "AccessDenied"),
+        ("reader", "readersecret", "/plain/x", "AccessDenied"),
+    ];
+    for (ak, sk, target, code) in cases {
+        let r = signed(&h, Method::PUT, target, ak, sk, b"evil");
+        assert!(
+            r.text().contains(&format!("<Code>{code}</Code>")),
+            "{ak}: {}",
+            r.text()
+        );
+        assert!(r.status.is_client_error());
+    }
+    let unsigned = h.put("/photos/x", b"evil");
+    assert_eq!(unsigned.status, StatusCode::FORBIDDEN);
+    assert!(h.holders("photos/x").is_empty(), "nothing written");
+    // A scoped key lists only its buckets.
+    let list = signed(&h, Method::GET, "/", "reader", "readersecret", b"");
+    assert_eq!(tags(&list.text(), "Name"), vec!["photos"]);
+}
+
+#[test]
+fn with_auth_off_any_signature_is_accepted() {
+    let h = Harness::new(Strategy::RoundRobin);
+    let r = signed(&h, Method::PUT, "/photos/k", "whoever", "whatever", b"data");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(h.get("/photos/k").text(), "data");
+}
+
+#[test]
+fn a_body_not_matching_its_declared_sha256_stores_nothing() {
+    let h = auth_harness();
+    let uri = "/photos/tampered";
+    let client = BackendConfig {
+        access_key: "gwkey".into(),
+        secret_key: Secret::new("gwsecret"),
+        ..backend(0)
+    };
+    let (mut parts, ()) = http::Request::builder()
+        .method(Method::PUT)
+        .uri(format!("http://gateway.test:8080{uri}"))
+        .body(())
+        .unwrap()
+        .into_parts();
+    parts.headers.insert("content-length", 4.into());
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"good"))
+    };
+    crate::sigv4::sign::sign_request(
+        &mut parts,
+        &client,
+        &crate::sigv4::sign::PayloadHash::Sha256(digest),
+        h.now,
+    )
+    .unwrap();
+    parts.uri = uri.parse().unwrap();
+    let request =
+        http::Request::from_parts(parts, MemBody::from_bytes(Bytes::from_static(b"evil")));
+    let ctx = RequestContext {
+        now: h.now,
+        request_id: "R".into(),
+        random: 0,
+    };
+    let response = block_on(h.engine.handle(request, &ctx));
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let text = String::from_utf8_lossy(&block_on(response.into_body().collect(10_000)).unwrap())
+        .into_owned();
+    assert!(
+        text.contains("<Code>XAmzContentSHA256Mismatch</Code>"),
+        "{text}"
+    );
+    assert!(h.holders("photos/tampered").is_empty());
+    assert!(block_on(h.engine.store().get_object("photos", "tampered"))
+        .unwrap()
+        .is_none());
+}
