@@ -104,6 +104,16 @@ async fn handle(
     // The URI is kept as sent (raw path and query): the signature covers it byte for byte.
     let req = req.map(ServerBody::from_incoming);
     let method = req.method().clone();
+    // hyper sends "100 Continue" only when the body is read; an empty body never is, and
+    // botocore then misreads the next response on that connection. Close it instead.
+    let close_after = req
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        && req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v == "0");
     let ctx = RequestContext {
         now: SystemTime::now(),
         request_id: request_id(),
@@ -124,6 +134,13 @@ async fn handle(
             internal_error(&ctx.request_id)
         }
     };
+    let mut response = response;
+    if close_after {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     let log = response
         .extensions()
         .get::<RequestLog>()
