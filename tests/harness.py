@@ -545,7 +545,7 @@ def signed_request(
     hdrs["x-amz-content-sha256"] = hashlib.sha256(data).hexdigest()
     request = botocore.awsrequest.AWSRequest(method=method, url=sign_url, data=data, headers=hdrs)
     creds = botocore.credentials.Credentials(key, secret)
-    signer = botocore.auth.SigV4Auth(creds, "s3", REGION)
+    signer = botocore.auth.S3SigV4Auth(creds, "s3", REGION)
     if now is not None:
         original = botocore.auth.get_current_datetime
         botocore.auth.get_current_datetime = lambda *a, **k: now.replace(tzinfo=None)

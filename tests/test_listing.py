@@ -98,12 +98,17 @@ def test_list_objects_v2_equals_one_bucket(listing_setup, params):
 
 @pytest.mark.parametrize("params", PARAMS[:7], ids=[str(p) for p in PARAMS[:7]])
 def test_list_objects_v1_equals_one_bucket(listing_setup, params):
+    """v1 pages hold the same entries as v2 pages with the same parameters. The reference is
+    moto's v2 listing: moto's v1 with a delimiter ignores MaxKeys for common prefixes and
+    decodes `+` in prefixes as a space, which S3 does not."""
     env, _ = listing_setup
     got = _pages(env.gw.client(), "lists", "list_objects", **dict(params))
-    want = _pages(env.moto1.s3, env.reference_bucket, "list_objects", **dict(params))
+    want = _pages(env.moto1.s3, env.reference_bucket, "list_objects_v2", **dict(params))
     for page in got + want:
         page.pop("count")
-    assert got == want
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g == w, f"page {i} differs"
 
 
 def test_list_v2_start_after(listing_setup):
