@@ -107,7 +107,8 @@ class Proc:
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.popen = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, cwd=cwd
+            args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, cwd=cwd,
+            start_new_session=True,  # a signal to the test's process group must not stop providers
         )
         self.pid = self.popen.pid
 
