@@ -2477,7 +2477,8 @@ mod tests {
     }
 
     /// (key, initiated, backend's own id) as one backend holds its uploads.
-    type SimUploads = Vec<(String, u64, String)>;
+    type SimUpload = (String, u64, String);
+    type SimUploads = Vec<SimUpload>;
 
     /// ListMultipartUploads as S3 answers it: by key then initiation time, at most `cap`.
     fn sim_uploads(held: &SimUploads, raw_query: &str, cap: usize) -> String {
@@ -2489,7 +2490,7 @@ mod tests {
         let max: usize = q["max-uploads"].parse::<usize>().unwrap().min(cap);
         let rollup = |k: &str| common_prefix_of(k, prefix, delimiter).map(str::to_string);
         let block = (!km.is_empty() && rollup(km).as_deref() == Some(km)).then_some(km);
-        let mut items: Vec<(String, Option<&(String, u64, String)>)> = Vec::new();
+        let mut items: Vec<(String, Option<&SimUpload>)> = Vec::new();
         let mut truncated = false;
         for u in held {
             if !u.0.starts_with(prefix)
