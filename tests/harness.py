@@ -613,3 +613,18 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def python() -> str:
     return sys.executable
+
+
+def presigned_url(method: str, url: str, key: str, secret: str, expires: int, now=None) -> str:
+    """A SigV4 presigned URL made with botocore's pure-Python signer at time `now` (boto3's
+    own `generate_presigned_url` may sign with awscrt, which ignores a patched clock)."""
+    request = botocore.awsrequest.AWSRequest(method=method, url=url)
+    signer = botocore.auth.S3SigV4QueryAuth(botocore.credentials.Credentials(key, secret), "s3", REGION, expires=expires)
+    original = botocore.auth.get_current_datetime
+    if now is not None:
+        botocore.auth.get_current_datetime = lambda *a, **k: now.replace(tzinfo=None)
+    try:
+        signer.add_auth(request)
+    finally:
+        botocore.auth.get_current_datetime = original
+    return request.url

@@ -93,18 +93,13 @@ def test_expired_presigned_url(env, s3, prefix, monkeypatch):
     s3.put_object(Bucket="vb", Key=key, Body=b"old news")
     # Signed an hour ago for 60 seconds.
     an_hour_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
-    import botocore.auth
-
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: an_hour_ago.replace(tzinfo=None))
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": "vb", "Key": key}, ExpiresIn=60)
-    monkeypatch.undo()
+    url = h.presigned_url("GET", f"{env.endpoint}/vb/{quote(key)}", h.ADMIN_KEY, h.ADMIN_SECRET, 60, now=an_hour_ago)
+    assert "X-Amz-Date=" + an_hour_ago.strftime("%Y%m%dT%H") in url
     r = requests.get(url, timeout=10, allow_redirects=False)
     refused(r, 403, "AccessDenied")
     assert "expired" in r.text.lower()
     # A presigned PUT that expired writes nothing.
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: an_hour_ago.replace(tzinfo=None))
-    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "vb", "Key": key + "-put"}, ExpiresIn=60)
-    monkeypatch.undo()
+    put_url = h.presigned_url("PUT", f"{env.endpoint}/vb/{quote(key)}-put", h.ADMIN_KEY, h.ADMIN_SECRET, 60, now=an_hour_ago)
     r = requests.put(put_url, data=b"late", timeout=10)
     refused(r, 403, "AccessDenied")
     assert_nothing_written(env, "vb", key + "-put")

@@ -1,5 +1,6 @@
 """Real clients against the gateway: aws CLI, rclone, s3cmd, curl."""
 
+import subprocess
 import os
 import random
 
@@ -53,7 +54,9 @@ def test_aws_s3_sync_up_and_down(env, tree, tmp_path, prefix):
     # aws s3 ls / cp / rm
     r = h.run([aws, "--endpoint-url", env.endpoint, "s3", "ls", f"{dest}/"], env=environ)
     assert "large.bin" in r.stdout and "PRE dir0/" in r.stdout
-    r = h.run([aws, "--endpoint-url", env.endpoint, "s3", "cp", f"{dest}/large.bin", "-"], env=environ)
+    r = subprocess.run([aws, "--endpoint-url", env.endpoint, "s3", "cp", f"{dest}/large.bin", "-"], env=environ,
+                       capture_output=True, timeout=60, check=True)
+    assert r.stdout == (tree / "large.bin").read_bytes()
     h.run([aws, "--endpoint-url", env.endpoint, "s3", "rm", "--recursive", dest, "--only-show-errors"], env=environ)
     assert env.gw.client().list_objects_v2(Bucket="vb", Prefix=f"{prefix}aws/")["KeyCount"] == 0
 

@@ -98,6 +98,24 @@ pub fn canonical_query(raw_query: &str, skip: Option<&str>) -> String {
     out
 }
 
+/// The query as some clients canonicalize a URL they did not build (botocore with a query
+/// already in the URL): pairs kept as sent, only sorted. Tried when the canonical form does not
+/// match; both describe the same decoded parameters, so accepting either admits nothing more.
+pub fn as_sent_query(raw_query: &str, skip: Option<&str>) -> String {
+    let mut pairs: Vec<(&str, &str)> = raw_query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .filter(|(k, _)| skip.is_none_or(|s| *k != s))
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// A header value as canonicalized: trimmed, runs of spaces collapsed to one (also runs of
 /// tabs and the line breaks of folded headers).
 fn push_trimmed_value(value: &[u8], out: &mut Vec<u8>) {
@@ -221,6 +239,19 @@ mod tests {
             "a=1&b=2"
         );
         assert_eq!(canonical_query("k=2&k=1", None), "k=1&k=2");
+    }
+
+    #[test]
+    fn as_sent_query_keeps_what_the_client_wrote() {
+        assert_eq!(
+            as_sent_query("prefix=a/b&list-type=2", None),
+            "list-type=2&prefix=a/b"
+        );
+        assert_eq!(as_sent_query("uploads", None), "uploads=");
+        assert_eq!(
+            as_sent_query("b=1&X-Amz-Signature=f", Some("X-Amz-Signature")),
+            "b=1"
+        );
     }
 
     #[test]

@@ -316,16 +316,26 @@ fn verify_header<'s>(
         "s3",
     );
     let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
-    let creq = canonical::canonical_request(
-        parts.method,
-        &canonical::canonical_uri(parts.raw_path),
-        &canonical::canonical_query(parts.raw_query, None),
-        parts.headers,
-        &signed,
-        &content_sha,
-    );
-    let computed = canonical::signature(&key, &canonical::string_to_sign(&amz_date, &scope, &creq));
-    check_signature(&computed, &auth.signature)?;
+    let sign_with_query = |query: &str| {
+        let creq = canonical::canonical_request(
+            parts.method,
+            &canonical::canonical_uri(parts.raw_path),
+            query,
+            parts.headers,
+            &signed,
+            &content_sha,
+        );
+        canonical::signature(&key, &canonical::string_to_sign(&amz_date, &scope, &creq))
+    };
+    let canonical_query = canonical::canonical_query(parts.raw_query, None);
+    let as_sent = canonical::as_sent_query(parts.raw_query, None);
+    check_signature(&sign_with_query(&canonical_query), &auth.signature).or_else(|e| {
+        if as_sent == canonical_query {
+            Err(e)
+        } else {
+            check_signature(&sign_with_query(&as_sent), &auth.signature)
+        }
+    })?;
 
     let payload = parse_payload(&content_sha, |signed_trailer| {
         Some(StreamingContext {
