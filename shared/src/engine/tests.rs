@@ -1,1 +1,522 @@
-//! Engine tests against the in-memory S3 backend (`crate::testing`).
+//! Engine tests: every operation against the in-memory S3 backend (`crate::testing`), with
+//! the in-memory store. Requests are anonymous with `auth_required` off unless a test is
+//! about auth; SigV4 itself is tested in `crate::sigv4`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_executor::block_on;
+use http::{Method, StatusCode};
+
+use super::{Engine, RequestContext};
+use crate::body::Body;
+use crate::config::*;
+use crate::store::{MemoryStore, MetadataStore};
+use crate::testing::{MemBody, MemoryS3};
+
+const ENDPOINTS: [&str; 3] = ["http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9003"];
+
+fn backend(i: usize) -> BackendConfig {
+    BackendConfig {
+        name: format!("b{}", i + 1),
+        bucket: format!("real{}", i + 1),
+        endpoint: ENDPOINTS[i].to_owned(),
+        region: "us-east-1".into(),
+        access_key: format!("key{}", i + 1),
+        secret_key: Secret::new(format!("secret{}", i + 1)),
+        path_style: true,
+        max_size: None,
+        weight: 1,
+        enabled: true,
+        read_only: false,
+        limit_class_a: None,
+        limit_class_b: None,
+    }
+}
+
+fn config(strategy: Strategy) -> Config {
+    Config {
+        server: ServerConfig { host: "127.0.0.1".into(), port: 8080, shutdown_timeout: Duration::from_secs(5) },
+        backends: (0..3).map(backend).collect(),
+        virtual_buckets: vec![
+            VirtualBucketConfig {
+                name: "photos".into(),
+                backends: vec![],
+                anonymous_read: false,
+                reads: DataPathMode::Proxy,
+                writes: DataPathMode::Proxy,
+                key_layout: KeyLayout::BucketPrefixed,
+            },
+            VirtualBucketConfig {
+                name: "plain".into(),
+                backends: vec!["b1".into(), "b2".into()],
+                anonymous_read: false,
+                reads: DataPathMode::Redirect,
+                writes: DataPathMode::Proxy,
+                key_layout: KeyLayout::Plain,
+            },
+        ],
+        balancer: BalancerConfig {
+            strategy,
+            health_check_period: Duration::from_secs(30),
+            update_stats_period: Duration::from_secs(300),
+            retry_attempts: 1,
+            retry_delay: Duration::from_secs(1),
+            rise: 1,
+            fall: 1,
+            probe_timeout: Duration::from_secs(2),
+        },
+        metrics: MetricsConfig { enabled: true, path: "/metrics".into(), token: None },
+        api: ApiConfig {
+            auth_required: false,
+            credentials: vec![CredentialConfig {
+                access_key: "gwkey".into(),
+                secret_key: Secret::new("gwsecret"),
+                buckets: None,
+                read_only: false,
+            }],
+            virtual_host: true,
+            base_domains: vec!["s3.example.com".into()],
+            allow_create_bucket: true,
+            redirect_status: 307,
+            presign_expiry: Duration::from_secs(300),
+            max_body_bytes: None,
+            upload_id_secret: Secret::new("upload-secret"),
+        },
+        metadata: MetadataBackend::Memory,
+        default_reads: DataPathMode::Proxy,
+        default_writes: DataPathMode::Proxy,
+        default_key_layout: KeyLayout::BucketPrefixed,
+    }
+}
+
+struct Harness {
+    engine: Engine<MemoryStore, MemoryS3>,
+    now: SystemTime,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Harness {
+    fn new(strategy: Strategy) -> Self {
+        Self::with_config(config(strategy))
+    }
+
+    fn with_config(config: Config) -> Self {
+        let s3 = MemoryS3::new();
+        for (i, endpoint) in ENDPOINTS.iter().enumerate() {
+            s3.add_endpoint(endpoint, &format!("key{}", i + 1));
+            s3.create_bucket(endpoint, &format!("real{}", i + 1));
+        }
+        s3.set_min_part_size(1);
+        let engine = Engine::new(Arc::new(config), MemoryStore::new(), s3);
+        Self { engine, now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000) }
+    }
+
+    fn s3(&self) -> &MemoryS3 {
+        self.engine.client()
+    }
+
+    fn send(&self, method: Method, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        let mut builder = http::Request::builder().method(method).uri(target).header("host", "gateway.test:8080");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let mut request = builder.body(MemBody::from_bytes(Bytes::copy_from_slice(body))).unwrap();
+        if !body.is_empty() || request.method() == Method::PUT {
+            request.headers_mut().insert("content-length", body.len().into());
+        }
+        let ctx = RequestContext { now: self.now, request_id: "REQ123".into(), random: 42 };
+        let response = block_on(self.engine.handle(request, &ctx));
+        let (parts, body) = response.into_parts();
+        let body = block_on(body.collect(usize::MAX)).unwrap_or_default();
+        Answer { status: parts.status, headers: parts.headers, body }
+    }
+
+    fn put(&self, target: &str, body: &[u8]) -> Answer {
+        self.send(Method::PUT, target, &[], body)
+    }
+
+    fn get(&self, target: &str) -> Answer {
+        self.send(Method::GET, target, &[], b"")
+    }
+
+    /// Which backend endpoints hold `real_key`.
+    fn holders(&self, real_key: &str) -> Vec<usize> {
+        (0..3)
+            .filter(|&i| self.s3().object_keys(ENDPOINTS[i], &format!("real{}", i + 1)).iter().any(|k| k == real_key))
+            .collect()
+    }
+}
+
+fn assert_send<T: Send>(_: &T) {}
+
+#[test]
+fn handle_future_is_send_for_send_store_and_client() {
+    let h = Harness::new(Strategy::RoundRobin);
+    let request = http::Request::builder().uri("/").body(MemBody::empty()).unwrap();
+    let ctx = RequestContext { now: h.now, request_id: "x".into(), random: 0 };
+    let fut = h.engine.handle(request, &ctx);
+    assert_send(&fut);
+}
+
+#[test]
+fn put_get_head_delete_round_trip_with_headers() {
+    let h = Harness::new(Strategy::RoundRobin);
+    let put = h.send(
+        Method::PUT,
+        "/photos/dir/a%20b%2Bc%C3%A9.txt",
+        &[("content-type", "text/plain"), ("x-amz-meta-colour", "blue"), ("cache-control", "max-age=60")],
+        b"hello world",
+    );
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text());
+    assert!(put.header("etag").is_some());
+    assert_eq!(put.header("x-amz-request-id"), Some("REQ123"));
+    let get = h.get("/photos/dir/a%20b%2Bc%C3%A9.txt");
+    assert_eq!(get.status, StatusCode::OK);
+    assert_eq!(&get.body[..], b"hello world");
+    assert_eq!(get.header("content-type"), Some("text/plain"));
+    assert_eq!(get.header("x-amz-meta-colour"), Some("blue"));
+    assert_eq!(get.header("cache-control"), Some("max-age=60"));
+    assert_eq!(h.holders("photos/dir/a b+cé.txt").len(), 1, "stored once, under {{bucket}}/{{key}}");
+    let head = h.send(Method::HEAD, "/photos/dir/a%20b%2Bc%C3%A9.txt", &[], b"");
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-length"), Some("11"));
+    assert!(head.body.is_empty());
+    let range = h.send(Method::GET, "/photos/dir/a%20b%2Bc%C3%A9.txt", &[("range", "bytes=-5")], b"");
+    assert_eq!(range.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&range.body[..], b"world");
+    let etag = get.header("etag").unwrap().to_owned();
+    let cond = h.send(Method::GET, "/photos/dir/a%20b%2Bc%C3%A9.txt", &[("if-none-match", &etag)], b"");
+    assert_eq!(cond.status, StatusCode::NOT_MODIFIED);
+    let cond = h.send(Method::GET, "/photos/dir/a%20b%2Bc%C3%A9.txt", &[("if-match", "\"nope\"")], b"");
+    assert_eq!(cond.status, StatusCode::PRECONDITION_FAILED);
+    assert!(cond.text().contains("<Code>PreconditionFailed</Code>"));
+    let del = h.send(Method::DELETE, "/photos/dir/a%20b%2Bc%C3%A9.txt", &[], b"");
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    let gone = h.get("/photos/dir/a%20b%2Bc%C3%A9.txt");
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert!(gone.text().contains("<Code>NoSuchKey</Code>"));
+    assert!(gone.text().contains("<RequestId>REQ123</RequestId>"));
+    assert!(h.holders("photos/dir/a b+cé.txt").is_empty());
+}
+
+#[test]
+fn virtual_host_style_reaches_the_same_object() {
+    let h = Harness::new(Strategy::RoundRobin);
+    assert_eq!(h.put("/photos/k", b"v").status, StatusCode::OK);
+    let mut builder = http::Request::builder().method(Method::GET).uri("/k").header("host", "photos.s3.example.com");
+    builder = builder.header("x", "y");
+    let request = builder.body(MemBody::empty()).unwrap();
+    let ctx = RequestContext { now: h.now, request_id: "r".into(), random: 0 };
+    let response = block_on(h.engine.handle(request, &ctx));
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(&block_on(response.into_body().collect(100)).unwrap()[..], b"v");
+}
+
+#[test]
+fn round_robin_spreads_over_every_backend_and_overwrites_stay_put() {
+    let h = Harness::new(Strategy::RoundRobin);
+    for i in 0..9 {
+        assert_eq!(h.put(&format!("/photos/k{i}"), b"x").status, StatusCode::OK);
+    }
+    for i in 0..3 {
+        assert_eq!(h.s3().object_keys(ENDPOINTS[i], &format!("real{}", i + 1)).len(), 3, "backend {i}");
+    }
+    // Overwriting keeps the key on its backend: it never lives twice.
+    for _ in 0..3 {
+        assert_eq!(h.put("/photos/k0", b"again").status, StatusCode::OK);
+    }
+    assert_eq!(h.holders("photos/k0").len(), 1);
+    assert_eq!(&h.get("/photos/k0").body[..], b"again");
+}
+
+#[test]
+fn objects_stay_readable_and_listable_when_the_index_is_lost() {
+    let h = Harness::new(Strategy::RoundRobin);
+    for i in 0..12 {
+        h.put(&format!("/photos/k{i:02}"), format!("v{i}").as_bytes());
+    }
+    h.engine.store().forget_objects();
+    for i in 0..12 {
+        let get = h.get(&format!("/photos/k{i:02}"));
+        assert_eq!(get.status, StatusCode::OK);
+        assert_eq!(get.text(), format!("v{i}"));
+    }
+    let list = h.get("/photos?list-type=2");
+    for i in 0..12 {
+        assert!(list.text().contains(&format!("<Key>k{i:02}</Key>")));
+    }
+    // The probe repaired the index.
+    assert!(block_on(h.engine.store().get_object("photos", "k03")).unwrap().is_some());
+}
+
+#[test]
+fn a_stale_index_entry_is_corrected_by_probing() {
+    let h = Harness::new(Strategy::RoundRobin);
+    h.put("/photos/moved", b"data");
+    let rec = block_on(h.engine.store().get_object("photos", "moved")).unwrap().unwrap();
+    let wrong = if rec.backend == "b1" { "b2" } else { "b1" };
+    let mut stale = rec.clone();
+    stale.backend = wrong.into();
+    block_on(h.engine.store().put_object("photos", "moved", &stale)).unwrap();
+    let get = h.get("/photos/moved");
+    assert_eq!(get.status, StatusCode::OK);
+    assert_eq!(get.text(), "data");
+    assert_eq!(block_on(h.engine.store().get_object("photos", "moved")).unwrap().unwrap().backend, rec.backend);
+}
+
+#[test]
+fn a_down_backend_answers_503_for_its_objects_and_writes_go_elsewhere() {
+    let h = Harness::new(Strategy::RoundRobin);
+    for i in 0..3 {
+        h.put(&format!("/photos/k{i}"), b"x");
+    }
+    let on_b1 = (0..3).find(|i| h.holders(&format!("photos/k{i}")) == vec![0]).unwrap();
+    h.s3().set_down(ENDPOINTS[0], true);
+    let get = h.get(&format!("/photos/k{on_b1}"));
+    assert_eq!(get.status, StatusCode::SERVICE_UNAVAILABLE, "{}", get.text());
+    let now = h.now;
+    let snapshot = block_on(h.engine.check_health(&move || now)).unwrap();
+    assert!(!snapshot.backends["b1"].healthy);
+    for i in 10..16 {
+        assert_eq!(h.put(&format!("/photos/k{i}"), b"y").status, StatusCode::OK);
+        assert!(!h.holders(&format!("photos/k{i}")).contains(&0), "nothing placed on the down backend");
+    }
+    let metrics = h.get("/metrics").text();
+    assert!(metrics.contains("s3_balance_bucket_healthy{bucket=\"b1\"} 0"), "{metrics}");
+    // A missing key while a backend is down is not a false 404.
+    let missing = h.get("/photos/never-written");
+    assert_eq!(missing.status, StatusCode::SERVICE_UNAVAILABLE);
+    h.s3().set_down(ENDPOINTS[0], false);
+    block_on(h.engine.check_health(&move || now)).unwrap();
+    assert_eq!(h.get(&format!("/photos/k{on_b1}")).status, StatusCode::OK);
+}
+
+#[test]
+fn listings_merge_backends_exactly_with_paging_and_delimiters() {
+    let h = Harness::new(Strategy::RoundRobin);
+    let mut keys: Vec<String> = Vec::new();
+    for d in ["a", "b", "c/d", "e"] {
+        for i in 0..15 {
+            keys.push(format!("{d}/{i:02}"));
+        }
+    }
+    keys.push("top".into());
+    for k in &keys {
+        assert_eq!(h.put(&format!("/photos/{k}"), b"x").status, StatusCode::OK);
+    }
+    keys.sort();
+    // v2 paging of 7 keys equals the sorted listing.
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..100 {
+        let mut url = "/photos?list-type=2&max-keys=7".to_owned();
+        if let Some(t) = &token {
+            url.push_str(&format!("&continuation-token={}", percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC)));
+        }
+        let page = h.get(&url).text();
+        seen.extend(tags(&page, "Key"));
+        token = tags(&page, "NextContinuationToken").into_iter().next();
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, keys);
+    let delim = h.get("/photos?list-type=2&delimiter=%2F").text();
+    assert_eq!(tags(&delim, "Prefix").into_iter().filter(|p| !p.is_empty()).collect::<Vec<_>>(), vec!["a/", "b/", "c/", "e/"]);
+    assert_eq!(tags(&delim, "Key"), vec!["top"]);
+    let v1 = h.get("/photos?prefix=c%2F&max-keys=1000").text();
+    assert_eq!(tags(&v1, "Key").len(), 15);
+    let versions = h.get("/photos?versions&prefix=a%2F").text();
+    assert_eq!(tags(&versions, "VersionId").iter().filter(|v| *v == "null").count(), 15);
+}
+
+/// The texts of every `<name>` element.
+fn tags(xml: &str, name: &str) -> Vec<String> {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        out.push(after[..j].replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\""));
+        rest = &after[j + close.len()..];
+    }
+    out
+}
+
+#[test]
+fn multipart_upload_list_complete_and_abort() {
+    let h = Harness::new(Strategy::RoundRobin);
+    let created = h.send(Method::POST, "/photos/big?uploads", &[("content-type", "video/mp4")], b"");
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text());
+    let upload_id = tags(&created.text(), "UploadId").remove(0);
+    let mut etags = Vec::new();
+    for (n, part) in [b"part-one-".as_slice(), b"part-two-", b"three"].iter().enumerate() {
+        let r = h.put(&format!("/photos/big?partNumber={}&uploadId={upload_id}", n + 1), part);
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        etags.push(r.header("etag").unwrap().to_owned());
+    }
+    let parts = h.get(&format!("/photos/big?uploadId={upload_id}")).text();
+    assert_eq!(tags(&parts, "PartNumber"), vec!["1", "2", "3"]);
+    assert_eq!(tags(&parts, "UploadId"), vec![upload_id.clone()]);
+    let uploads = h.get("/photos?uploads").text();
+    assert_eq!(tags(&uploads, "UploadId"), vec![upload_id.clone()]);
+    assert_eq!(tags(&uploads, "Key"), vec!["big"]);
+    let body: String = etags
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("<Part><PartNumber>{}</PartNumber><ETag>{e}</ETag></Part>", i + 1))
+        .collect();
+    let done = h.send(
+        Method::POST,
+        &format!("/photos/big?uploadId={upload_id}"),
+        &[],
+        format!("<CompleteMultipartUpload>{body}</CompleteMultipartUpload>").as_bytes(),
+    );
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    assert!(tags(&done.text(), "ETag")[0].ends_with("-3\""));
+    let get = h.get("/photos/big");
+    assert_eq!(get.text(), "part-one-part-two-three");
+    assert_eq!(get.header("content-type"), Some("video/mp4"));
+    assert_eq!(block_on(h.engine.store().get_object("photos", "big")).unwrap().unwrap().size, 23);
+    // Abort, and forged ids route nowhere.
+    let created = h.send(Method::POST, "/photos/other?uploads", &[], b"");
+    let id = tags(&created.text(), "UploadId").remove(0);
+    assert_eq!(h.send(Method::DELETE, &format!("/photos/other?uploadId={id}"), &[], b"").status, StatusCode::NO_CONTENT);
+    let forged = h.put("/photos/other?partNumber=1&uploadId=AAAAforged", b"x");
+    assert_eq!(forged.status, StatusCode::NOT_FOUND);
+    assert!(forged.text().contains("NoSuchUpload"));
+}
+
+#[test]
+fn copy_within_and_across_backends() {
+    let h = Harness::new(Strategy::RoundRobin);
+    h.send(Method::PUT, "/photos/src", &[("content-type", "image/png"), ("x-amz-meta-a", "1")], b"source bytes");
+    // Round-robin puts the next two writes on the two other backends: one copy crosses.
+    for dest in ["c1", "c2", "c3"] {
+        let r = h.send(Method::PUT, &format!("/photos/{dest}"), &[("x-amz-copy-source", "/photos/src")], b"");
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert!(r.text().contains("<ETag>"));
+        let get = h.get(&format!("/photos/{dest}"));
+        assert_eq!(get.text(), "source bytes");
+        assert_eq!(get.header("content-type"), Some("image/png"));
+        assert_eq!(get.header("x-amz-meta-a"), Some("1"));
+    }
+    let holders: std::collections::BTreeSet<usize> = ["c1", "c2", "c3"].iter().flat_map(|d| h.holders(&format!("photos/{d}"))).collect();
+    assert_eq!(holders.len(), 3, "copies landed on every backend: some copied across");
+    let missing = h.send(Method::PUT, "/photos/c4", &[("x-amz-copy-source", "/photos/nope")], b"");
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn delete_objects_across_backends() {
+    let h = Harness::new(Strategy::RoundRobin);
+    for i in 0..30 {
+        h.put(&format!("/photos/d{i}"), b"x");
+    }
+    let body: String = (0..30).map(|i| format!("<Object><Key>d{i}</Key></Object>")).collect();
+    let r = h.send(Method::POST, "/photos?delete", &[], format!("<Delete>{body}<Object><Key>never</Key></Object></Delete>").as_bytes());
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(tags(&r.text(), "Key").len(), 31);
+    for i in 0..3 {
+        assert!(h.s3().object_keys(ENDPOINTS[i], &format!("real{}", i + 1)).is_empty());
+    }
+}
+
+#[test]
+fn unimplemented_subresources_never_touch_the_object() {
+    let h = Harness::new(Strategy::RoundRobin);
+    h.put("/photos/k", b"keep me");
+    let r = h.put("/photos/k?tagging", b"<Tagging><TagSet/></Tagging>");
+    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(r.text().contains("<Code>NotImplemented</Code>"));
+    assert_eq!(h.get("/photos/k").text(), "keep me");
+    let versioning = h.get("/photos?versioning");
+    assert_eq!(versioning.status, StatusCode::OK);
+    assert!(versioning.text().contains("VersioningConfiguration"));
+}
+
+#[test]
+fn redirect_mode_answers_307_with_a_presigned_backend_url() {
+    let h = Harness::new(Strategy::RoundRobin);
+    h.put("/plain/file.txt", b"direct");
+    assert_eq!(h.holders("file.txt").len(), 1, "the {{key}} layout stores the key as is");
+    let r = h.get("/plain/file.txt");
+    assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
+    let location = r.header("location").unwrap();
+    assert!(location.starts_with("http://127.0.0.1:900"), "{location}");
+    assert!(location.contains("/file.txt?") && location.contains("X-Amz-Signature="), "{location}");
+}
+
+#[test]
+fn buckets_are_created_listed_and_only_deleted_when_empty() {
+    let h = Harness::new(Strategy::RoundRobin);
+    assert_eq!(h.put("/new-bucket", b"").status, StatusCode::OK);
+    assert_eq!(h.put("/new-bucket", b"").status, StatusCode::CONFLICT);
+    assert_eq!(h.put("/Bad_Name", b"").status, StatusCode::BAD_REQUEST);
+    let list = h.get("/").text();
+    assert_eq!(tags(&list, "Name"), vec!["new-bucket", "photos", "plain"]);
+    h.put("/new-bucket/k", b"x");
+    let r = h.send(Method::DELETE, "/new-bucket", &[], b"");
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.text().contains("BucketNotEmpty"));
+    h.send(Method::DELETE, "/new-bucket/k", &[], b"");
+    assert_eq!(h.send(Method::DELETE, "/new-bucket", &[], b"").status, StatusCode::NO_CONTENT);
+    assert_eq!(h.get("/new-bucket?list-type=2").status, StatusCode::NOT_FOUND);
+    assert_eq!(h.send(Method::HEAD, "/nope", &[], b"").status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn reindex_rebuilds_index_and_usage() {
+    let h = Harness::new(Strategy::RoundRobin);
+    for i in 0..7 {
+        h.put(&format!("/photos/r{i}"), b"12345");
+    }
+    h.engine.store().forget_objects();
+    let report = block_on(h.engine.reindex(h.now)).unwrap();
+    assert_eq!(report.objects, 7);
+    assert_eq!(report.bytes, 35);
+    let usage = block_on(h.engine.store().list_usage()).unwrap();
+    assert_eq!(usage.iter().map(|u| u.used_bytes).sum::<i64>(), 35);
+    assert!(block_on(h.engine.store().get_object("photos", "r6")).unwrap().is_some());
+}
+
+#[test]
+fn health_and_metrics_endpoints() {
+    let h = Harness::new(Strategy::ConsistentHash);
+    h.put("/photos/k", b"x");
+    let health = h.get("/health");
+    assert_eq!(health.status, StatusCode::OK);
+    assert!(health.text().contains("\"status\":\"ok\""));
+    let metrics = h.get("/metrics").text();
+    assert!(metrics.contains("s3_balance_s3_operations_total") || metrics.contains("s3_balance_balancer_decisions_total"), "{metrics}");
+    assert!(metrics.contains("strategy=\"consistent-hash\""), "{metrics}");
+}
+
+#[test]
+fn body_limit_is_enforced_before_any_backend_is_touched() {
+    let mut c = config(Strategy::RoundRobin);
+    c.api.max_body_bytes = Some(4);
+    let h = Harness::with_config(c);
+    h.s3().clear_requests();
+    let r = h.put("/photos/big", b"12345");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("EntityTooLarge"));
+    assert!(h.s3().requests().is_empty());
+}

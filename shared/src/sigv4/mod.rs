@@ -10,7 +10,13 @@ use crate::body::ByteFilter;
 use crate::config::Secret;
 use crate::error::S3Error;
 
+pub mod canonical;
+pub mod chunked;
 pub mod sign;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
 
 /// The parts of a request that a signature covers.
 #[derive(Debug, Clone, Copy)]
@@ -88,21 +94,55 @@ pub fn verify<'s>(
     secret_for: &dyn Fn(&str) -> Option<&'s Secret>,
     now: SystemTime,
 ) -> Result<Verified, S3Error> {
-    let _ = (parts, secret_for, now);
-    todo!("sigv4 helper")
+    verify::verify(parts, secret_for, now)
 }
 
 /// The filter that turns the request body into the object's bytes, checking what `payload`
 /// promises: the SHA-256, each chunk signature, the trailing `x-amz-checksum-*`. `None` when
 /// the body passes unchanged. `headers` are the request's (for `x-amz-trailer`).
-pub fn body_filter(payload: &Payload, headers: &http::HeaderMap) -> Result<Option<Box<dyn ByteFilter + Send>>, S3Error> {
-    let _ = (payload, headers);
-    todo!("sigv4 helper")
+pub fn body_filter(
+    payload: &Payload,
+    headers: &http::HeaderMap,
+) -> Result<Option<Box<dyn ByteFilter + Send>>, S3Error> {
+    let streaming =
+        |signing: Option<StreamingContext>| -> Result<Option<Box<dyn ByteFilter + Send>>, S3Error> {
+            let trailer = match headers.get("x-amz-trailer") {
+                None => None,
+                Some(v) => {
+                    let name = v.to_str().unwrap_or("");
+                    Some(
+                        chunked::ChecksumAlgorithm::from_header(name).ok_or_else(|| {
+                            S3Error::invalid_argument(
+                                "The value specified in the x-amz-trailer header is not supported",
+                            )
+                        })?,
+                    )
+                }
+            };
+            let expected = header_u64(headers, "x-amz-decoded-content-length");
+            Ok(Some(Box::new(chunked::ChunkedDecoder::new(
+                signing, trailer, expected,
+            ))))
+        };
+    match payload {
+        Payload::Unsigned => Ok(None),
+        Payload::Sha256(digest) => Ok(Some(Box::new(crate::body::Sha256Check::new(*digest)))),
+        Payload::StreamingSigned(ctx) => streaming(Some(ctx.clone())),
+        Payload::StreamingUnsignedTrailer => streaming(None),
+    }
+}
+
+fn header_u64(headers: &http::HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// The length of the object's bytes: `x-amz-decoded-content-length` for aws-chunked bodies,
 /// `Content-Length` otherwise.
 pub fn decoded_content_length(payload: &Payload, headers: &http::HeaderMap) -> Option<u64> {
-    let _ = (payload, headers);
-    todo!("sigv4 helper")
+    match payload {
+        Payload::StreamingSigned(_) | Payload::StreamingUnsignedTrailer => {
+            header_u64(headers, "x-amz-decoded-content-length")
+        }
+        Payload::Unsigned | Payload::Sha256(_) => header_u64(headers, "content-length"),
+    }
 }

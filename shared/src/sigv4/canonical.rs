@@ -1,0 +1,236 @@
+//! The canonical request, string to sign and signing key of SigV4, with S3's rules: the path
+//! is encoded once (never double-encoded) and never normalized.
+//!
+//! <https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html>
+//! <https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html>
+
+use hmac::{Hmac, Mac};
+use percent_encoding::percent_decode;
+use sha2::{Digest, Sha256};
+
+/// Hex SHA-256 of the empty string.
+pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+
+/// URI-encodes `bytes` as SigV4 requires: every byte but the unreserved ones
+/// (`A-Z a-z 0-9 - . _ ~`) becomes `%XX`, upper-case hex. With `keep_slash`, `/` is kept (paths).
+pub fn uri_encode(bytes: &[u8], keep_slash: bool, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || (keep_slash && b == b'/')
+        {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+    }
+}
+
+/// The canonical URI of a raw (as sent) path: each segment is percent-decoded and encoded
+/// again, so `/a b`, `/a%20b` and `/a%20b` all sign as `/a%20b`, while an encoded `%2F` stays
+/// inside its segment. No `.`/`..`/`//` normalization: S3 keys may contain them.
+pub fn canonical_uri(raw_path: &str) -> String {
+    if raw_path.is_empty() {
+        return "/".to_owned();
+    }
+    let mut out = String::with_capacity(raw_path.len() + 8);
+    for (i, segment) in raw_path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let decoded: Vec<u8> = percent_decode(segment.as_bytes()).collect();
+        uri_encode(&decoded, false, &mut out);
+    }
+    out
+}
+
+/// Decodes one query component as form decoding does (`+` is a space), like the AWS SDKs'
+/// signers and S3 itself.
+pub fn query_decode(s: &str) -> Vec<u8> {
+    let plus_as_space: Vec<u8> = s
+        .bytes()
+        .map(|b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_decode(&plus_as_space).collect()
+}
+
+/// The decoded `(key, value)` pairs of a raw query, in order. A piece without `=` has an empty
+/// value; empty pieces (`a=1&&b=2`) are skipped.
+pub fn query_pairs(raw_query: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    raw_query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (query_decode(k), query_decode(v)),
+            None => (query_decode(p), Vec::new()),
+        })
+        .collect()
+}
+
+/// The canonical query string: pairs URI-encoded, sorted by encoded key then value, joined by
+/// `&`. `skip` drops parameters by exact (decoded) name, e.g. `X-Amz-Signature` when presigned.
+pub fn canonical_query(raw_query: &str, skip: Option<&str>) -> String {
+    let mut pairs: Vec<(String, String)> = query_pairs(raw_query)
+        .into_iter()
+        .filter(|(k, _)| skip.is_none_or(|s| k.as_slice() != s.as_bytes()))
+        .map(|(k, v)| {
+            let (mut ek, mut ev) = (String::new(), String::new());
+            uri_encode(&k, false, &mut ek);
+            uri_encode(&v, false, &mut ev);
+            (ek, ev)
+        })
+        .collect();
+    pairs.sort();
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
+}
+
+/// A header value as canonicalized: trimmed, runs of spaces collapsed to one (also runs of
+/// tabs and the line breaks of folded headers).
+fn push_trimmed_value(value: &[u8], out: &mut Vec<u8>) {
+    let mut pending_space = false;
+    let mut started = false;
+    for &b in value {
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            pending_space = started;
+        } else {
+            if pending_space {
+                out.push(b' ');
+                pending_space = false;
+            }
+            out.push(b);
+            started = true;
+        }
+    }
+}
+
+/// The canonical headers block (`name:value\n` for each signed header, in the order of
+/// `signed`, which clients sort). Several values of one header are joined with `,`. A signed
+/// header that is absent signs as an empty value (and so fails unless the client did the same).
+pub fn canonical_headers(headers: &http::HeaderMap, signed: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    for name in signed {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b':');
+        for (i, v) in headers.get_all(*name).iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_trimmed_value(v.as_bytes(), &mut out);
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The whole canonical request.
+pub fn canonical_request(
+    method: &str,
+    canonical_uri: &str,
+    canonical_query: &str,
+    headers: &http::HeaderMap,
+    signed: &[&str],
+    payload_hash: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(canonical_uri.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(canonical_query.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(&canonical_headers(headers, signed));
+    out.push(b'\n');
+    out.extend_from_slice(signed.join(";").as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(payload_hash.as_bytes());
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// `AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hex sha256(canonical request)}`.
+pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical_request)
+    )
+}
+
+pub fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    // HMAC accepts keys of any length: this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// `kSigning` of the secret for one day, region and service.
+pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+    let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k_region = hmac(&k_date, region.as_bytes());
+    let k_service = hmac(&k_region, service.as_bytes());
+    hmac(&k_service, b"aws4_request")
+}
+
+/// The hex signature of a string to sign.
+pub fn signature(signing_key: &[u8; 32], string_to_sign: &str) -> String {
+    hex::encode(hmac(signing_key, string_to_sign.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_is_encoded_once_and_not_normalized() {
+        assert_eq!(canonical_uri("/test$file.text"), "/test%24file.text");
+        assert_eq!(canonical_uri("/a b/%20c"), "/a%20b/%20c");
+        assert_eq!(canonical_uri("/a%2Fb"), "/a%2Fb");
+        assert_eq!(canonical_uri("/a%2fb"), "/a%2Fb");
+        assert_eq!(canonical_uri("//x/./../"), "//x/./../");
+        assert_eq!(canonical_uri("/a+b"), "/a%2Bb");
+        assert_eq!(canonical_uri("/ሴ"), "/%E1%88%B4");
+        assert_eq!(canonical_uri(""), "/");
+    }
+
+    #[test]
+    fn query_is_sorted_encoded_and_plus_is_space() {
+        assert_eq!(
+            canonical_query("prefix=J&max-keys=2", None),
+            "max-keys=2&prefix=J"
+        );
+        assert_eq!(canonical_query("lifecycle", None), "lifecycle=");
+        assert_eq!(canonical_query("a=x+y&b=%2b", None), "a=x%20y&b=%2B");
+        assert_eq!(
+            canonical_query("b=2&a=1&&X-Amz-Signature=f", Some("X-Amz-Signature")),
+            "a=1&b=2"
+        );
+        assert_eq!(canonical_query("k=2&k=1", None), "k=1&k=2");
+    }
+
+    #[test]
+    fn header_values_are_trimmed_and_joined() {
+        let mut h = http::HeaderMap::new();
+        h.append("my-header", http::HeaderValue::from_static("  a   b  c "));
+        h.append("my-header", http::HeaderValue::from_static("d"));
+        assert_eq!(
+            canonical_headers(&h, &["my-header"]),
+            b"my-header:a b c,d\n"
+        );
+    }
+}
