@@ -21,6 +21,8 @@ pub mod placement;
 pub mod route;
 pub mod sigv4;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time;
 pub mod xml;
 
