@@ -303,3 +303,28 @@ def test_wrangler_deploy_dry_run(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert any(p.suffix == ".wasm" for p in tmp_path.rglob("*")), list(tmp_path.rglob("*"))
+
+
+# --- index off: serving writes KV not at all ----------------------------------------------------
+
+
+def test_index_off_mode_writes_no_kv(bundle, motos, tmp_path):
+    import json
+
+    from conftest import start_gateway, stop_gateway
+
+    gw = start_gateway(bundle, motos, tmp_path, index="off", strategy="consistent-hash")
+    try:
+        s3 = gw.client()
+        for i in range(4):
+            s3.put_object(Bucket="photos", Key=f"noindex/{i}", Body=f"v{i}".encode())
+        s3.put_object(Bucket="photos", Key="noindex/0", Body=b"overwritten")
+        assert s3.get_object(Bucket="photos", Key="noindex/0")["Body"].read() == b"overwritten"
+        assert len(where(motos, "noindex/0")) == 1, "consistent-hash puts an overwrite where the key lives"
+        assert s3.get_object(Bucket="photos", Key="noindex/3")["Body"].read() == b"v3"
+        s3.delete_object(Bucket="photos", Key="noindex/1")
+        out = gw.wrangler("kv", "key", "list", "--binding", "S3_BALANCE_KV", "--local", "--persist-to", str(gw.state_dir))
+        names = [k["name"] for k in json.loads(out.stdout)]
+        assert names == [], f"serving wrote KV keys: {names}"
+    finally:
+        stop_gateway(gw)
