@@ -148,7 +148,7 @@ buckets:{backends}
   - name: "public"
     virtual: true
     anonymous_read: true
-    reads: redirect
+    reads: auto
 {extra}
 balancer:
   strategy: "{strategy}"
