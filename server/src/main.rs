@@ -1,1 +1,138 @@
-fn main() {}
+//! `s3-balance`: the self-hosted S3 Balance server.
+#![forbid(unsafe_code)]
+
+mod body;
+mod check;
+mod client;
+mod dev;
+mod http_server;
+mod setup;
+mod store;
+mod tasks;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "s3-balance",
+    version,
+    about = "One S3 endpoint in front of many buckets."
+)]
+struct Cli {
+    /// Log line format (RUST_LOG sets the level; default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the S3 endpoint described by a config file (reloaded when it changes).
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Local playground: three file-system backends and the gateway, no config needed.
+    Dev {
+        /// Where the backends' files and the metadata database live.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Validate a config file and probe every backend; exit 1 if anything is wrong.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Rebuild the object index and usage from the backends' listings.
+    Reindex {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn serve(config_path: PathBuf) -> ExitCode {
+    let (config, warnings) = match setup::load_config(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in warnings {
+        tracing::warn!("config: {w}");
+    }
+    let address = (config.server.host.clone(), config.server.port);
+    let engine = match setup::build_engine(config) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&address).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("binding {}:{}: {e}", address.0, address.1);
+            return ExitCode::FAILURE;
+        }
+    };
+    let health = tasks::start(engine.clone(), Some(config_path));
+    let served = tokio::select! {
+        served = http_server::serve(engine, listener) => served,
+        () = health => unreachable!("the health loop never ends"),
+    };
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => serve(config).await,
+            Command::Dev { data, port } => dev::run(data, port).await,
+            Command::Check { config } => check::check(&config).await,
+            Command::Reindex { config } => check::reindex(&config).await,
+        }
+    });
+    // Background loops and idle connections must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}

@@ -38,12 +38,22 @@ pub trait ByteFilter {
 
 /// Applies a [`ByteFilter`] to a stream of byte chunks. `map_err` turns a filter error into the
 /// stream's error type. The result is `Send` when the input stream is.
-pub fn filter_stream<S, E, F>(inner: S, filter: Box<dyn ByteFilter + Send>, map_err: F) -> FilterStream<S, F>
+pub fn filter_stream<S, E, F>(
+    inner: S,
+    filter: Box<dyn ByteFilter + Send>,
+    map_err: F,
+) -> FilterStream<S, F>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     F: Fn(S3Error) -> E + Unpin,
 {
-    FilterStream { inner, filter, map_err, pending: std::collections::VecDeque::new(), done: false }
+    FilterStream {
+        inner,
+        filter,
+        map_err,
+        pending: std::collections::VecDeque::new(),
+        done: false,
+    }
 }
 
 /// See [`filter_stream`].
@@ -78,7 +88,9 @@ where
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(input))) => match this.filter.push(input) {
-                    Ok(out) => this.pending.extend(out.into_iter().filter(|b| !b.is_empty())),
+                    Ok(out) => this
+                        .pending
+                        .extend(out.into_iter().filter(|b| !b.is_empty())),
                     Err(e) => {
                         this.done = true;
                         return Poll::Ready(Some(Err((this.map_err)(e))));
@@ -87,7 +99,9 @@ where
                 Poll::Ready(None) => {
                     this.done = true;
                     match this.filter.finish() {
-                        Ok(out) => this.pending.extend(out.into_iter().filter(|b| !b.is_empty())),
+                        Ok(out) => this
+                            .pending
+                            .extend(out.into_iter().filter(|b| !b.is_empty())),
                         Err(e) => return Poll::Ready(Some(Err((this.map_err)(e)))),
                     }
                 }
@@ -107,7 +121,11 @@ pub struct Sha256Check {
 
 impl Sha256Check {
     pub fn new(expected: [u8; 32]) -> Self {
-        Self { hasher: <sha2::Sha256 as sha2::Digest>::new(), expected, held: None }
+        Self {
+            hasher: <sha2::Sha256 as sha2::Digest>::new(),
+            expected,
+            held: None,
+        }
     }
 }
 
@@ -135,8 +153,15 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
 
-    fn run(filter: Box<dyn ByteFilter + Send>, parts: &[&'static [u8]]) -> Result<Vec<u8>, S3Error> {
-        let input = futures_util::stream::iter(parts.iter().map(|p| Ok::<_, S3Error>(Bytes::from_static(p))));
+    fn run(
+        filter: Box<dyn ByteFilter + Send>,
+        parts: &[&'static [u8]],
+    ) -> Result<Vec<u8>, S3Error> {
+        let input = futures_util::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok::<_, S3Error>(Bytes::from_static(p))),
+        );
         let s = filter_stream(input, filter, |e| e);
         futures_executor::block_on(async move {
             let mut out = Vec::new();
@@ -150,8 +175,14 @@ mod tests {
 
     #[test]
     fn sha256_check_passes_matching_body_and_fails_other() {
-        let digest: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(b"hello world")).into();
-        assert_eq!(run(Box::new(Sha256Check::new(digest)), &[b"hello ", b"world"]).unwrap(), b"hello world");
+        let digest: [u8; 32] = sha2::Digest::finalize(
+            <sha2::Sha256 as sha2::Digest>::new_with_prefix(b"hello world"),
+        )
+        .into();
+        assert_eq!(
+            run(Box::new(Sha256Check::new(digest)), &[b"hello ", b"world"]).unwrap(),
+            b"hello world"
+        );
         let err = run(Box::new(Sha256Check::new(digest)), &[b"hello ", b"w0rld"]).unwrap_err();
         assert_eq!(err.code, crate::S3ErrorCode::XAmzContentSHA256Mismatch);
     }

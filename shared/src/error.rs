@@ -85,7 +85,11 @@ pub struct S3Error {
 
 impl S3Error {
     pub fn new(code: S3ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), resource: None }
+        Self {
+            code,
+            message: message.into(),
+            resource: None,
+        }
     }
 
     pub fn with_resource(mut self, resource: impl Into<String>) -> Self {
@@ -98,7 +102,10 @@ impl S3Error {
     }
 
     pub fn internal() -> Self {
-        Self::new(S3ErrorCode::InternalError, "We encountered an internal error. Please try again.")
+        Self::new(
+            S3ErrorCode::InternalError,
+            "We encountered an internal error. Please try again.",
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -121,8 +128,11 @@ impl S3Error {
     }
 
     pub fn no_such_bucket(bucket: &str) -> Self {
-        Self::new(S3ErrorCode::NoSuchBucket, "The specified bucket does not exist")
-            .with_resource(bucket)
+        Self::new(
+            S3ErrorCode::NoSuchBucket,
+            "The specified bucket does not exist",
+        )
+        .with_resource(bucket)
     }
 
     pub fn no_such_key(key: &str) -> Self {

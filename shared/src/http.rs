@@ -20,7 +20,10 @@ pub enum TransportErrorKind {
 
 impl TransportError {
     pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -28,7 +31,10 @@ impl TransportError {
 /// Implementations reuse pooled connections and set a connect timeout.
 pub trait HttpClient {
     type Body: Body;
-    async fn send(&self, request: ::http::Request<Self::Body>) -> Result<::http::Response<Self::Body>, TransportError>;
+    async fn send(
+        &self,
+        request: ::http::Request<Self::Body>,
+    ) -> Result<::http::Response<Self::Body>, TransportError>;
 }
 
 /// A request extension: the adapter's client gives up on the request after this long

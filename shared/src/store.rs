@@ -54,8 +54,14 @@ pub struct OperationCounts {
 
 /// What every metadata store provides. No method takes the clock: times are in the records.
 pub trait MetadataStore {
-    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError>;
-    async fn put_object(&self, bucket: &str, key: &str, record: &ObjectRecord) -> Result<(), StoreError>;
+    async fn get_object(&self, bucket: &str, key: &str)
+        -> Result<Option<ObjectRecord>, StoreError>;
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<(), StoreError>;
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
     /// Index entries of `bucket` with keys after `start_after`, in key order, at most `limit`.
     async fn list_objects(
@@ -77,8 +83,17 @@ pub trait MetadataStore {
     async fn list_usage(&self) -> Result<Vec<BackendUsage>, StoreError>;
 
     /// Adds to a backend's operation counts of `month` (`YYYY-MM`).
-    async fn add_operations(&self, backend: &str, month: &str, counts: &OperationCounts) -> Result<(), StoreError>;
-    async fn get_operations(&self, backend: &str, month: &str) -> Result<OperationCounts, StoreError>;
+    async fn add_operations(
+        &self,
+        backend: &str,
+        month: &str,
+        counts: &OperationCounts,
+    ) -> Result<(), StoreError>;
+    async fn get_operations(
+        &self,
+        backend: &str,
+        month: &str,
+    ) -> Result<OperationCounts, StoreError>;
 
     /// Small named documents: `config` (hot-switched config), `health` (the latest health
     /// snapshot), scan cursors.
@@ -118,17 +133,34 @@ impl MemoryStore {
 }
 
 impl MetadataStore for MemoryStore {
-    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError> {
-        Ok(self.lock().objects.get(&(bucket.to_owned(), key.to_owned())).cloned())
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .objects
+            .get(&(bucket.to_owned(), key.to_owned()))
+            .cloned())
     }
 
-    async fn put_object(&self, bucket: &str, key: &str, record: &ObjectRecord) -> Result<(), StoreError> {
-        self.lock().objects.insert((bucket.to_owned(), key.to_owned()), record.clone());
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .objects
+            .insert((bucket.to_owned(), key.to_owned()), record.clone());
         Ok(())
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        self.lock().objects.remove(&(bucket.to_owned(), key.to_owned()));
+        self.lock()
+            .objects
+            .remove(&(bucket.to_owned(), key.to_owned()));
         Ok(())
     }
 
@@ -173,14 +205,19 @@ impl MetadataStore for MemoryStore {
         let u = inner
             .usage
             .entry(backend.to_owned())
-            .or_insert_with(|| BackendUsage { backend: backend.to_owned(), ..Default::default() });
+            .or_insert_with(|| BackendUsage {
+                backend: backend.to_owned(),
+                ..Default::default()
+            });
         u.used_bytes += bytes;
         u.objects += objects;
         Ok(())
     }
 
     async fn set_usage(&self, usage: &BackendUsage) -> Result<(), StoreError> {
-        self.lock().usage.insert(usage.backend.clone(), usage.clone());
+        self.lock()
+            .usage
+            .insert(usage.backend.clone(), usage.clone());
         Ok(())
     }
 
@@ -188,16 +225,33 @@ impl MetadataStore for MemoryStore {
         Ok(self.lock().usage.values().cloned().collect())
     }
 
-    async fn add_operations(&self, backend: &str, month: &str, counts: &OperationCounts) -> Result<(), StoreError> {
+    async fn add_operations(
+        &self,
+        backend: &str,
+        month: &str,
+        counts: &OperationCounts,
+    ) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let c = inner.operations.entry((backend.to_owned(), month.to_owned())).or_default();
+        let c = inner
+            .operations
+            .entry((backend.to_owned(), month.to_owned()))
+            .or_default();
         c.class_a += counts.class_a;
         c.class_b += counts.class_b;
         Ok(())
     }
 
-    async fn get_operations(&self, backend: &str, month: &str) -> Result<OperationCounts, StoreError> {
-        Ok(self.lock().operations.get(&(backend.to_owned(), month.to_owned())).cloned().unwrap_or_default())
+    async fn get_operations(
+        &self,
+        backend: &str,
+        month: &str,
+    ) -> Result<OperationCounts, StoreError> {
+        Ok(self
+            .lock()
+            .operations
+            .get(&(backend.to_owned(), month.to_owned()))
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {
@@ -205,7 +259,9 @@ impl MetadataStore for MemoryStore {
     }
 
     async fn put_document(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        self.lock().documents.insert(name.to_owned(), value.to_owned());
+        self.lock()
+            .documents
+            .insert(name.to_owned(), value.to_owned());
         Ok(())
     }
 }
@@ -216,7 +272,12 @@ pub mod contract {
     use super::*;
 
     fn rec(backend: &str, size: u64) -> ObjectRecord {
-        ObjectRecord { backend: backend.to_owned(), size, etag: format!("\"etag-{size}\""), last_modified: 1_700_000_000 + size }
+        ObjectRecord {
+            backend: backend.to_owned(),
+            size,
+            etag: format!("\"etag-{size}\""),
+            last_modified: 1_700_000_000 + size,
+        }
     }
 
     /// Runs every check against `store`, which must start empty.
@@ -231,14 +292,34 @@ pub mod contract {
     }
 
     async fn objects<S: MetadataStore>(s: &S) {
-        assert_eq!(s.get_object("b", "k").await.unwrap(), None, "empty store has no object");
+        assert_eq!(
+            s.get_object("b", "k").await.unwrap(),
+            None,
+            "empty store has no object"
+        );
         s.put_object("b", "k", &rec("one", 1)).await.unwrap();
-        assert_eq!(s.get_object("b", "k").await.unwrap(), Some(rec("one", 1)), "read after write");
-        assert_eq!(s.get_object("other", "k").await.unwrap(), None, "buckets are separate");
+        assert_eq!(
+            s.get_object("b", "k").await.unwrap(),
+            Some(rec("one", 1)),
+            "read after write"
+        );
+        assert_eq!(
+            s.get_object("other", "k").await.unwrap(),
+            None,
+            "buckets are separate"
+        );
         s.put_object("b", "k", &rec("two", 2)).await.unwrap();
-        assert_eq!(s.get_object("b", "k").await.unwrap(), Some(rec("two", 2)), "overwrite replaces");
+        assert_eq!(
+            s.get_object("b", "k").await.unwrap(),
+            Some(rec("two", 2)),
+            "overwrite replaces"
+        );
         s.delete_object("b", "k").await.unwrap();
-        assert_eq!(s.get_object("b", "k").await.unwrap(), None, "delete removes");
+        assert_eq!(
+            s.get_object("b", "k").await.unwrap(),
+            None,
+            "delete removes"
+        );
         s.delete_object("b", "never-there").await.unwrap();
     }
 
@@ -247,7 +328,11 @@ pub mod contract {
         let odd = "dir/é \"&+%?#\u{1F600}";
         for key in [long.as_str(), odd] {
             s.put_object("keys", key, &rec("one", 3)).await.unwrap();
-            assert_eq!(s.get_object("keys", key).await.unwrap(), Some(rec("one", 3)), "key {key:?}");
+            assert_eq!(
+                s.get_object("keys", key).await.unwrap(),
+                Some(rec("one", 3)),
+                "key {key:?}"
+            );
             s.delete_object("keys", key).await.unwrap();
             assert_eq!(s.get_object("keys", key).await.unwrap(), None);
         }
@@ -256,9 +341,13 @@ pub mod contract {
     async fn listing<S: MetadataStore>(s: &S) {
         let keys: Vec<String> = (0..25).map(|i| format!("key-{i:03}")).collect();
         for (i, k) in keys.iter().enumerate() {
-            s.put_object("list", k, &rec("one", i as u64)).await.unwrap();
+            s.put_object("list", k, &rec("one", i as u64))
+                .await
+                .unwrap();
         }
-        s.put_object("list-other", "key-000", &rec("one", 0)).await.unwrap();
+        s.put_object("list-other", "key-000", &rec("one", 0))
+            .await
+            .unwrap();
         let mut seen = Vec::new();
         let mut after = String::new();
         loop {
@@ -274,9 +363,15 @@ pub mod contract {
     }
 
     async fn buckets<S: MetadataStore>(s: &S) {
-        let b = BucketRecord { name: "photos".into(), created: 1_700_000_000 };
+        let b = BucketRecord {
+            name: "photos".into(),
+            created: 1_700_000_000,
+        };
         assert!(s.create_bucket(&b).await.unwrap(), "first create");
-        assert!(!s.create_bucket(&b).await.unwrap(), "second create reports existing");
+        assert!(
+            !s.create_bucket(&b).await.unwrap(),
+            "second create reports existing"
+        );
         assert_eq!(s.list_buckets().await.unwrap(), vec![b]);
         s.delete_bucket("photos").await.unwrap();
         assert!(s.list_buckets().await.unwrap().is_empty());
@@ -292,29 +387,83 @@ pub mod contract {
         assert_eq!(
             u,
             vec![
-                BackendUsage { backend: "one".into(), used_bytes: 120, objects: 1 },
-                BackendUsage { backend: "two".into(), used_bytes: 7, objects: 1 },
+                BackendUsage {
+                    backend: "one".into(),
+                    used_bytes: 120,
+                    objects: 1
+                },
+                BackendUsage {
+                    backend: "two".into(),
+                    used_bytes: 7,
+                    objects: 1
+                },
             ]
         );
-        s.set_usage(&BackendUsage { backend: "one".into(), used_bytes: 5, objects: 2 }).await.unwrap();
+        s.set_usage(&BackendUsage {
+            backend: "one".into(),
+            used_bytes: 5,
+            objects: 2,
+        })
+        .await
+        .unwrap();
         s.add_usage("one", 1, 0).await.unwrap();
-        let one = s.list_usage().await.unwrap().into_iter().find(|u| u.backend == "one").unwrap();
+        let one = s
+            .list_usage()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|u| u.backend == "one")
+            .unwrap();
         assert_eq!((one.used_bytes, one.objects), (6, 2), "set then add");
     }
 
     async fn operations<S: MetadataStore>(s: &S) {
-        assert_eq!(s.get_operations("one", "2026-11").await.unwrap(), OperationCounts::default());
-        s.add_operations("one", "2026-11", &OperationCounts { class_a: 2, class_b: 5 }).await.unwrap();
-        s.add_operations("one", "2026-11", &OperationCounts { class_a: 1, class_b: 0 }).await.unwrap();
-        assert_eq!(s.get_operations("one", "2026-11").await.unwrap(), OperationCounts { class_a: 3, class_b: 5 });
-        assert_eq!(s.get_operations("one", "2026-12").await.unwrap(), OperationCounts::default(), "months apart");
+        assert_eq!(
+            s.get_operations("one", "2026-11").await.unwrap(),
+            OperationCounts::default()
+        );
+        s.add_operations(
+            "one",
+            "2026-11",
+            &OperationCounts {
+                class_a: 2,
+                class_b: 5,
+            },
+        )
+        .await
+        .unwrap();
+        s.add_operations(
+            "one",
+            "2026-11",
+            &OperationCounts {
+                class_a: 1,
+                class_b: 0,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.get_operations("one", "2026-11").await.unwrap(),
+            OperationCounts {
+                class_a: 3,
+                class_b: 5
+            }
+        );
+        assert_eq!(
+            s.get_operations("one", "2026-12").await.unwrap(),
+            OperationCounts::default(),
+            "months apart"
+        );
     }
 
     async fn documents<S: MetadataStore>(s: &S) {
         assert_eq!(s.get_document("config").await.unwrap(), None);
         s.put_document("config", "a: 1").await.unwrap();
         s.put_document("config", "a: 2").await.unwrap();
-        assert_eq!(s.get_document("config").await.unwrap().as_deref(), Some("a: 2"));
+        assert_eq!(
+            s.get_document("config").await.unwrap().as_deref(),
+            Some("a: 2")
+        );
     }
 }
 

@@ -13,9 +13,18 @@ use crate::error::{S3Error, S3ErrorCode};
 use crate::sigv4::sign::{sign_request, PayloadHash};
 
 /// Characters S3 leaves unencoded in a path, besides `/` between segments.
-const PATH: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+const PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
 /// The same for a query value (and `/` encoded too).
-pub(crate) const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+pub(crate) const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Percent-encodes an object key for a URL path, as S3 expects it (`/` kept).
 pub(crate) fn encode_key(key: &str) -> String {
@@ -28,18 +37,31 @@ pub(crate) fn encode_query_value(value: &str) -> String {
 
 /// The URL of the backend's real bucket (`real_key: None`) or of one object in it, with
 /// `query` (already encoded, without `?`) appended.
-pub(crate) fn backend_uri(backend: &BackendConfig, real_key: Option<&str>, query: &str) -> Result<Uri, S3Error> {
+pub(crate) fn backend_uri(
+    backend: &BackendConfig,
+    real_key: Option<&str>,
+    query: &str,
+) -> Result<Uri, S3Error> {
     let endpoint = backend.endpoint.trim_end_matches('/');
     let (scheme, rest) = endpoint.split_once("://").unwrap_or(("https", endpoint));
     let (authority, base_path) = match rest.split_once('/') {
         Some((a, p)) => (a, format!("/{p}")),
         None => (rest, String::new()),
     };
-    let key_path = real_key.map(|k| format!("/{}", encode_key(k))).unwrap_or_default();
+    let key_path = real_key
+        .map(|k| format!("/{}", encode_key(k)))
+        .unwrap_or_default();
     let mut url = if backend.path_style {
-        format!("{scheme}://{authority}{base_path}/{}{key_path}", backend.bucket)
+        format!(
+            "{scheme}://{authority}{base_path}/{}{key_path}",
+            backend.bucket
+        )
     } else {
-        format!("{scheme}://{}.{authority}{base_path}{}", backend.bucket, if key_path.is_empty() { "/" } else { &key_path })
+        format!(
+            "{scheme}://{}.{authority}{base_path}{}",
+            backend.bucket,
+            if key_path.is_empty() { "/" } else { &key_path }
+        )
     };
     if !query.is_empty() {
         url.push('?');
@@ -57,7 +79,13 @@ pub(crate) fn copy_source(backend: &BackendConfig, real_key: &str) -> String {
 }
 
 /// Request headers a client may send that the backend must see, for object reads.
-const READ_HEADERS: &[&str] = &["range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"];
+const READ_HEADERS: &[&str] = &[
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+];
 
 /// Request headers carried to the backend on writes (PutObject, CreateMultipartUpload, copy).
 const WRITE_HEADERS: &[&str] = &[
@@ -132,8 +160,11 @@ pub(crate) fn write_headers(client: &HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::new();
     copy_headers(client, &mut h, WRITE_HEADERS, true);
     if let Some(enc) = h.get("content-encoding").and_then(|v| v.to_str().ok()) {
-        let rest: Vec<&str> =
-            enc.split(',').map(str::trim).filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty()).collect();
+        let rest: Vec<&str> = enc
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty())
+            .collect();
         if rest.is_empty() {
             h.remove("content-encoding");
         } else if let Ok(v) = HeaderValue::from_str(&rest.join(",")) {
@@ -177,7 +208,14 @@ pub(crate) struct BackendRequest<B> {
 
 impl<B: Body> BackendRequest<B> {
     pub fn new(method: Method, uri: Uri) -> Self {
-        Self { method, uri, headers: HeaderMap::new(), body: B::empty(), payload: PayloadHash::Sha256(EMPTY_SHA256.into()), timeout: None }
+        Self {
+            method,
+            uri,
+            headers: HeaderMap::new(),
+            body: B::empty(),
+            payload: PayloadHash::Sha256(EMPTY_SHA256.into()),
+            timeout: None,
+        }
     }
 
     /// A small body the gateway built (XML): signed with its hash.
@@ -198,15 +236,22 @@ impl<B: Body> BackendRequest<B> {
     }
 
     /// Signs the request for `backend` at `now` into an `http::Request`.
-    pub fn sign(self, backend: &BackendConfig, now: SystemTime) -> Result<http::Request<B>, S3Error> {
+    pub fn sign(
+        self,
+        backend: &BackendConfig,
+        now: SystemTime,
+    ) -> Result<http::Request<B>, S3Error> {
         let mut builder = http::Request::builder().method(self.method).uri(self.uri);
         if let Some(h) = builder.headers_mut() {
             *h = self.headers;
         }
-        let (mut parts, ()) = builder.body(()).map_err(|e| {
-            tracing::error!(error = %e, "could not build a backend request");
-            S3Error::internal()
-        })?.into_parts();
+        let (mut parts, ()) = builder
+            .body(())
+            .map_err(|e| {
+                tracing::error!(error = %e, "could not build a backend request");
+                S3Error::internal()
+            })?
+            .into_parts();
         sign_request(&mut parts, backend, &self.payload, now)?;
         if let Some(t) = self.timeout {
             parts.extensions.insert(crate::http::RequestTimeout(t));
@@ -215,18 +260,27 @@ impl<B: Body> BackendRequest<B> {
     }
 }
 
-pub(crate) const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub(crate) const EMPTY_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Turns a backend's error answer into the client's error. Codes the client can act on
 /// (NoSuchKey, PreconditionFailed, InvalidRange, InvalidPart, EntityTooSmall ...) pass
 /// through; a backend refusing the gateway's own credentials is the gateway's problem.
 pub(crate) async fn backend_error<B: Body>(backend: &str, response: http::Response<B>) -> S3Error {
     let status = response.status().as_u16();
-    let body = response.into_body().collect(64 * 1024).await.unwrap_or_default();
+    let body = response
+        .into_body()
+        .collect(64 * 1024)
+        .await
+        .unwrap_or_default();
     let parsed = crate::xml::parse_error(&body);
     let code = parsed.as_ref().and_then(|(c, _)| S3ErrorCode::parse(c));
     match code {
-        Some(S3ErrorCode::AccessDenied | S3ErrorCode::InvalidAccessKeyId | S3ErrorCode::SignatureDoesNotMatch)
+        Some(
+            S3ErrorCode::AccessDenied
+            | S3ErrorCode::InvalidAccessKeyId
+            | S3ErrorCode::SignatureDoesNotMatch,
+        )
         | Some(S3ErrorCode::NoSuchBucket) => {
             tracing::error!(backend, status, code = ?code, "backend refused the gateway's request: check its credentials and bucket");
             S3Error::internal()
@@ -235,8 +289,14 @@ pub(crate) async fn backend_error<B: Body>(backend: &str, response: http::Respon
         None => match status {
             304 => S3Error::new(S3ErrorCode::NotModified, "Not Modified"),
             404 => S3Error::new(S3ErrorCode::NoSuchKey, "The specified key does not exist."),
-            412 => S3Error::new(S3ErrorCode::PreconditionFailed, "At least one of the pre-conditions you specified did not hold"),
-            416 => S3Error::new(S3ErrorCode::InvalidRange, "The requested range is not satisfiable"),
+            412 => S3Error::new(
+                S3ErrorCode::PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold",
+            ),
+            416 => S3Error::new(
+                S3ErrorCode::InvalidRange,
+                "The requested range is not satisfiable",
+            ),
             500..=599 => {
                 tracing::warn!(backend, status, "backend error");
                 S3Error::unavailable("The backend storage is unavailable. Please try again.")
@@ -275,11 +335,23 @@ mod tests {
     #[test]
     fn backend_urls_in_both_styles() {
         let b = backend("http://127.0.0.1:9000/", true);
-        assert_eq!(backend_uri(&b, Some("v/a b+é"), "").unwrap().to_string(), "http://127.0.0.1:9000/real/v/a%20b%2B%C3%A9");
-        assert_eq!(backend_uri(&b, None, "list-type=2").unwrap().to_string(), "http://127.0.0.1:9000/real?list-type=2");
+        assert_eq!(
+            backend_uri(&b, Some("v/a b+é"), "").unwrap().to_string(),
+            "http://127.0.0.1:9000/real/v/a%20b%2B%C3%A9"
+        );
+        assert_eq!(
+            backend_uri(&b, None, "list-type=2").unwrap().to_string(),
+            "http://127.0.0.1:9000/real?list-type=2"
+        );
         let b = backend("https://s3.us-east-1.amazonaws.com", false);
-        assert_eq!(backend_uri(&b, Some("k"), "uploads").unwrap().to_string(), "https://real.s3.us-east-1.amazonaws.com/k?uploads");
-        assert_eq!(backend_uri(&b, None, "").unwrap().to_string(), "https://real.s3.us-east-1.amazonaws.com/");
+        assert_eq!(
+            backend_uri(&b, Some("k"), "uploads").unwrap().to_string(),
+            "https://real.s3.us-east-1.amazonaws.com/k?uploads"
+        );
+        assert_eq!(
+            backend_uri(&b, None, "").unwrap().to_string(),
+            "https://real.s3.us-east-1.amazonaws.com/"
+        );
     }
 
     #[test]
@@ -292,7 +364,10 @@ mod tests {
         assert!(out.get("content-encoding").is_none());
         assert!(out.get("authorization").is_none());
         assert_eq!(out.get("x-amz-meta-colour").unwrap(), "blue");
-        h.insert("content-encoding", HeaderValue::from_static("aws-chunked,gzip"));
+        h.insert(
+            "content-encoding",
+            HeaderValue::from_static("aws-chunked,gzip"),
+        );
         assert_eq!(write_headers(&h).get("content-encoding").unwrap(), "gzip");
     }
 }

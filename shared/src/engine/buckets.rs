@@ -15,20 +15,33 @@ use crate::store::{BucketRecord, MetadataStore};
 /// starting and ending with a letter or digit.
 /// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html>
 pub(crate) fn valid_bucket_name(name: &str) -> bool {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
     let edge = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    (3..=63).contains(&name.len()) && ok_chars && edge(name.bytes().next()) && edge(name.bytes().last()) && !name.contains("..")
+    (3..=63).contains(&name.len())
+        && ok_chars
+        && edge(name.bytes().next())
+        && edge(name.bytes().last())
+        && !name.contains("..")
 }
 
 impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
-    pub(crate) async fn list_buckets(&self, call: &mut Call<'_>) -> Result<http::Response<C::Body>, S3Error> {
+    pub(crate) async fn list_buckets(
+        &self,
+        call: &mut Call<'_>,
+    ) -> Result<http::Response<C::Body>, S3Error> {
         let scope = match &call.verified.identity {
             Identity::AccessKey(ak) => call.config.credential(ak).and_then(|c| c.buckets.clone()),
             Identity::Anonymous => None,
         };
         let epoch = std::time::UNIX_EPOCH;
-        let mut buckets: Vec<(String, std::time::SystemTime)> =
-            call.config.virtual_buckets.iter().map(|b| (b.name.clone(), epoch)).collect();
+        let mut buckets: Vec<(String, std::time::SystemTime)> = call
+            .config
+            .virtual_buckets
+            .iter()
+            .map(|b| (b.name.clone(), epoch))
+            .collect();
         for b in self.store.list_buckets().await.map_err(store_unavailable)? {
             if !buckets.iter().any(|(n, _)| *n == b.name) {
                 buckets.push((b.name, crate::time::from_unix_secs(b.created)));
@@ -39,12 +52,22 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         Ok(xml(crate::xml::list_buckets(&buckets)))
     }
 
-    pub(crate) async fn create_bucket(&self, call: &mut Call<'_>, _body: C::Body) -> Result<http::Response<C::Body>, S3Error> {
+    pub(crate) async fn create_bucket(
+        &self,
+        call: &mut Call<'_>,
+        _body: C::Body,
+    ) -> Result<http::Response<C::Body>, S3Error> {
         let name = call.bucket().to_owned();
         if !valid_bucket_name(&name) {
-            return Err(S3Error::new(S3ErrorCode::InvalidBucketName, "The specified bucket is not valid.").with_resource(name));
+            return Err(S3Error::new(
+                S3ErrorCode::InvalidBucketName,
+                "The specified bucket is not valid.",
+            )
+            .with_resource(name));
         }
-        let owned = || S3Error::new(S3ErrorCode::BucketAlreadyOwnedByYou, "Your previous request to create the named bucket succeeded and you already own it.").with_resource(name.clone());
+        let owned = || {
+            S3Error::new(S3ErrorCode::BucketAlreadyOwnedByYou, "Your previous request to create the named bucket succeeded and you already own it.").with_resource(name.clone())
+        };
         if call.config.virtual_bucket(&name).is_some() {
             return Err(owned());
         }
@@ -53,7 +76,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         }
         let created = self
             .store
-            .create_bucket(&BucketRecord { name: name.clone(), created: crate::time::unix_secs(call.ctx.now) })
+            .create_bucket(&BucketRecord {
+                name: name.clone(),
+                created: crate::time::unix_secs(call.ctx.now),
+            })
             .await
             .map_err(store_unavailable)?;
         if !created {
@@ -66,13 +92,20 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         Ok(r)
     }
 
-    pub(crate) async fn delete_bucket(&self, call: &mut Call<'_>) -> Result<http::Response<C::Body>, S3Error> {
+    pub(crate) async fn delete_bucket(
+        &self,
+        call: &mut Call<'_>,
+    ) -> Result<http::Response<C::Body>, S3Error> {
         let name = call.bucket().to_owned();
         // Empty means: no backend holds a key under the bucket's prefix, and no upload is open.
         let prefix = call.real_key("");
-        let query = format!("list-type=2&max-keys=1&prefix={}", encode_query_value(&prefix));
+        let query = format!(
+            "list-type=2&max-keys=1&prefix={}",
+            encode_query_value(&prefix)
+        );
         for backend in call.pool().into_iter().cloned().collect::<Vec<_>>() {
-            let mut request = BackendRequest::new(Method::GET, backend_uri(&backend, None, &query)?);
+            let mut request =
+                BackendRequest::new(Method::GET, backend_uri(&backend, None, &query)?);
             request.timeout = Some(call.config.balancer.probe_timeout);
             let response = self.send(call, &backend, "ListObjectsV2", request).await?;
             if !response.status().is_success() {
@@ -81,7 +114,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             let body = response.into_body().collect(1024 * 1024).await?;
             let page = crate::listing::parse_backend_page(&body, &prefix, 0)?;
             if !page.entries.is_empty() || !page.common_prefixes.is_empty() {
-                return Err(S3Error::new(S3ErrorCode::BucketNotEmpty, "The bucket you tried to delete is not empty").with_resource(name));
+                return Err(S3Error::new(
+                    S3ErrorCode::BucketNotEmpty,
+                    "The bucket you tried to delete is not empty",
+                )
+                .with_resource(name));
             }
         }
         if call.config.virtual_bucket(&name).is_some() {
@@ -90,7 +127,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 "This bucket is defined in the gateway's configuration; remove it there.",
             ));
         }
-        self.store.delete_bucket(&name).await.map_err(store_unavailable)?;
+        self.store
+            .delete_bucket(&name)
+            .await
+            .map_err(store_unavailable)?;
         Ok(empty(StatusCode::NO_CONTENT))
     }
 }

@@ -21,7 +21,12 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     /// GETs `query` on the real bucket of every backend of the pool, concurrently. Any backend
     /// that cannot answer fails the listing (ServiceUnavailable): a listing silently missing
     /// a backend's objects would be wrong.
-    async fn fan_out(&self, call: &Call<'_>, operation: &'static str, query: &str) -> Result<Vec<(BackendConfig, bytes::Bytes)>, S3Error> {
+    async fn fan_out(
+        &self,
+        call: &Call<'_>,
+        operation: &'static str,
+        query: &str,
+    ) -> Result<Vec<(BackendConfig, bytes::Bytes)>, S3Error> {
         let pool: Vec<BackendConfig> = call.pool().into_iter().cloned().collect();
         let requests = pool.iter().map(|backend| async move {
             let mut request = BackendRequest::new(Method::GET, backend_uri(backend, None, query)?);
@@ -30,12 +35,19 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             if !response.status().is_success() {
                 return Err(backend_error(&backend.name, response).await);
             }
-            Ok::<_, S3Error>((backend.clone(), response.into_body().collect(PAGE_LIMIT).await?))
+            Ok::<_, S3Error>((
+                backend.clone(),
+                response.into_body().collect(PAGE_LIMIT).await?,
+            ))
         });
         join_all(requests).await.into_iter().collect()
     }
 
-    pub(crate) async fn list_objects(&self, call: &mut Call<'_>, kind: ListKind) -> Result<http::Response<C::Body>, S3Error> {
+    pub(crate) async fn list_objects(
+        &self,
+        call: &mut Call<'_>,
+        kind: ListKind,
+    ) -> Result<http::Response<C::Body>, S3Error> {
         let params = listing::parse_params(kind, &call.s3.query)?;
         let layout_prefix = call.real_key("");
         let query = listing::backend_query(&params, &layout_prefix);
@@ -54,23 +66,39 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         Ok(xml(listing::render(&params, call.bucket(), &result)))
     }
 
-    pub(crate) async fn list_uploads(&self, call: &mut Call<'_>) -> Result<http::Response<C::Body>, S3Error> {
+    pub(crate) async fn list_uploads(
+        &self,
+        call: &mut Call<'_>,
+    ) -> Result<http::Response<C::Body>, S3Error> {
         let params = listing::parse_upload_params(&call.s3.query)?;
         let layout_prefix = call.real_key("");
         let query = listing::backend_upload_query(&params, &layout_prefix);
-        let secret = call.config.api.upload_id_secret.expose().as_bytes().to_vec();
+        let secret = call
+            .config
+            .api
+            .upload_id_secret
+            .expose()
+            .as_bytes()
+            .to_vec();
         let mut pages = Vec::new();
         for (backend, body) in self.fan_out(call, "ListMultipartUploads", &query).await? {
             let mut page = listing::parse_backend_uploads(&body, &layout_prefix)?;
             for upload in &mut page.uploads {
                 upload.upload_id = encode_upload_id(
-                    &UploadTarget { backend: backend.name.clone(), backend_upload_id: std::mem::take(&mut upload.upload_id) },
+                    &UploadTarget {
+                        backend: backend.name.clone(),
+                        backend_upload_id: std::mem::take(&mut upload.upload_id),
+                    },
                     &secret,
                 );
             }
             pages.push(page);
         }
         let result = listing::merge_uploads(&params, pages);
-        Ok(xml(listing::render_uploads(&params, call.bucket(), &result)))
+        Ok(xml(listing::render_uploads(
+            &params,
+            call.bucket(),
+            &result,
+        )))
     }
 }

@@ -39,7 +39,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         now: SystemTime,
         timeout: std::time::Duration,
     ) -> Result<BackendPage, S3Error> {
-        let mut query = format!("encoding-type=url&list-type=2&max-keys=1000&prefix={}", encode_query_value(prefix));
+        let mut query = format!(
+            "encoding-type=url&list-type=2&max-keys=1000&prefix={}",
+            encode_query_value(prefix)
+        );
         if let Some(after) = start_after {
             query.push_str(&format!("&start-after={}", encode_query_value(after)));
         }
@@ -56,13 +59,19 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     /// Probes every backend once (ListObjectsV2 max-keys=1 with the probe timeout), folds the
     /// results into the stored snapshot with rise/fall, stores and returns it. `clock` gives
     /// the time (for latency and the snapshot's date).
-    pub async fn check_health(&self, clock: &dyn Fn() -> SystemTime) -> Result<HealthSnapshot, StoreError> {
+    pub async fn check_health(
+        &self,
+        clock: &dyn Fn() -> SystemTime,
+    ) -> Result<HealthSnapshot, StoreError> {
         let config = self.config();
         let balancer = &config.balancer;
         let probes = config.backends.iter().map(|backend| async move {
             let start = clock();
             let outcome = async {
-                let mut request = BackendRequest::new(Method::GET, backend_uri(backend, None, "list-type=2&max-keys=1")?);
+                let mut request = BackendRequest::new(
+                    Method::GET,
+                    backend_uri(backend, None, "list-type=2&max-keys=1")?,
+                );
                 request.timeout = Some(balancer.probe_timeout);
                 let response = self.send_at(backend, "HealthCheck", request, start).await?;
                 if response.status().is_success() {
@@ -88,7 +97,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             None => self.state().health.clone(),
         };
         let previous: HealthSnapshot = snapshot.clone();
-        snapshot.backends.retain(|name, _| config.backend(name).is_some());
+        snapshot
+            .backends
+            .retain(|name, _| config.backend(name).is_some());
         for (name, result) in results {
             let before = previous.backends.get(&name).cloned().unwrap_or_default();
             let after = before.observe(&result, balancer.rise, balancer.fall);
@@ -126,11 +137,23 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 cursor = ScanCursor::default();
             }
             let backend = &config.backends[cursor.backend];
-            let page = match self.backend_page(backend, "", cursor.start_after.as_deref(), now, config.balancer.probe_timeout).await {
+            let page = match self
+                .backend_page(
+                    backend,
+                    "",
+                    cursor.start_after.as_deref(),
+                    now,
+                    config.balancer.probe_timeout,
+                )
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(backend = %backend.name, error = %e, "usage scan skipped an unreachable backend");
-                    cursor = ScanCursor { backend: cursor.backend + 1, ..Default::default() };
+                    cursor = ScanCursor {
+                        backend: cursor.backend + 1,
+                        ..Default::default()
+                    };
                     continue;
                 }
             };
@@ -139,9 +162,16 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             match (page.truncated, page.entries.last()) {
                 (true, Some(last)) => cursor.start_after = Some(last.key.clone()),
                 _ => {
-                    let usage = BackendUsage { backend: backend.name.clone(), used_bytes: cursor.bytes, objects: cursor.objects };
+                    let usage = BackendUsage {
+                        backend: backend.name.clone(),
+                        used_bytes: cursor.bytes,
+                        objects: cursor.objects,
+                    };
                     self.store.set_usage(&usage).await?;
-                    cursor = ScanCursor { backend: cursor.backend + 1, ..Default::default() };
+                    cursor = ScanCursor {
+                        backend: cursor.backend + 1,
+                        ..Default::default()
+                    };
                     if cursor.backend >= config.backends.len() {
                         // A full round is done; the next run starts over.
                         cursor = ScanCursor::default();
@@ -159,7 +189,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     pub async fn reindex(&self, now: SystemTime) -> Result<ReindexReport, StoreError> {
         let config = self.config();
         let mut report = ReindexReport::default();
-        let mut buckets: Vec<String> = config.virtual_buckets.iter().map(|b| b.name.clone()).collect();
+        let mut buckets: Vec<String> = config
+            .virtual_buckets
+            .iter()
+            .map(|b| b.name.clone())
+            .collect();
         for b in self.store.list_buckets().await? {
             if !buckets.contains(&b.name) {
                 buckets.push(b.name);
@@ -172,7 +206,16 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             for backend in config.pool(&bucket_config) {
                 let mut after: Option<String> = None;
                 loop {
-                    let page = match self.backend_page(backend, &prefix, after.as_deref(), now, config.balancer.probe_timeout).await {
+                    let page = match self
+                        .backend_page(
+                            backend,
+                            &prefix,
+                            after.as_deref(),
+                            now,
+                            config.balancer.probe_timeout,
+                        )
+                        .await
+                    {
                         Ok(p) => p,
                         Err(e) => {
                             tracing::error!(backend = %backend.name, error = %e, "reindex could not list a backend");
@@ -189,7 +232,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                             etag: e.etag.clone(),
                             last_modified: crate::time::unix_secs(e.last_modified),
                         };
-                        let newer = found.get(&e.key).is_none_or(|old| old.last_modified < rec.last_modified);
+                        let newer = found
+                            .get(&e.key)
+                            .is_none_or(|old| old.last_modified < rec.last_modified);
                         if newer {
                             found.insert(e.key.clone(), rec);
                         }

@@ -21,7 +21,9 @@ use crate::metrics::Metrics;
 use crate::placement::{self, BackendState, Entropy};
 use crate::route::{Operation, RouteInput, S3Request};
 use crate::sigv4::{Identity, Verified};
-use crate::store::{BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StoreError};
+use crate::store::{
+    BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StoreError,
+};
 
 mod backend;
 mod buckets;
@@ -121,7 +123,10 @@ impl Call<'_> {
 
     /// The real key of `key` of this call's bucket on a backend.
     pub fn real_key(&self, key: &str) -> String {
-        format!("{}{key}", self.bucket_config().key_layout.prefix(self.bucket()))
+        format!(
+            "{}{key}",
+            self.bucket_config().key_layout.prefix(self.bucket())
+        )
     }
 
     pub fn pool(&self) -> Vec<&BackendConfig> {
@@ -130,7 +135,10 @@ impl Call<'_> {
 
     pub fn backend(&self, name: &str) -> Result<&BackendConfig, S3Error> {
         self.config.backend(name).ok_or_else(|| {
-            tracing::error!(backend = name, "an index entry or upload id names a backend the config no longer has");
+            tracing::error!(
+                backend = name,
+                "an index entry or upload id names a backend the config no longer has"
+            );
             S3Error::unavailable("The backend holding this object is not configured.")
         })
     }
@@ -147,7 +155,12 @@ impl Call<'_> {
             .iter()
             .map(|b| {
                 let usage = self.state.usage.iter().find(|u| u.backend == b.name);
-                let ops = self.state.operations.get(&b.name).cloned().unwrap_or_default();
+                let ops = self
+                    .state
+                    .operations
+                    .get(&b.name)
+                    .cloned()
+                    .unwrap_or_default();
                 BackendState {
                     name: b.name.clone(),
                     weight: b.weight,
@@ -172,7 +185,9 @@ impl Call<'_> {
             DataPathMode::Proxy => false,
             DataPathMode::Redirect => true,
             // Only clients that follow redirects: presigned URLs and anonymous readers.
-            DataPathMode::Auto => self.verified.presigned || self.verified.identity == Identity::Anonymous,
+            DataPathMode::Auto => {
+                self.verified.presigned || self.verified.identity == Identity::Anonymous
+            }
         }
     }
 
@@ -191,7 +206,10 @@ pub(crate) fn empty<B: Body>(status: StatusCode) -> http::Response<B> {
 /// An XML response.
 pub(crate) fn xml<B: Body>(body: String) -> http::Response<B> {
     let mut r = http::Response::new(B::from_bytes(Bytes::from(body)));
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
     r
 }
 
@@ -204,8 +222,6 @@ pub(crate) fn redirect<B: Body>(status: u16, location: &str) -> Result<http::Res
     );
     Ok(r)
 }
-
-
 
 impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     pub fn new(config: Arc<Config>, store: S, client: C) -> Self {
@@ -262,7 +278,12 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     /// snapshot (document `health`), usage, this month's operation counts and the buckets
     /// created at run time. `now` names the month.
     pub async fn refresh(&self, now: SystemTime) -> Result<(), StoreError> {
-        let pending = std::mem::take(&mut *self.pending_operations.lock().unwrap_or_else(|e| e.into_inner()));
+        let pending = std::mem::take(
+            &mut *self
+                .pending_operations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         for ((backend, month), counts) in &pending {
             self.store.add_operations(backend, month, counts).await?;
         }
@@ -277,7 +298,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let month = month_of(now);
         let mut operations = BTreeMap::new();
         for b in &self.config().backends {
-            operations.insert(b.name.clone(), self.store.get_operations(&b.name, &month).await?);
+            operations.insert(
+                b.name.clone(),
+                self.store.get_operations(&b.name, &month).await?,
+            );
         }
         let created_buckets = self.store.list_buckets().await?;
         self.update_state(|s| {
@@ -291,7 +315,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
 
     /// Serves one request. Never fails: errors become S3 error responses.
     /// `/health` and `/metrics` (path style, no virtual host) are served here too.
-    pub async fn handle(&self, request: http::Request<C::Body>, ctx: &RequestContext) -> http::Response<C::Body> {
+    pub async fn handle(
+        &self,
+        request: http::Request<C::Body>,
+        ctx: &RequestContext,
+    ) -> http::Response<C::Body> {
         let state = self.state();
         let (parts, body) = request.into_parts();
         let is_head = parts.method == Method::HEAD;
@@ -312,7 +340,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     }
 
     /// `/health` and `/metrics`.
-    fn admin(&self, state: &State, parts: &http::request::Parts) -> Option<Result<http::Response<C::Body>, S3Error>> {
+    fn admin(
+        &self,
+        state: &State,
+        parts: &http::request::Parts,
+    ) -> Option<Result<http::Response<C::Body>, S3Error>> {
         let config = &state.config;
         let path = parts.uri.path();
         let virtual_host = parts
@@ -320,7 +352,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase())
-            .is_some_and(|h| config.api.base_domains.iter().any(|d| h.ends_with(&format!(".{}", d.to_ascii_lowercase()))));
+            .is_some_and(|h| {
+                config
+                    .api
+                    .base_domains
+                    .iter()
+                    .any(|d| h.ends_with(&format!(".{}", d.to_ascii_lowercase())))
+            });
         if virtual_host || parts.method != Method::GET {
             return None;
         }
@@ -331,23 +369,39 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 "taken_at": state.health.taken_at,
             });
             let mut r = http::Response::new(C::Body::from_bytes(Bytes::from(body.to_string())));
-            r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             return Some(Ok(r));
         }
         if config.metrics.enabled && path == config.metrics.path {
             if let Some(token) = &config.metrics.token {
-                let given = parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                let given = parts
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
                 let expected = format!("Bearer {}", token.expose());
-                let ok = given.is_some_and(|g| subtle::ConstantTimeEq::ct_eq(g.as_bytes(), expected.as_bytes()).into());
+                let ok = given.is_some_and(|g| {
+                    subtle::ConstantTimeEq::ct_eq(g.as_bytes(), expected.as_bytes()).into()
+                });
                 if !ok {
                     return Some(Err(S3Error::access_denied()));
                 }
             }
-            let capacities: Vec<(String, Option<u64>)> = config.backends.iter().map(|b| (b.name.clone(), b.max_size)).collect();
-            let text = self.metrics.render(&state.health, &state.usage, &capacities);
+            let capacities: Vec<(String, Option<u64>)> = config
+                .backends
+                .iter()
+                .map(|b| (b.name.clone(), b.max_size))
+                .collect();
+            let text = self
+                .metrics
+                .render(&state.health, &state.usage, &capacities);
             let mut r = http::Response::new(C::Body::from_bytes(Bytes::from(text)));
-            r.headers_mut()
-                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
             return Some(Ok(r));
         }
         None
@@ -362,12 +416,19 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         log: &mut RequestLog,
     ) -> Result<http::Response<C::Body>, S3Error> {
         let config = &*state.config;
-        let base_domains: &[String] = if config.api.virtual_host { &config.api.base_domains } else { &[] };
+        let base_domains: &[String] = if config.api.virtual_host {
+            &config.api.base_domains
+        } else {
+            &[]
+        };
         let s3 = crate::route::route(&RouteInput {
             method: &parts.method,
             raw_path: parts.uri.path(),
             raw_query: parts.uri.query().unwrap_or(""),
-            host: parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()),
+            host: parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok()),
             headers: &parts.headers,
             base_domains,
         })?;
@@ -375,9 +436,19 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         log.bucket = s3.bucket.clone();
         let verified = self.authenticate(config, &parts, ctx.now)?;
         authorize(config, &verified, &s3)?;
-        let mut call = Call { ctx, state, config, parts, s3, verified, log: RequestLog::default() };
+        let mut call = Call {
+            ctx,
+            state,
+            config,
+            parts,
+            s3,
+            verified,
+            log: RequestLog::default(),
+        };
         if let Some(bucket) = call.s3.bucket.clone() {
-            if !matches!(call.s3.operation, Operation::CreateBucket) && !self.bucket_exists(state, &bucket).await? {
+            if !matches!(call.s3.operation, Operation::CreateBucket)
+                && !self.bucket_exists(state, &bucket).await?
+            {
                 return Err(S3Error::no_such_bucket(&bucket));
             }
         }
@@ -387,7 +458,12 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         result
     }
 
-    fn authenticate(&self, config: &Config, parts: &http::request::Parts, now: SystemTime) -> Result<Verified, S3Error> {
+    fn authenticate(
+        &self,
+        config: &Config,
+        parts: &http::request::Parts,
+        now: SystemTime,
+    ) -> Result<Verified, S3Error> {
         let signed = crate::sigv4::SignedParts {
             method: parts.method.as_str(),
             raw_path: parts.uri.path(),
@@ -395,11 +471,22 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             headers: &parts.headers,
         };
         let lookup = |ak: &str| config.credential(ak).map(|c| &c.secret_key);
-        crate::sigv4::verify(&signed, &lookup, now)
+        match crate::sigv4::verify(&signed, &lookup, now) {
+            Ok(verified) => Ok(verified),
+            // Auth off (the Go project's `auth_required: false`): any signature is accepted
+            // unchecked, but the body framing it announces must still be decoded.
+            Err(e) if !config.api.auth_required => {
+                tracing::debug!(error = %e, "signature not checked: auth_required is false");
+                Ok(unchecked(parts))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn bucket_exists(&self, state: &State, bucket: &str) -> Result<bool, S3Error> {
-        if state.config.virtual_bucket(bucket).is_some() || state.created_buckets.iter().any(|b| b.name == bucket) {
+        if state.config.virtual_bucket(bucket).is_some()
+            || state.created_buckets.iter().any(|b| b.name == bucket)
+        {
             return Ok(true);
         }
         // Created since the last refresh, maybe by another instance.
@@ -407,7 +494,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         Ok(created.iter().any(|b| b.name == bucket))
     }
 
-    async fn dispatch(&self, call: &mut Call<'_>, body: C::Body) -> Result<http::Response<C::Body>, S3Error> {
+    async fn dispatch(
+        &self,
+        call: &mut Call<'_>,
+        body: C::Body,
+    ) -> Result<http::Response<C::Body>, S3Error> {
         use crate::listing::ListKind;
         match call.s3.operation.clone() {
             Operation::ListBuckets => self.list_buckets(call).await,
@@ -425,12 +516,20 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             Operation::CopyObject => self.copy_object(call).await,
             Operation::DeleteObject => self.delete_object(call).await,
             Operation::CreateMultipartUpload => self.create_upload(call).await,
-            Operation::UploadPart { upload_id, part_number } => self.upload_part(call, &upload_id, part_number, body).await,
-            Operation::UploadPartCopy { upload_id, part_number } => {
-                self.upload_part_copy(call, &upload_id, part_number).await
+            Operation::UploadPart {
+                upload_id,
+                part_number,
+            } => self.upload_part(call, &upload_id, part_number, body).await,
+            Operation::UploadPartCopy {
+                upload_id,
+                part_number,
+            } => self.upload_part_copy(call, &upload_id, part_number).await,
+            Operation::CompleteMultipartUpload { upload_id } => {
+                self.complete_upload(call, &upload_id, body).await
             }
-            Operation::CompleteMultipartUpload { upload_id } => self.complete_upload(call, &upload_id, body).await,
-            Operation::AbortMultipartUpload { upload_id } => self.abort_upload(call, &upload_id).await,
+            Operation::AbortMultipartUpload { upload_id } => {
+                self.abort_upload(call, &upload_id).await
+            }
             Operation::ListParts { upload_id } => self.list_parts(call, &upload_id).await,
             Operation::Default(answer) => Ok(xml(crate::xml::default_answer(answer))),
             Operation::NotImplemented(name) => Err(S3Error::not_implemented(name)),
@@ -446,7 +545,8 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         operation: &'static str,
         request: BackendRequest<C::Body>,
     ) -> Result<http::Response<C::Body>, S3Error> {
-        self.send_at(backend, operation, request, call.ctx.now).await
+        self.send_at(backend, operation, request, call.ctx.now)
+            .await
     }
 
     pub(crate) async fn send_at(
@@ -461,21 +561,30 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         self.count_operation(&backend.name, now, class_b);
         match self.client.send(request).await {
             Ok(response) => {
-                let ok = response.status().is_success() || response.status().as_u16() == 304 || response.status().as_u16() == 404;
+                let ok = response.status().is_success()
+                    || response.status().as_u16() == 304
+                    || response.status().as_u16() == 404;
                 self.metrics.record_backend(&backend.name, operation, ok);
                 Ok(response)
             }
             Err(e) => {
                 self.metrics.record_backend(&backend.name, operation, false);
                 tracing::warn!(backend = %backend.name, operation, error = %e, "backend request failed");
-                Err(S3Error::unavailable("The backend storage is unavailable. Please try again."))
+                Err(S3Error::unavailable(
+                    "The backend storage is unavailable. Please try again.",
+                ))
             }
         }
     }
 
     fn count_operation(&self, backend: &str, now: SystemTime, class_b: bool) {
-        let mut pending = self.pending_operations.lock().unwrap_or_else(|e| e.into_inner());
-        let c = pending.entry((backend.to_owned(), month_of(now))).or_default();
+        let mut pending = self
+            .pending_operations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let c = pending
+            .entry((backend.to_owned(), month_of(now)))
+            .or_default();
         if class_b {
             c.class_b += 1;
         } else {
@@ -484,16 +593,24 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     }
 
     /// Picks the backend for a new object of `size` bytes (when known) and counts the decision.
-    pub(crate) fn place(&self, call: &Call<'_>, key: &str, size: Option<u64>) -> Result<String, S3Error> {
+    pub(crate) fn place(
+        &self,
+        call: &Call<'_>,
+        key: &str,
+        size: Option<u64>,
+    ) -> Result<String, S3Error> {
         let states = call.backend_states();
         let candidates = placement::write_candidates(&states, size)?;
         let entropy = Entropy {
-            counter: self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            counter: self
+                .counter
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             random: call.ctx.random,
         };
         let strategy = call.config.balancer.strategy;
         let chosen = placement::choose(strategy, &candidates, call.bucket(), key, entropy);
-        self.metrics.record_decision(&chosen.name, strategy_name(strategy));
+        self.metrics
+            .record_decision(&chosen.name, strategy_name(strategy));
         Ok(chosen.name.clone())
     }
 }
@@ -517,6 +634,34 @@ pub(crate) fn store_unavailable(e: StoreError) -> S3Error {
     S3Error::unavailable("The metadata store is unavailable. Please try again.")
 }
 
+/// What a request whose signature is not checked promises about its body.
+fn unchecked(parts: &http::request::Parts) -> Verified {
+    use crate::sigv4::Payload;
+    let declared = parts
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let payload = if declared.starts_with("STREAMING-") {
+        // Chunk signatures cannot be checked without the key: decode the framing only.
+        Payload::StreamingUnsignedTrailer
+    } else {
+        match <[u8; 32]>::try_from(hex::decode(declared).unwrap_or_default()) {
+            Ok(digest) => Payload::Sha256(digest),
+            Err(_) => Payload::Unsigned,
+        }
+    };
+    let presigned = parts
+        .uri
+        .query()
+        .is_some_and(|q| q.contains("X-Amz-Signature="));
+    Verified {
+        identity: Identity::Anonymous,
+        presigned,
+        payload,
+    }
+}
+
 /// Whether `verified` may perform `s3`: bucket scope and read-only keys; anonymous reads
 /// only of buckets that allow them.
 fn authorize(config: &Config, verified: &Verified, s3: &S3Request) -> Result<(), S3Error> {
@@ -526,7 +671,11 @@ fn authorize(config: &Config, verified: &Verified, s3: &S3Request) -> Result<(),
             if !config.api.auth_required {
                 return Ok(());
             }
-            let public = s3.bucket.as_deref().and_then(|b| config.virtual_bucket(b)).is_some_and(|b| b.anonymous_read);
+            let public = s3
+                .bucket
+                .as_deref()
+                .and_then(|b| config.virtual_bucket(b))
+                .is_some_and(|b| b.anonymous_read);
             if public && !write && !matches!(s3.operation, Operation::ListBuckets) {
                 Ok(())
             } else {
@@ -535,13 +684,18 @@ fn authorize(config: &Config, verified: &Verified, s3: &S3Request) -> Result<(),
         }
         Identity::AccessKey(key) => {
             let Some(credential) = config.credential(key) else {
-                return Err(S3Error::new(S3ErrorCode::InvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records."));
+                return Err(S3Error::new(
+                    S3ErrorCode::InvalidAccessKeyId,
+                    "The AWS Access Key Id you provided does not exist in our records.",
+                ));
             };
             if write && credential.read_only {
                 return Err(S3Error::access_denied());
             }
             match (&credential.buckets, &s3.bucket) {
-                (Some(allowed), Some(bucket)) if !allowed.iter().any(|b| b == bucket) => Err(S3Error::access_denied()),
+                (Some(allowed), Some(bucket)) if !allowed.iter().any(|b| b == bucket) => {
+                    Err(S3Error::access_denied())
+                }
                 // A scoped key may not create buckets outside its scope (checked above) nor
                 // list buckets beyond its scope (filtered in ListBuckets).
                 _ => Ok(()),
@@ -563,5 +717,10 @@ pub fn error_response<B: Body>(error: &S3Error, request_id: &str, head: bool) ->
 
 /// Records of the index are written with the time the gateway saw the write.
 pub(crate) fn record(backend: &str, size: u64, etag: &str, now: SystemTime) -> ObjectRecord {
-    ObjectRecord { backend: backend.to_owned(), size, etag: etag.to_owned(), last_modified: crate::time::unix_secs(now) }
+    ObjectRecord {
+        backend: backend.to_owned(),
+        size,
+        etag: etag.to_owned(),
+        last_modified: crate::time::unix_secs(now),
+    }
 }

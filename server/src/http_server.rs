@@ -1,0 +1,309 @@
+//! The S3 endpoint: hyper accepting connections, each request handed to the engine.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use futures_util::FutureExt;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use shared::body::Body as _;
+use shared::engine::{RequestContext, RequestLog};
+use tokio::net::TcpListener;
+
+use crate::body::ServerBody;
+use crate::setup::ServerEngine;
+
+/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish for up to the config's
+/// `server.shutdown_timeout`.
+pub async fn serve(engine: Arc<ServerEngine>, listener: TcpListener) -> std::io::Result<()> {
+    serve_until(engine, listener, shutdown_signal()).await
+}
+
+/// [`serve`] until `stop` completes.
+pub async fn serve_until(
+    engine: Arc<ServerEngine>,
+    listener: TcpListener,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stop.as_mut() => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let engine = engine.clone();
+        let service = service_fn(move |req| handle(engine.clone(), req));
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(socket), service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let timeout = engine.config().server.shutdown_timeout;
+    tracing::info!(
+        in_flight = graceful.count(),
+        timeout_s = timeout.as_secs_f64(),
+        "shutting down"
+    );
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout reached; closing the remaining connections");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `x-amz-request-id`: 16 uppercase hex characters, as AWS writes them.
+pub fn request_id() -> String {
+    format!("{:016X}", rand::random::<u64>())
+}
+
+async fn handle(
+    engine: Arc<ServerEngine>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<ServerBody>, Infallible> {
+    let started = Instant::now();
+    // The URI is kept as sent (raw path and query): the signature covers it byte for byte.
+    let req = req.map(ServerBody::from_incoming);
+    let method = req.method().clone();
+    let ctx = RequestContext {
+        now: SystemTime::now(),
+        request_id: request_id(),
+        random: rand::random(),
+    };
+    // A bug in one request must not take the connection (and its other requests) down.
+    let response = match AssertUnwindSafe(engine.handle(req, &ctx))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
+            tracing::error!(request_id = %ctx.request_id, panic = what.unwrap_or("?"), "request handler panicked");
+            internal_error(&ctx.request_id)
+        }
+    };
+    let log = response
+        .extensions()
+        .get::<RequestLog>()
+        .cloned()
+        .unwrap_or_default();
+    if !log.operation.is_empty() && log.operation != "Admin" {
+        engine.metrics().record_request(
+            log.operation,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    let entry = AccessLog {
+        request_id: ctx.request_id,
+        method,
+        status: response.status().as_u16(),
+        log,
+        started,
+        streamed: None,
+        expected: None,
+        complete: false,
+    };
+    Ok(response.map(|body| entry.attach(body)))
+}
+
+/// The access log line of one request, written when the response body is done (or dropped:
+/// the client went away), so duration and bytes cover a streamed body too.
+struct AccessLog {
+    request_id: String,
+    method: http::Method,
+    status: u16,
+    log: RequestLog,
+    started: Instant,
+    /// Bytes of a streamed body sent so far; `None` for a body sent in one piece.
+    streamed: Option<u64>,
+    /// Length of the streamed body: hyper stops polling once it is sent.
+    expected: Option<u64>,
+    complete: bool,
+}
+
+impl AccessLog {
+    fn attach(mut self, body: ServerBody) -> ServerBody {
+        match body {
+            ServerBody::Stream { stream, len } => {
+                self.streamed = Some(0);
+                self.expected = len;
+                ServerBody::Stream {
+                    stream: Box::pin(LoggedStream {
+                        inner: stream,
+                        entry: self,
+                    }),
+                    len,
+                }
+            }
+            body => {
+                self.log.bytes = self.log.bytes.or(body.exact_len());
+                self.complete = true;
+                body // logged now, as `self` drops
+            }
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            request_id = %self.request_id,
+            method = %self.method,
+            operation = self.log.operation,
+            bucket = self.log.bucket.as_deref().unwrap_or("-"),
+            backend = self.log.backend.as_deref().unwrap_or("-"),
+            status = self.status,
+            bytes = self.streamed.or(self.log.bytes).unwrap_or(0),
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            complete = self.complete || (self.expected.is_some() && self.streamed == self.expected),
+            "request"
+        );
+    }
+}
+
+struct LoggedStream {
+    inner: crate::body::ByteStream,
+    entry: AccessLog,
+}
+
+impl futures_core::Stream for LoggedStream {
+    type Item = Result<bytes::Bytes, crate::body::BodyError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(chunk))) => {
+                *self.entry.streamed.get_or_insert(0) += chunk.len() as u64
+            }
+            std::task::Poll::Ready(None) => self.entry.complete = true,
+            _ => {}
+        }
+        polled
+    }
+}
+
+fn internal_error(request_id: &str) -> http::Response<ServerBody> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code>\
+         <Message>We encountered an internal error. Please try again.</Message>\
+         <RequestId>{request_id}</RequestId></Error>"
+    );
+    http::Response::builder()
+        .status(500)
+        .header("content-type", "application/xml")
+        .header("x-amz-request-id", request_id)
+        .body(ServerBody::from_bytes(body.into()))
+        .unwrap_or_else(|_| http::Response::new(ServerBody::Empty))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ReqwestClient;
+    use crate::store::AnyStore;
+    use shared::http::HttpClient;
+
+    #[tokio::test]
+    async fn every_response_carries_a_request_id_and_shutdown_stops_accepting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::dev::dev_config(Vec::new(), &dir.path().join("db"), 0);
+        config.metadata = shared::config::MetadataBackend::Memory;
+        let engine = Arc::new(shared::engine::Engine::new(
+            Arc::new(config),
+            AnyStore::open(&shared::config::MetadataBackend::Memory).unwrap(),
+            ReqwestClient::new().unwrap(),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_until(engine, listener, async move {
+            let _ = stop_rx.await;
+        }));
+
+        let client = ReqwestClient::new().unwrap();
+        let get = |path: &str| {
+            http::Request::get(format!("http://{addr}{path}"))
+                .body(ServerBody::Empty)
+                .unwrap()
+        };
+        for path in [
+            "/health",
+            "/dev/some%20key?x-id=GetObject",
+            "/no-such-bucket",
+        ] {
+            let resp = client.send(get(path)).await.unwrap();
+            let id = resp
+                .headers()
+                .get("x-amz-request-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let id =
+                id.unwrap_or_else(|| panic!("{path}: no x-amz-request-id ({})", resp.status()));
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
+
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "no longer accepting"
+        );
+    }
+
+    #[test]
+    fn request_ids_are_16_hex_and_differ() {
+        let (a, b) = (request_id(), request_id());
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,454 @@
+//! Metadata stores of the server: [`SqliteStore`] (one file, the default), the in-memory store,
+//! and [`AnyStore`], the one type the engine is built with.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use shared::config::MetadataBackend;
+use shared::store::{
+    BackendUsage, BucketRecord, MemoryStore, MetadataStore, ObjectRecord, OperationCounts,
+    StoreError,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS objects (
+    bucket TEXT NOT NULL, key TEXT NOT NULL,
+    backend TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL, last_modified INTEGER NOT NULL,
+    PRIMARY KEY (bucket, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS usage (
+    backend TEXT PRIMARY KEY, used_bytes INTEGER NOT NULL, objects INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS operations (
+    backend TEXT NOT NULL, month TEXT NOT NULL, class_a INTEGER NOT NULL, class_b INTEGER NOT NULL,
+    PRIMARY KEY (backend, month)
+);
+CREATE TABLE IF NOT EXISTS documents (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+/// The metadata index in one SQLite file.
+///
+/// One connection behind a `std::sync::Mutex`, used directly inside the async methods: every
+/// call is a single indexed statement on a local WAL file (microseconds), so blocking the
+/// worker thread that briefly is cheaper than a `spawn_blocking` hop, and SQLite serializes
+/// writers anyway. The guard is never held across an `.await`, so the futures stay `Send`.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("sqlite: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (or creates, with its parent directories) the database file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("creating {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError(format!("opening {}: {e}", path.display())))?;
+        // WAL: readers never block the writer; NORMAL is durable across process crashes in
+        // WAL mode (a power loss may drop the last commits: the index is repairable).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        // `check`/`reindex` may run next to a serving process on the same file.
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        // A panic while holding the lock leaves a consistent connection (statements are atomic).
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn).map_err(err)
+    }
+}
+
+fn object_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<ObjectRecord> {
+    Ok(ObjectRecord {
+        backend: row.get(first)?,
+        size: row.get::<_, i64>(first + 1)? as u64,
+        etag: row.get(first + 2)?,
+        last_modified: row.get::<_, i64>(first + 3)? as u64,
+    })
+}
+
+impl MetadataStore for SqliteStore {
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT backend, size, etag, last_modified FROM objects WHERE bucket = ?1 AND key = ?2")?
+                .query_row(params![bucket, key], |r| object_row(r, 0))
+                .optional()
+        })
+    }
+
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        r: &ObjectRecord,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO objects (bucket, key, backend, size, etag, last_modified)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                bucket,
+                key,
+                r.backend,
+                r.size as i64,
+                r.etag,
+                r.last_modified as i64
+            ])
+            .map(drop)
+        })
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.prepare_cached("DELETE FROM objects WHERE bucket = ?1 AND key = ?2")?
+                .execute(params![bucket, key])
+                .map(drop)
+        })
+    }
+
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, ObjectRecord)>, StoreError> {
+        // TEXT compares bytewise (BINARY collation): UTF-8 byte order, as S3 lists.
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT key, backend, size, etag, last_modified FROM objects
+                 WHERE bucket = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+            )?
+            .query_map(params![bucket, start_after, limit as i64], |r| {
+                Ok((r.get(0)?, object_row(r, 1)?))
+            })?
+            .collect()
+        })
+    }
+
+    async fn create_bucket(&self, record: &BucketRecord) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.prepare_cached("INSERT OR IGNORE INTO buckets (name, created) VALUES (?1, ?2)")?
+                .execute(params![record.name, record.created as i64])
+                .map(|n| n == 1)
+        })
+    }
+
+    async fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.prepare_cached("DELETE FROM buckets WHERE name = ?1")?
+                .execute([name])
+                .map(drop)
+        })
+    }
+
+    async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT name, created FROM buckets ORDER BY name")?
+                .query_map([], |r| {
+                    Ok(BucketRecord {
+                        name: r.get(0)?,
+                        created: r.get::<_, i64>(1)? as u64,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    async fn add_usage(&self, backend: &str, bytes: i64, objects: i64) -> Result<(), StoreError> {
+        // One statement: atomic even with several processes on the file.
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO usage (backend, used_bytes, objects) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (backend) DO UPDATE SET
+                   used_bytes = used_bytes + excluded.used_bytes, objects = objects + excluded.objects",
+            )?
+            .execute(params![backend, bytes, objects])
+            .map(drop)
+        })
+    }
+
+    async fn set_usage(&self, u: &BackendUsage) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO usage (backend, used_bytes, objects) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![u.backend, u.used_bytes, u.objects])
+            .map(drop)
+        })
+    }
+
+    async fn list_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT backend, used_bytes, objects FROM usage ORDER BY backend")?
+                .query_map([], |r| {
+                    Ok(BackendUsage {
+                        backend: r.get(0)?,
+                        used_bytes: r.get(1)?,
+                        objects: r.get(2)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    async fn add_operations(
+        &self,
+        backend: &str,
+        month: &str,
+        n: &OperationCounts,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO operations (backend, month, class_a, class_b) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (backend, month) DO UPDATE SET
+                   class_a = class_a + excluded.class_a, class_b = class_b + excluded.class_b",
+            )?
+            .execute(params![backend, month, n.class_a as i64, n.class_b as i64])
+            .map(drop)
+        })
+    }
+
+    async fn get_operations(
+        &self,
+        backend: &str,
+        month: &str,
+    ) -> Result<OperationCounts, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT class_a, class_b FROM operations WHERE backend = ?1 AND month = ?2",
+            )?
+            .query_row(params![backend, month], |r| {
+                Ok(OperationCounts {
+                    class_a: r.get::<_, i64>(0)? as u64,
+                    class_b: r.get::<_, i64>(1)? as u64,
+                })
+            })
+            .optional()
+            .map(Option::unwrap_or_default)
+        })
+    }
+
+    async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT value FROM documents WHERE name = ?1")?
+                .query_row([name], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    async fn put_document(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.prepare_cached("INSERT OR REPLACE INTO documents (name, value) VALUES (?1, ?2)")?
+                .execute([name, value])
+                .map(drop)
+        })
+    }
+}
+
+/// The store the server's engine is built with: the engine is generic over one store type.
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Memory(MemoryStore),
+}
+
+impl AnyStore {
+    /// The store the config names. DynamoDB is the Lambda runtime's store.
+    pub fn open(metadata: &MetadataBackend) -> Result<Self, String> {
+        match metadata {
+            MetadataBackend::Sqlite { path } => SqliteStore::open(Path::new(path)).map(AnyStore::Sqlite).map_err(|e| e.to_string()),
+            MetadataBackend::Memory => Ok(AnyStore::Memory(MemoryStore::new())),
+            MetadataBackend::DynamoDb { table } => Err(format!(
+                "metadata store DynamoDB (table {table:?}) is not built into this server yet: use sqlite or memory"
+            )),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $call.await,
+            AnyStore::Memory($s) => $call.await,
+        }
+    };
+}
+
+impl MetadataStore for AnyStore {
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>, StoreError> {
+        delegate!(self, s => s.get_object(bucket, key))
+    }
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.put_object(bucket, key, record))
+    }
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.delete_object(bucket, key))
+    }
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, ObjectRecord)>, StoreError> {
+        delegate!(self, s => s.list_objects(bucket, start_after, limit))
+    }
+    async fn create_bucket(&self, record: &BucketRecord) -> Result<bool, StoreError> {
+        delegate!(self, s => s.create_bucket(record))
+    }
+    async fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.delete_bucket(name))
+    }
+    async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StoreError> {
+        delegate!(self, s => s.list_buckets())
+    }
+    async fn add_usage(&self, backend: &str, bytes: i64, objects: i64) -> Result<(), StoreError> {
+        delegate!(self, s => s.add_usage(backend, bytes, objects))
+    }
+    async fn set_usage(&self, usage: &BackendUsage) -> Result<(), StoreError> {
+        delegate!(self, s => s.set_usage(usage))
+    }
+    async fn list_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
+        delegate!(self, s => s.list_usage())
+    }
+    async fn add_operations(
+        &self,
+        backend: &str,
+        month: &str,
+        counts: &OperationCounts,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.add_operations(backend, month, counts))
+    }
+    async fn get_operations(
+        &self,
+        backend: &str,
+        month: &str,
+    ) -> Result<OperationCounts, StoreError> {
+        delegate!(self, s => s.get_operations(backend, month))
+    }
+    async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {
+        delegate!(self, s => s.get_document(name))
+    }
+    async fn put_document(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.put_document(name, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn sqlite_store_passes_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("nested/dir/meta.db")).unwrap();
+        block_on(shared::store::contract::run(&store));
+    }
+
+    #[test]
+    fn any_store_delegates_and_passes_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db").to_string_lossy().into_owned();
+        block_on(shared::store::contract::run(
+            &AnyStore::open(&MetadataBackend::Sqlite { path }).unwrap(),
+        ));
+        block_on(shared::store::contract::run(
+            &AnyStore::open(&MetadataBackend::Memory).unwrap(),
+        ));
+    }
+
+    #[test]
+    fn data_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let rec = ObjectRecord {
+            backend: "one".into(),
+            size: 5_000_000_000,
+            etag: "\"e\"".into(),
+            last_modified: 1_700_000_000,
+        };
+        block_on(async {
+            let s = SqliteStore::open(&path).unwrap();
+            s.put_object("b", "k", &rec).await.unwrap();
+            s.add_usage("one", 10, 1).await.unwrap();
+        });
+        block_on(async {
+            let s = SqliteStore::open(&path).unwrap();
+            assert_eq!(s.get_object("b", "k").await.unwrap(), Some(rec));
+            assert_eq!(
+                s.list_usage().await.unwrap(),
+                vec![BackendUsage {
+                    backend: "one".into(),
+                    used_bytes: 10,
+                    objects: 1
+                }]
+            );
+        });
+    }
+
+    #[test]
+    fn concurrent_adds_are_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        // Two connections on one file, as `serve` and `reindex` would be.
+        let stores = [
+            SqliteStore::open(&path).unwrap(),
+            SqliteStore::open(&path).unwrap(),
+        ];
+        std::thread::scope(|scope| {
+            for s in &stores {
+                scope.spawn(|| {
+                    block_on(async {
+                        for _ in 0..200 {
+                            s.add_usage("one", 3, 1).await.unwrap()
+                        }
+                    })
+                });
+            }
+        });
+        let u = block_on(stores[0].list_usage()).unwrap();
+        assert_eq!((u[0].used_bytes, u[0].objects), (1200, 400));
+    }
+
+    #[test]
+    fn dynamodb_is_a_clear_startup_error() {
+        let Err(e) = AnyStore::open(&MetadataBackend::DynamoDb { table: "t".into() }) else {
+            panic!("expected an error")
+        };
+        assert!(e.contains("not built into this server yet"), "{e}");
+    }
+}
