@@ -13,7 +13,9 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::web_sys::ReadableStream;
-use worker::{AbortController, ByteStream, Delay, Fetch, Headers, RequestInit, RequestRedirect, ResponseBody};
+use worker::{
+    AbortController, ByteStream, Delay, Fetch, Headers, RequestInit, RequestRedirect, ResponseBody,
+};
 
 use shared::body::{filter_stream, Body, ByteFilter};
 use shared::error::{S3Error, S3ErrorCode};
@@ -26,9 +28,15 @@ pub enum WorkerBody {
     Empty,
     Bytes(Bytes),
     /// A JavaScript stream, untouched (request body or backend response body).
-    Js { stream: ReadableStream, len: Option<u64> },
+    Js {
+        stream: ReadableStream,
+        len: Option<u64>,
+    },
     /// Bytes flowing through wasm (after a filter).
-    Rust { stream: RustStream, len: Option<u64> },
+    Rust {
+        stream: RustStream,
+        len: Option<u64>,
+    },
 }
 
 impl WorkerBody {
@@ -43,11 +51,14 @@ impl WorkerBody {
         match self {
             WorkerBody::Empty => Box::pin(futures_util::stream::empty()),
             WorkerBody::Bytes(b) => Box::pin(futures_util::stream::iter([Ok(b)])),
-            WorkerBody::Js { stream, .. } => Box::pin(
-                ByteStream::from(stream)
-                    .map_ok(Bytes::from)
-                    .map_err(|e| S3Error::new(S3ErrorCode::IncompleteBody, format!("reading the body failed: {e}"))),
-            ),
+            WorkerBody::Js { stream, .. } => {
+                Box::pin(ByteStream::from(stream).map_ok(Bytes::from).map_err(|e| {
+                    S3Error::new(
+                        S3ErrorCode::IncompleteBody,
+                        format!("reading the body failed: {e}"),
+                    )
+                }))
+            }
             WorkerBody::Rust { stream, .. } => stream,
         }
     }
@@ -72,10 +83,14 @@ impl WorkerBody {
                 None => Ok(Some(stream.into())),
             },
             WorkerBody::Rust { stream, len } => {
-                let chunks = stream.map(|r| r.map(|b| b.to_vec()).map_err(|e| worker::Error::RustError(e.to_string())));
+                let chunks = stream.map(|r| {
+                    r.map(|b| b.to_vec())
+                        .map_err(|e| worker::Error::RustError(e.to_string()))
+                });
                 match fixed_len.or(len) {
                     Some(n) => {
-                        let fixed: worker::worker_sys::FixedLengthStream = worker::FixedLengthStream::wrap(chunks, n).into();
+                        let fixed: worker::worker_sys::FixedLengthStream =
+                            worker::FixedLengthStream::wrap(chunks, n).into();
                         let transform: &worker::web_sys::TransformStream = fixed.unchecked_ref();
                         Ok(Some(transform.readable().into()))
                     }
@@ -143,12 +158,18 @@ impl Body for WorkerBody {
 
     fn filter(self, filter: Box<dyn ByteFilter + Send>) -> Self {
         let inner = self.into_rust_stream();
-        WorkerBody::Rust { stream: Box::pin(filter_stream(inner, filter, |e| e)), len: None }
+        WorkerBody::Rust {
+            stream: Box::pin(filter_stream(inner, filter, |e| e)),
+            len: None,
+        }
     }
 }
 
 fn too_large(limit: usize) -> S3Error {
-    S3Error::new(S3ErrorCode::EntityTooLarge, format!("Your proposed upload exceeds the maximum allowed size of {limit} bytes."))
+    S3Error::new(
+        S3ErrorCode::EntityTooLarge,
+        format!("Your proposed upload exceeds the maximum allowed size of {limit} bytes."),
+    )
 }
 
 /// Header values are byte strings; JavaScript's Headers hold them as Latin-1 strings.
@@ -176,7 +197,10 @@ pub fn headers_to_js(map: &HeaderMap) -> Result<Headers, worker::Error> {
 pub fn headers_from_js(headers: &Headers) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in headers.entries() {
-        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(name.as_bytes()), header_from_js(&value)) {
+        if let (Ok(n), Some(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            header_from_js(&value),
+        ) {
             map.append(n, v);
         }
     }
@@ -192,17 +216,28 @@ pub struct FetchClient;
 impl HttpClient for FetchClient {
     type Body = WorkerBody;
 
-    async fn send(&self, request: http::Request<WorkerBody>) -> Result<http::Response<WorkerBody>, TransportError> {
-        let other = |e: worker::Error| TransportError::new(TransportErrorKind::Other, e.to_string());
+    async fn send(
+        &self,
+        request: http::Request<WorkerBody>,
+    ) -> Result<http::Response<WorkerBody>, TransportError> {
+        let other =
+            |e: worker::Error| TransportError::new(TransportErrorKind::Other, e.to_string());
         let (parts, body) = request.into_parts();
         let timeout = parts.extensions.get::<RequestTimeout>().map(|t| t.0);
-        let length = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let length = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let method = worker::Method::from(parts.method.as_str().to_owned());
         let mut init = RequestInit::new();
-        init.with_method(method).with_redirect(RequestRedirect::Manual).with_headers(headers_to_js(&parts.headers).map_err(other)?);
+        init.with_method(method)
+            .with_redirect(RequestRedirect::Manual)
+            .with_headers(headers_to_js(&parts.headers).map_err(other)?);
         let js_body = body.into_js(length).map_err(other)?;
         init.with_body(js_body);
-        let request = worker::Request::new_with_init(&parts.uri.to_string(), &init).map_err(other)?;
+        let request =
+            worker::Request::new_with_init(&parts.uri.to_string(), &init).map_err(other)?;
         let controller = AbortController::default();
         let signal = controller.signal();
         let fetch = Fetch::Request(request);
@@ -216,7 +251,10 @@ impl HttpClient for FetchClient {
                     futures_util::future::Either::Left((r, _)) => r,
                     futures_util::future::Either::Right(_) => {
                         controller.abort();
-                        return Err(TransportError::new(TransportErrorKind::Timeout, format!("no response within {t:?}")));
+                        return Err(TransportError::new(
+                            TransportErrorKind::Timeout,
+                            format!("no response within {t:?}"),
+                        ));
                     }
                 }
             }
@@ -224,7 +262,8 @@ impl HttpClient for FetchClient {
         };
         let mut response = response.map_err(|e| {
             let message = e.to_string();
-            let kind = if message.contains("connect") || message.contains("Network connection lost") {
+            let kind = if message.contains("connect") || message.contains("Network connection lost")
+            {
                 TransportErrorKind::Connect
             } else {
                 TransportErrorKind::Other
@@ -232,14 +271,21 @@ impl HttpClient for FetchClient {
             TransportError::new(kind, message)
         })?;
         let headers = headers_from_js(response.headers());
-        let len = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let len = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body = match response.body() {
             ResponseBody::Empty => WorkerBody::Empty,
             ResponseBody::Body(b) => WorkerBody::Bytes(Bytes::from(b.clone())),
-            ResponseBody::Stream(s) => WorkerBody::Js { stream: s.clone(), len },
+            ResponseBody::Stream(s) => WorkerBody::Js {
+                stream: s.clone(),
+                len,
+            },
         };
         let mut out = http::Response::new(body);
-        *out.status_mut() = http::StatusCode::from_u16(response.status_code()).map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?;
+        *out.status_mut() = http::StatusCode::from_u16(response.status_code())
+            .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?;
         *out.headers_mut() = headers;
         // Keep the JS response alive until its body is taken: the stream holds it anyway.
         let _ = response.headers_mut();

@@ -48,7 +48,9 @@ pub fn is_hashed(kv_key: &str) -> bool {
     // The head is cut at a character boundary: at most 3 bytes short of its maximum.
     (KV_KEY_MAX - 3..=KV_KEY_MAX).contains(&n)
         && kv_key.as_bytes()[n - HASH_SUFFIX] == b'#'
-        && kv_key.as_bytes()[n - 64..].iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && kv_key.as_bytes()[n - 64..]
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The prefix of every object key of `bucket` (before namespacing).
@@ -93,7 +95,10 @@ mod tests {
 
     #[test]
     fn short_names_are_kept_as_they_are() {
-        assert_eq!(kv_key("t/1/", "o/photos/a b/é.jpg"), "t/1/o/photos/a b/é.jpg");
+        assert_eq!(
+            kv_key("t/1/", "o/photos/a b/é.jpg"),
+            "t/1/o/photos/a b/é.jpg"
+        );
         assert!(!is_hashed(&kv_key("", "o/b/k")));
     }
 
@@ -103,7 +108,10 @@ mod tests {
         let b = kv_key("", &format!("o/b/{}x", "k/".repeat(500)));
         assert!(a.len() <= KV_KEY_MAX && b.len() <= KV_KEY_MAX);
         assert_ne!(a, b);
-        assert!(a.starts_with("o/b/k/k/"), "the head stays readable and under the bucket's prefix");
+        assert!(
+            a.starts_with("o/b/k/k/"),
+            "the head stays readable and under the bucket's prefix"
+        );
         assert!(is_hashed(&a) && is_hashed(&b));
     }
 
@@ -117,12 +125,27 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_metadata_omits_the_key() {
-        let record = ObjectRecord { backend: "one".into(), size: 3, etag: "\"e\"".into(), last_modified: 7 };
-        let meta = serde_json::to_string(&ObjectEntry { key: None, record: record.clone() }).unwrap();
+        let record = ObjectRecord {
+            backend: "one".into(),
+            size: 3,
+            etag: "\"e\"".into(),
+            last_modified: 7,
+        };
+        let meta = serde_json::to_string(&ObjectEntry {
+            key: None,
+            record: record.clone(),
+        })
+        .unwrap();
         assert!(!meta.contains("\"key\""));
         let back: ObjectEntry = serde_json::from_str(&meta).unwrap();
         assert_eq!(back.record, record);
-        let full = ObjectEntry { key: Some("long".into()), record };
-        assert_eq!(serde_json::from_str::<ObjectEntry>(&serde_json::to_string(&full).unwrap()).unwrap(), full);
+        let full = ObjectEntry {
+            key: Some("long".into()),
+            record,
+        };
+        assert_eq!(
+            serde_json::from_str::<ObjectEntry>(&serde_json::to_string(&full).unwrap()).unwrap(),
+            full
+        );
     }
 }

@@ -29,7 +29,9 @@ use serde::Serialize;
 use worker::kv::KvStore as Kv;
 
 use crate::keys::{self, ObjectEntry};
-use shared::store::{BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StoreError};
+use shared::store::{
+    BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StoreError,
+};
 
 pub struct KvStore {
     kv: RefCell<Kv>,
@@ -44,7 +46,11 @@ fn kv_error(e: impl std::fmt::Display) -> StoreError {
 
 impl KvStore {
     pub fn new(kv: Kv) -> Self {
-        Self { kv: RefCell::new(kv), prefix: String::new(), index: true }
+        Self {
+            kv: RefCell::new(kv),
+            prefix: String::new(),
+            index: true,
+        }
     }
 
     /// Every key under `prefix` (a namespace inside the KV namespace).
@@ -82,15 +88,28 @@ impl KvStore {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
-        match self.kv().get(&self.key(name)).text().await.map_err(kv_error)? {
-            Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| StoreError(format!("corrupt KV value {name:?}: {e}"))),
+        match self
+            .kv()
+            .get(&self.key(name))
+            .text()
+            .await
+            .map_err(kv_error)?
+        {
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| StoreError(format!("corrupt KV value {name:?}: {e}"))),
             None => Ok(None),
         }
     }
 
     /// Writes `value` as JSON, with the same JSON as KV metadata when it fits (listings then
     /// read no values).
-    async fn put_json<T: Serialize, M: Serialize>(&self, name: &str, value: &T, metadata: Option<&M>) -> Result<(), StoreError> {
+    async fn put_json<T: Serialize, M: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+        metadata: Option<&M>,
+    ) -> Result<(), StoreError> {
         let text = serde_json::to_string(value).map_err(kv_error)?;
         let mut put = self.kv().put(&self.key(name), text).map_err(kv_error)?;
         if let Some(m) = metadata {
@@ -126,7 +145,10 @@ impl KvStore {
     }
 
     /// Values of listed keys: from metadata when present, else read.
-    async fn listed_values<T: DeserializeOwned>(&self, keys: Vec<worker::kv::Key>) -> Result<Vec<T>, StoreError> {
+    async fn listed_values<T: DeserializeOwned>(
+        &self,
+        keys: Vec<worker::kv::Key>,
+    ) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             let from_meta = k.metadata.and_then(|m| serde_json::from_value::<T>(m).ok());
@@ -146,23 +168,40 @@ impl KvStore {
 }
 
 impl MetadataStore for KvStore {
-    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError> {
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>, StoreError> {
         if !self.index {
             return Ok(None);
         }
         let entry: Option<ObjectEntry> = self.get_json(&keys::object_name(bucket, key)).await?;
         // A hashed key names its real key: a different key with the same hash is not this one.
-        Ok(entry.filter(|e| e.key.as_deref().is_none_or(|k| k == key)).map(|e| e.record))
+        Ok(entry
+            .filter(|e| e.key.as_deref().is_none_or(|k| k == key))
+            .map(|e| e.record))
     }
 
-    async fn put_object(&self, bucket: &str, key: &str, record: &ObjectRecord) -> Result<(), StoreError> {
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<(), StoreError> {
         if !self.index {
             return Ok(());
         }
         let name = keys::object_name(bucket, key);
         let hashed = keys::is_hashed(&self.key(&name));
-        let value = ObjectEntry { key: hashed.then(|| key.to_owned()), record: record.clone() };
-        let metadata = ObjectEntry { key: None, record: record.clone() };
+        let value = ObjectEntry {
+            key: hashed.then(|| key.to_owned()),
+            record: record.clone(),
+        };
+        let metadata = ObjectEntry {
+            key: None,
+            record: record.clone(),
+        };
         self.put_json(&name, &value, Some(&metadata)).await
     }
 
@@ -173,7 +212,12 @@ impl MetadataStore for KvStore {
         self.delete(&keys::object_name(bucket, key)).await
     }
 
-    async fn list_objects(&self, bucket: &str, start_after: &str, limit: usize) -> Result<Vec<(String, ObjectRecord)>, StoreError> {
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, ObjectRecord)>, StoreError> {
         if !self.index {
             return Ok(Vec::new());
         }
@@ -181,7 +225,11 @@ impl MetadataStore for KvStore {
         let full_prefix = format!("{}{name_prefix}", self.prefix);
         let mut entries = Vec::new();
         for k in self.list_all(&name_prefix).await? {
-            let plain_key = k.name.strip_prefix(&full_prefix).unwrap_or(&k.name).to_owned();
+            let plain_key = k
+                .name
+                .strip_prefix(&full_prefix)
+                .unwrap_or(&k.name)
+                .to_owned();
             if keys::is_hashed(&k.name) {
                 // The real key is in the value.
                 if let Some(text) = self.kv().get(&k.name).text().await.map_err(kv_error)? {
@@ -191,7 +239,10 @@ impl MetadataStore for KvStore {
                 }
                 continue;
             }
-            let record = match k.metadata.and_then(|m| serde_json::from_value::<ObjectEntry>(m).ok()) {
+            let record = match k
+                .metadata
+                .and_then(|m| serde_json::from_value::<ObjectEntry>(m).ok())
+            {
                 Some(e) => e.record,
                 None => match self.kv().get(&k.name).text().await.map_err(kv_error)? {
                     Some(text) => match serde_json::from_str::<ObjectEntry>(&text) {
@@ -233,15 +284,18 @@ impl MetadataStore for KvStore {
             return Ok(());
         }
         let name = keys::usage_name(backend);
-        let mut usage: BackendUsage =
-            self.get_json(&name).await?.unwrap_or_else(|| BackendUsage { backend: backend.to_owned(), ..Default::default() });
+        let mut usage: BackendUsage = self.get_json(&name).await?.unwrap_or_else(|| BackendUsage {
+            backend: backend.to_owned(),
+            ..Default::default()
+        });
         usage.used_bytes += bytes;
         usage.objects += objects;
         self.put_json(&name, &usage, Some(&usage)).await
     }
 
     async fn set_usage(&self, usage: &BackendUsage) -> Result<(), StoreError> {
-        self.put_json(&keys::usage_name(&usage.backend), usage, Some(usage)).await
+        self.put_json(&keys::usage_name(&usage.backend), usage, Some(usage))
+            .await
     }
 
     async fn list_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
@@ -249,7 +303,12 @@ impl MetadataStore for KvStore {
         self.listed_values(keys).await
     }
 
-    async fn add_operations(&self, backend: &str, month: &str, counts: &OperationCounts) -> Result<(), StoreError> {
+    async fn add_operations(
+        &self,
+        backend: &str,
+        month: &str,
+        counts: &OperationCounts,
+    ) -> Result<(), StoreError> {
         if !self.index {
             return Ok(());
         }
@@ -260,16 +319,32 @@ impl MetadataStore for KvStore {
         self.put_json(&name, &total, None::<&()>).await
     }
 
-    async fn get_operations(&self, backend: &str, month: &str) -> Result<OperationCounts, StoreError> {
-        Ok(self.get_json(&keys::operations_name(backend, month)).await?.unwrap_or_default())
+    async fn get_operations(
+        &self,
+        backend: &str,
+        month: &str,
+    ) -> Result<OperationCounts, StoreError> {
+        Ok(self
+            .get_json(&keys::operations_name(backend, month))
+            .await?
+            .unwrap_or_default())
     }
 
     async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {
-        self.kv().get(&self.key(&keys::document_name(name))).text().await.map_err(kv_error)
+        self.kv()
+            .get(&self.key(&keys::document_name(name)))
+            .text()
+            .await
+            .map_err(kv_error)
     }
 
     async fn put_document(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        self.kv().put(&self.key(&keys::document_name(name)), value).map_err(kv_error)?.execute().await.map_err(kv_error)
+        self.kv()
+            .put(&self.key(&keys::document_name(name)), value)
+            .map_err(kv_error)?
+            .execute()
+            .await
+            .map_err(kv_error)
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::StatusCode;
 use worker::wasm_bindgen::JsCast;
-use worker::{event, Context, Env, Request, Response, ResponseBody, ScheduleContext, ScheduledEvent};
+use worker::{
+    event, Context, Env, Request, Response, ResponseBody, ScheduleContext, ScheduledEvent,
+};
 
 use crate::fetch_client::{header_from_js, headers_to_js, FetchClient, WorkerBody};
 use crate::kv_store::KvStore;
@@ -53,7 +55,10 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     let filled = (|| {
         let crypto = Reflect::get(&worker::js_sys::global(), &"crypto".into()).ok()?;
-        let get: Function = Reflect::get(&crypto, &"getRandomValues".into()).ok()?.dyn_into().ok()?;
+        let get: Function = Reflect::get(&crypto, &"getRandomValues".into())
+            .ok()?
+            .dyn_into()
+            .ok()?;
         let array = Uint8Array::new_with_length(N as u32);
         get.call1(&crypto, &array).ok()?;
         array.copy_to(&mut out);
@@ -75,7 +80,8 @@ pub fn env_string(env: &Env, name: &str) -> Option<String> {
 }
 
 fn parse_config(text: &str, env: &Env, settings: &WorkerSettings) -> Result<Config, String> {
-    let (mut config, warnings) = settings::load_config(text, &|name| env_string(env, name)).map_err(|e| e.to_string())?;
+    let (mut config, warnings) =
+        settings::load_config(text, &|name| env_string(env, name)).map_err(|e| e.to_string())?;
     for w in warnings {
         tracing::warn!("config: {w}");
     }
@@ -93,16 +99,23 @@ async fn config_text(env: &Env, store: &KvStore) -> Result<String, String> {
     match store.get_raw(CONFIG_KEY).await {
         Ok(Some(text)) if !text.trim().is_empty() => return Ok(text),
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not read the KV config key; using S3_BALANCE_CONFIG"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the KV config key; using S3_BALANCE_CONFIG")
+        }
     }
     env_string(env, "S3_BALANCE_CONFIG")
         .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| "no configuration: set the secret or var S3_BALANCE_CONFIG, or the KV key `config`".to_owned())
+        .ok_or_else(|| {
+            "no configuration: set the secret or var S3_BALANCE_CONFIG, or the KV key `config`"
+                .to_owned()
+        })
 }
 
 /// The isolate's runtime, built on first use; re-reads the config when due.
 pub async fn runtime(env: &Env) -> Result<Rc<Runtime>, String> {
-    let kv = env.kv(KV_BINDING).map_err(|e| format!("KV binding {KV_BINDING}: {e}"))?;
+    let kv = env
+        .kv(KV_BINDING)
+        .map_err(|e| format!("KV binding {KV_BINDING}: {e}"))?;
     if let Some(rt) = RUNTIME.with(|r| r.borrow().clone()) {
         rt.engine.store().set_binding(kv);
         if now_ms().saturating_sub(rt.config_checked_ms.get()) >= settings::CONFIG_RECHECK_MS {
@@ -170,7 +183,8 @@ impl Runtime {
     }
 
     fn refresh_due(&self) -> bool {
-        !self.refreshing.get() && now_ms().saturating_sub(self.refreshed_ms.get()) >= settings::STATE_REFRESH_MS
+        !self.refreshing.get()
+            && now_ms().saturating_sub(self.refreshed_ms.get()) >= settings::STATE_REFRESH_MS
     }
 
     /// The cron run: health probes, then as much of the usage scan as the subrequest budget
@@ -179,8 +193,17 @@ impl Runtime {
         let clock = || system_time(now_ms());
         match self.engine.check_health(&clock).await {
             Ok(snapshot) => {
-                let unhealthy: Vec<&String> = snapshot.backends.iter().filter(|(_, h)| !h.healthy).map(|(n, _)| n).collect();
-                tracing::info!(backends = snapshot.backends.len(), ?unhealthy, "health check done");
+                let unhealthy: Vec<&String> = snapshot
+                    .backends
+                    .iter()
+                    .filter(|(_, h)| !h.healthy)
+                    .map(|(n, _)| n)
+                    .collect();
+                tracing::info!(
+                    backends = snapshot.backends.len(),
+                    ?unhealthy,
+                    "health check done"
+                );
             }
             Err(e) => tracing::error!(error = %e, "health check could not store its snapshot"),
         }
@@ -208,26 +231,47 @@ fn to_http(req: &Request) -> Result<http::Request<WorkerBody>, S3Error> {
     let uri: http::Uri = path_and_query
         .parse()
         .map_err(|_| S3Error::new(S3ErrorCode::InvalidURI, "Couldn't parse the specified URI."))?;
-    let method = http::Method::from_bytes(raw.method().as_bytes())
-        .map_err(|_| S3Error::new(S3ErrorCode::MethodNotAllowed, "The specified method is not allowed against this resource."))?;
+    let method = http::Method::from_bytes(raw.method().as_bytes()).map_err(|_| {
+        S3Error::new(
+            S3ErrorCode::MethodNotAllowed,
+            "The specified method is not allowed against this resource.",
+        )
+    })?;
     let mut builder = http::Request::builder().method(method).uri(uri);
     for (name, value) in req.headers().entries() {
-        if let (Ok(n), Some(v)) = (http::HeaderName::from_bytes(name.as_bytes()), header_from_js(&value)) {
+        if let (Ok(n), Some(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            header_from_js(&value),
+        ) {
             builder = builder.header(n, v);
         }
     }
-    let len = req.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse().ok());
+    let len = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse().ok());
     let body = WorkerBody::from_js(raw.body(), len);
-    builder.body(body).map_err(|_| S3Error::new(S3ErrorCode::InvalidRequest, "The request could not be read."))
+    builder.body(body).map_err(|_| {
+        S3Error::new(
+            S3ErrorCode::InvalidRequest,
+            "The request could not be read.",
+        )
+    })
 }
 
 /// The engine's response as the worker's. A backend's streamed body passes through as is.
 fn from_http(response: http::Response<WorkerBody>) -> worker::Result<Response> {
     let (parts, body) = response.into_parts();
     let headers = headers_to_js(&parts.headers)?;
-    let builder = Response::builder().with_status(parts.status.as_u16()).with_headers(headers);
+    let builder = Response::builder()
+        .with_status(parts.status.as_u16())
+        .with_headers(headers);
     // 1xx, 204, 304 and HEAD answers carry no body.
-    let bodiless = parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED || parts.status.is_informational();
+    let bodiless = parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED
+        || parts.status.is_informational();
     if bodiless {
         return Ok(builder.empty());
     }
@@ -250,7 +294,12 @@ fn s3_error_response(error: &S3Error, request_id: &str, head: bool) -> worker::R
     from_http(response)
 }
 
-async fn serve(req: Request, env: &Env, ctx: &Context, rc: &RequestContext) -> Result<Response, S3Error> {
+async fn serve(
+    req: Request,
+    env: &Env,
+    ctx: &Context,
+    rc: &RequestContext,
+) -> Result<Response, S3Error> {
     let rt = runtime(env).await.map_err(|e| {
         tracing::error!("the gateway cannot start: {e}");
         S3Error::unavailable("The gateway is not configured correctly; see the Worker's logs.")
@@ -292,7 +341,11 @@ fn start() {
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let request_id = hex::encode_upper(random_bytes::<8>());
     let random = u64::from_le_bytes(random_bytes::<8>());
-    let rc = RequestContext { now: system_time(now_ms()), request_id: request_id.clone(), random };
+    let rc = RequestContext {
+        now: system_time(now_ms()),
+        request_id: request_id.clone(),
+        random,
+    };
     let head = req.inner().method() == "HEAD";
     match serve(req, &env, &ctx, &rc).await {
         Ok(r) => Ok(r),
@@ -310,5 +363,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 
 /// A body from bytes, for the test routes.
 pub fn text_response(status: u16, text: impl Into<String>) -> Response {
-    Response::builder().with_status(status).fixed(Bytes::from(text.into()).to_vec())
+    Response::builder()
+        .with_status(status)
+        .fixed(Bytes::from(text.into()).to_vec())
 }

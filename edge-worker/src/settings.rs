@@ -32,12 +32,30 @@ pub struct WorkerSettings {
 
 impl WorkerSettings {
     pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Self {
-        let flag_off = |v: Option<String>| v.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "0" | "false" | "no"));
-        let flag_on = |v: Option<String>| v.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "on" | "1" | "true" | "yes"));
+        let flag_off = |v: Option<String>| {
+            v.is_some_and(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "off" | "0" | "false" | "no"
+                )
+            })
+        };
+        let flag_on = |v: Option<String>| {
+            v.is_some_and(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "on" | "1" | "true" | "yes"
+                )
+            })
+        };
         Self {
             index: !flag_off(var("S3_BALANCE_INDEX")),
-            max_body_bytes: var("S3_BALANCE_MAX_BODY_BYTES").and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_MAX_BODY_BYTES),
-            scan_budget: var("S3_BALANCE_SCAN_BUDGET").and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_SCAN_BUDGET),
+            max_body_bytes: var("S3_BALANCE_MAX_BODY_BYTES")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            scan_budget: var("S3_BALANCE_SCAN_BUDGET")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(DEFAULT_SCAN_BUDGET),
             test_routes: flag_on(var("S3_BALANCE_TEST_ROUTES")),
         }
     }
@@ -56,12 +74,18 @@ pub fn looks_like_toml(text: &str) -> bool {
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#') && l != &"---")
-        .is_some_and(|l| (l.starts_with('[') && l.ends_with(']')) || l.split_once('=').is_some_and(|(k, _)| !k.contains(':')))
+        .is_some_and(|l| {
+            (l.starts_with('[') && l.ends_with(']'))
+                || l.split_once('=').is_some_and(|(k, _)| !k.contains(':'))
+        })
 }
 
 /// Loads a config text (YAML or TOML), after `${NAME}` references are replaced from `var`
 /// (Worker secrets and vars).
-pub fn load_config(text: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<(Config, Warnings), ConfigError> {
+pub fn load_config(
+    text: &str,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, Warnings), ConfigError> {
     let expanded = shared::config::expand_env(text, var)?;
     if looks_like_toml(&expanded) {
         Config::from_toml(&expanded)
@@ -97,7 +121,9 @@ mod tests {
 
     #[test]
     fn toml_and_yaml_are_told_apart() {
-        assert!(looks_like_toml("# c\n[balancer]\nstrategy = \"weighted\"\n"));
+        assert!(looks_like_toml(
+            "# c\n[balancer]\nstrategy = \"weighted\"\n"
+        ));
         assert!(looks_like_toml("strategy = \"x\"\n"));
         assert!(!looks_like_toml("---\nbalancer:\n  strategy: weighted\n"));
         assert!(!looks_like_toml("s3api:\n  host: \"a=b\"\n"));

@@ -66,13 +66,35 @@ pub async fn handle(rt: &Rc<Runtime>, req: Request, env: &Env) -> Result<Respons
                 let key = format!("photos/2026/{i:08}.jpg");
                 let order = placement::probe_order(&states, "bench", &key);
                 let candidates = placement::write_candidates(&states, Some(1024))?;
-                let chosen = placement::choose(config.balancer.strategy, &candidates, "bench", &key, Entropy { counter: i as u64, random: i as u64 });
-                let first = order.first().map(|s| s.name.as_str()).unwrap_or(chosen.name.as_str());
+                let chosen = placement::choose(
+                    config.balancer.strategy,
+                    &candidates,
+                    "bench",
+                    &key,
+                    Entropy {
+                        counter: i as u64,
+                        random: i as u64,
+                    },
+                );
+                let first = order
+                    .first()
+                    .map(|s| s.name.as_str())
+                    .unwrap_or(chosen.name.as_str());
                 let backend = config.backend(first).ok_or_else(S3Error::internal)?;
-                let uri: http::Uri = format!("{}/{}/bench/{key}", backend.endpoint.trim_end_matches('/'), backend.bucket)
-                    .parse()
-                    .map_err(internal)?;
-                let url = shared::sigv4::sign::presign(&http::Method::GET, &uri, backend, config.api.presign_expiry, now)?;
+                let uri: http::Uri = format!(
+                    "{}/{}/bench/{key}",
+                    backend.endpoint.trim_end_matches('/'),
+                    backend.bucket
+                )
+                .parse()
+                .map_err(internal)?;
+                let url = shared::sigv4::sign::presign(
+                    &http::Method::GET,
+                    &uri,
+                    backend,
+                    config.api.presign_expiry,
+                    now,
+                )?;
                 urls += url.len().min(1);
             }
             Ok(text_response(200, format!("{{\"n\":{n},\"urls\":{urls}}}")))
@@ -83,17 +105,38 @@ pub async fn handle(rt: &Rc<Runtime>, req: Request, env: &Env) -> Result<Respons
             Ok(text_response(200, "ok"))
         }
         ("DELETE", "/__test/index") => {
-            rt.engine.store().delete_object(&q("bucket"), &q("key")).await.map_err(internal)?;
+            rt.engine
+                .store()
+                .delete_object(&q("bucket"), &q("key"))
+                .await
+                .map_err(internal)?;
             Ok(text_response(200, "ok"))
         }
         ("PUT", "/__test/index") => {
-            let record = ObjectRecord { backend: q("backend"), size: 0, etag: String::new(), last_modified: 0 };
-            rt.engine.store().put_object(&q("bucket"), &q("key"), &record).await.map_err(internal)?;
+            let record = ObjectRecord {
+                backend: q("backend"),
+                size: 0,
+                etag: String::new(),
+                last_modified: 0,
+            };
+            rt.engine
+                .store()
+                .put_object(&q("bucket"), &q("key"), &record)
+                .await
+                .map_err(internal)?;
             Ok(text_response(200, "ok"))
         }
         ("GET", "/__test/index") => {
-            let rec = rt.engine.store().get_object(&q("bucket"), &q("key")).await.map_err(internal)?;
-            Ok(text_response(200, serde_json::to_string(&rec).map_err(internal)?))
+            let rec = rt
+                .engine
+                .store()
+                .get_object(&q("bucket"), &q("key"))
+                .await
+                .map_err(internal)?;
+            Ok(text_response(
+                200,
+                serde_json::to_string(&rec).map_err(internal)?,
+            ))
         }
         _ => Ok(text_response(404, "no such test route")),
     }
