@@ -2,6 +2,7 @@
 for trying the Worker by hand and for `scripts/worker-size --cpu`.
 Usage: python tests/worker/serve.py  (prints WORKER_URL; Ctrl-C stops everything)."""
 
+import signal
 import sys
 import tempfile
 import time
@@ -20,6 +21,8 @@ class _Factory:
 def main():
     if conftest.tools_missing():
         sys.exit(conftest.tools_missing())
+    # SIGTERM stops everything too (the default handler would skip the clean-up).
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     factory = _Factory()
     motos_gen = conftest.motos.__wrapped__(factory)
     motos = next(motos_gen)
