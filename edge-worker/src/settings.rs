@@ -119,6 +119,36 @@ mod tests {
         assert_eq!(s.max_body_bytes, 200_000_000);
     }
 
+    const MINIMAL: &str = "buckets:\n  - name: one\n    endpoint: http://127.0.0.1:9000\n    access_key_id: k\n    secret_access_key: ${SECRET}\n    enabled: true\n  - name: photos\n    virtual: true\n";
+
+    #[test]
+    fn the_plan_limit_applies_only_where_the_config_sets_none() {
+        let vars = |k: &str| (k == "SECRET").then(|| "s3cr3t".to_owned());
+        let settings = WorkerSettings::from_vars(&|_| None);
+        let (mut config, _) = load_config(MINIMAL, &vars).unwrap();
+        assert_eq!(
+            config.backends[0].secret_key.expose(),
+            "s3cr3t",
+            "${{NAME}} comes from the Worker's secrets"
+        );
+        settings.apply(&mut config);
+        assert_eq!(config.api.max_body_bytes, Some(DEFAULT_MAX_BODY_BYTES));
+        let text = format!("{MINIMAL}s3api:\n  max_body_size: 5MB\n");
+        let (mut config, _) = load_config(&text, &vars).unwrap();
+        settings.apply(&mut config);
+        assert_eq!(
+            config.api.max_body_bytes,
+            Some(5 * 1024 * 1024),
+            "the config's own limit wins"
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_is_an_error_naming_it() {
+        let err = load_config(MINIMAL, &|_| None).unwrap_err();
+        assert!(err.to_string().contains("SECRET"), "{err}");
+    }
+
     #[test]
     fn toml_and_yaml_are_told_apart() {
         assert!(looks_like_toml(
