@@ -85,6 +85,10 @@ pub struct Engine<S, C> {
     /// Operation counts not yet added to the store, by (backend, month). Flushed by
     /// [`Engine::refresh`] so that serving a request does not rewrite a shared counter.
     pending_operations: Mutex<BTreeMap<(String, String), OperationCounts>>,
+    /// Usage changes (bytes, objects) per backend not yet added to the store, flushed by
+    /// [`Engine::refresh`] for the same reason: one atomic add per backend every few seconds
+    /// instead of one per write (Workers KV allows one write a second to a key).
+    pending_usage: Mutex<BTreeMap<String, (i64, i64)>>,
 }
 
 /// Object and bucket reads (GET, HEAD, lists) are billed class B; everything else class A.
@@ -238,6 +242,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             metrics: Metrics::new(),
             counter: Default::default(),
             pending_operations: Mutex::new(BTreeMap::new()),
+            pending_usage: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -286,6 +291,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         );
         for ((backend, month), counts) in &pending {
             self.store.add_operations(backend, month, counts).await?;
+        }
+        let usage =
+            std::mem::take(&mut *self.pending_usage.lock().unwrap_or_else(|e| e.into_inner()));
+        for (backend, (bytes, objects)) in &usage {
+            self.store.add_usage(backend, *bytes, *objects).await?;
         }
         let health = match self.store.get_document(HEALTH_DOCUMENT).await? {
             Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
@@ -575,6 +585,14 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 ))
             }
         }
+    }
+
+    /// Books a change of a backend's usage, added to the store at the next refresh.
+    pub(crate) fn count_usage(&self, backend: &str, bytes: i64, objects: i64) {
+        let mut pending = self.pending_usage.lock().unwrap_or_else(|e| e.into_inner());
+        let u = pending.entry(backend.to_owned()).or_default();
+        u.0 += bytes;
+        u.1 += objects;
     }
 
     fn count_operation(&self, backend: &str, now: SystemTime, class_b: bool) {

@@ -356,9 +356,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             }
         }
         for (b, bytes, objects) in usage {
-            if let Err(e) = self.store.add_usage(&b, bytes, objects).await {
-                tracing::warn!(error = %e, backend = b, "usage not counted; the next scan reconciles it");
-            }
+            self.count_usage(&b, bytes, objects);
         }
     }
 
@@ -443,13 +441,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 .delete_object(&bucket, &key)
                 .await
                 .map_err(store_unavailable)?;
-            if let Err(e) = self
-                .store
-                .add_usage(&rec.backend, -(rec.size as i64), -1)
-                .await
-            {
-                tracing::warn!(error = %e, "usage not counted; the next scan reconciles it");
-            }
+            self.count_usage(&rec.backend, -(rec.size as i64), -1);
         }
         Ok(empty(StatusCode::NO_CONTENT))
     }
@@ -538,10 +530,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                             .delete_object(&bucket, key)
                             .await
                             .map_err(store_unavailable)?;
-                        let _ = self
-                            .store
-                            .add_usage(&rec.backend, -(rec.size as i64), -1)
-                            .await;
+                        self.count_usage(&rec.backend, -(rec.size as i64), -1);
                     }
                     outcomes.push(DeleteOutcome::Deleted { key: key.clone() });
                 }

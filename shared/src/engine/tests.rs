@@ -904,3 +904,30 @@ fn a_body_not_matching_its_declared_sha256_stores_nothing() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn usage_is_added_to_the_store_once_per_refresh_not_per_write() {
+    let h = Harness::new(Strategy::RoundRobin);
+    for i in 0..6 {
+        h.put(&format!("/photos/u{i}"), b"1234");
+    }
+    h.send(Method::DELETE, "/photos/u0", &[], b"");
+    assert!(
+        block_on(h.engine.store().list_usage()).unwrap().is_empty(),
+        "no store write per request"
+    );
+    block_on(h.engine.refresh(h.now)).unwrap();
+    let usage = block_on(h.engine.store().list_usage()).unwrap();
+    assert_eq!(usage.iter().map(|u| u.used_bytes).sum::<i64>(), 20);
+    assert_eq!(usage.iter().map(|u| u.objects).sum::<i64>(), 5);
+    // The refreshed state is what placement reads.
+    assert_eq!(
+        h.engine
+            .state()
+            .usage
+            .iter()
+            .map(|u| u.used_bytes)
+            .sum::<i64>(),
+        20
+    );
+}
