@@ -931,3 +931,18 @@ fn usage_is_added_to_the_store_once_per_refresh_not_per_write() {
         20
     );
 }
+
+#[test]
+fn sigv2_presigned_urls_are_refused_not_taken_as_anonymous() {
+    let mut c = config(Strategy::RoundRobin);
+    c.virtual_buckets[0].anonymous_read = true;
+    c.api.auth_required = true;
+    let h = Harness::with_config(c);
+    let r = h.get("/photos/k?AWSAccessKeyId=gwkey&Signature=abc&Expires=1");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.text().contains("<Code>InvalidRequest</Code>"),
+        "{}",
+        r.text()
+    );
+}

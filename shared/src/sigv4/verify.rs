@@ -256,6 +256,13 @@ pub fn verify<'s>(
         )),
         (Some(auth), false) => verify_header(parts, auth.as_bytes(), secret_for, now),
         (None, true) => verify_presigned(parts, &pairs, secret_for, now),
+        (None, false) if pairs.iter().any(|(k, _)| k.as_slice() == b"AWSAccessKeyId") => {
+            // A SigV2 presigned URL: refused, not mistaken for an anonymous request.
+            Err(S3Error::new(
+                S3ErrorCode::InvalidRequest,
+                "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.",
+            ))
+        }
         (None, false) => {
             // Anonymous: the body may still be aws-chunked or carry a declared hash.
             let payload = match parts.headers.get("x-amz-content-sha256") {
