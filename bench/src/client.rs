@@ -59,7 +59,6 @@ pub struct Outcome {
     pub status: u16,
     pub bytes: u64,
     pub elapsed: Duration,
-    pub location: Option<String>,
 }
 
 impl Driver {
@@ -99,11 +98,6 @@ impl Driver {
             .await
             .map_err(|e| format!("{method} {url}: {e:?}"))?;
         let status = resp.status().as_u16();
-        let location = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
         let mut body = resp.into_body();
         let mut bytes = 0u64;
         while let Some(frame) = body.frame().await {
@@ -116,7 +110,6 @@ impl Driver {
             status,
             bytes,
             elapsed: started.elapsed(),
-            location,
         })
     }
 }
