@@ -547,10 +547,14 @@ pub fn merge(params: &ListParams, pages: Vec<BackendPage>) -> ListResult {
     let mut bound: Option<String> = None;
     for page in pages {
         let mut last: Option<String> = None;
-        let mut see = |name: &str| {
-            if last.as_deref().is_none_or(|l| name > l) {
-                last = Some(name.to_string());
+        let mut see = |name: &str| match &mut last {
+            // Reuses the buffer: one allocation per page, not one per key.
+            Some(l) if name > l.as_str() => {
+                l.clear();
+                l.push_str(name);
             }
+            Some(_) => {}
+            None => last = Some(name.to_string()),
         };
         for entry in page.entries {
             if !entry.key.starts_with(&params.prefix) {
@@ -589,7 +593,9 @@ pub fn merge(params: &ListParams, pages: Vec<BackendPage>) -> ListResult {
             }
         }
     }
-    items.sort_by(|a, b| {
+    // Unstable is enough: the order is total for objects, and equal names (a common prefix
+    // from several backends) are the same item, deduplicated below.
+    items.sort_unstable_by(|a, b| {
         a.name().cmp(b.name()).then_with(|| match (a, b) {
             // Newest first, so that deduplication keeps it; ties go to the first backend.
             (Item::Object(x), Item::Object(y)) => y
