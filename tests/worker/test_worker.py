@@ -101,12 +101,6 @@ def test_copy(s3):
     assert s3.get_object(Bucket="photos", Key="copy/dst")["Body"].read() == b"copied bytes"
 
 
-MOTO_ROOTS = (
-    "moto answers ListParts and CompleteMultipartUpload with <ListPartsResponse> and "
-    "<CompleteMultipartUploadResponse> roots; shared::xml accepts only AWS's *Result roots "
-    "(a shared-crate issue, not the Worker's)"
-)
-
 
 def test_multipart_parts_stream_to_one_backend_and_abort(s3, motos):
     part = 5 * 1024 * 1024
@@ -120,7 +114,6 @@ def test_multipart_parts_stream_to_one_backend_and_abort(s3, motos):
     assert all(not m.client.list_multipart_uploads(Bucket=m.bucket).get("Uploads") for m in motos.values())
 
 
-@pytest.mark.xfail(reason=MOTO_ROOTS, strict=False)
 def test_multipart_complete(s3, motos):
     part = 5 * 1024 * 1024
     parts_data = [body(part, b"1"), body(part, b"2"), body(1000, b"3")]
@@ -146,7 +139,6 @@ def test_body_over_the_plan_limit_is_refused_before_any_backend(s3, motos):
     assert where(motos, "too/big") == []
 
 
-@pytest.mark.xfail(reason=MOTO_ROOTS, strict=False)
 def test_list_parts(s3):
     uid = s3.create_multipart_upload(Bucket="photos", Key="mp/parts")["UploadId"]
     s3.upload_part(Bucket="photos", Key="mp/parts", UploadId=uid, PartNumber=1, Body=b"p" * 100)
