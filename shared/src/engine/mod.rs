@@ -446,6 +446,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         log.bucket = s3.bucket.clone();
         let verified = self.authenticate(config, &parts, ctx.now)?;
         authorize(config, &verified, &s3)?;
+        if let Some(key) = &s3.key {
+            check_key(key)?;
+        }
         let mut call = Call {
             ctx,
             state,
@@ -650,6 +653,22 @@ pub(crate) fn strategy_name(s: crate::config::Strategy) -> &'static str {
 pub(crate) fn store_unavailable(e: StoreError) -> S3Error {
     tracing::error!(error = %e, "metadata store failed");
     S3Error::unavailable("The metadata store is unavailable. Please try again.")
+}
+
+/// Refuses keys with a `.` or `..` path segment: HTTP clients (reqwest's URL parser, the
+/// Workers `fetch`) normalize such paths, so the backend would get another key. Refusing them
+/// is the only way to never read or write the wrong object.
+pub(crate) fn check_key(key: &str) -> Result<(), S3Error> {
+    if key
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(S3Error::invalid_argument(
+            "Object keys with a '.' or '..' path segment are not supported by this gateway",
+        )
+        .with_resource(key));
+    }
+    Ok(())
 }
 
 /// What a request whose signature is not checked promises about its body.

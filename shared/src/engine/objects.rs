@@ -611,6 +611,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             S3Error::invalid_argument("Copy Source must mention the source bucket and key")
         })?;
         let (bucket, key) = parse_copy_source(raw)?;
+        super::check_key(&key)?;
         if let crate::sigv4::Identity::AccessKey(ak) = &call.verified.identity {
             if let Some(allowed) = call.config.credential(ak).and_then(|c| c.buckets.as_ref()) {
                 if !allowed.contains(&bucket) {

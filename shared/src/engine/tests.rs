@@ -946,3 +946,22 @@ fn sigv2_presigned_urls_are_refused_not_taken_as_anonymous() {
         r.text()
     );
 }
+
+#[test]
+fn keys_with_dot_segments_are_refused_not_written_elsewhere() {
+    let h = Harness::new(Strategy::RoundRobin);
+    h.put("/photos/b", b"keep");
+    for target in [
+        "/photos/a/../b",
+        "/photos/./b",
+        "/photos/x/%2E%2E/b",
+        "/photos/x/..",
+    ] {
+        let r = h.put(target, b"evil");
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{target}");
+        assert!(r.text().contains("InvalidArgument"), "{target}");
+    }
+    assert_eq!(h.get("/photos/b").text(), "keep");
+    // Dots inside a segment are ordinary.
+    assert_eq!(h.put("/photos/a..b/.c/d.", b"fine").status, StatusCode::OK);
+}
