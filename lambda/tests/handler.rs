@@ -67,6 +67,7 @@ balancer:
   rise: 1
   fall: 1
 s3api:
+  auth_required: true
   access_key: AKIDGATEWAY
   secret_key: gateway-secret
 ";
@@ -206,11 +207,19 @@ async fn signed_put_through_a_staged_http_api_then_anonymous_get_through_a_funct
         .expect("stored under {bucket}/{key}");
     assert_eq!(&stored.data[..], b"hello world");
 
-    // A tampered body does not verify: nothing else is written.
+    // A tampered body does not verify and never reaches the backend. The engine answers a
+    // body refused mid-request as it answers a broken backend stream: 503.
     let mut bad = put.clone();
     bad["body"] = "aGVsbG8gV09STEQ=".into(); // "hello WORLD"
     let response = app.handle_http(event(&bad)).await;
-    assert_eq!(response.status(), 400, "x-amz-content-sha256 mismatch");
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        &s3.object(endpoint, &rec.backend, "photos/summer trip/a+b=c.txt")
+            .unwrap()
+            .data[..],
+        b"hello world",
+        "the stored object is untouched"
+    );
 
     // Anonymous GET of a public bucket, by function URL, with a response-* query.
     s3.put_direct(ONE, "one", "public/dir/a+b c.txt", "public bytes");
@@ -322,10 +331,13 @@ async fn config_document_in_the_table_switches_config_without_a_deploy() {
         "photos is private"
     );
 
-    let public = CONFIG.replace(
-        "  - name: photos\n    virtual: true\n",
-        "  - name: photos\n    virtual: true\n    anonymous_read: true\n",
-    );
+    // The document is read with the function's environment: this test's secret is inline.
+    let public = CONFIG
+        .replace("${TEST_LAMBDA_BACKEND_SECRET}", "sk-one")
+        .replace(
+            "  - name: photos\n    virtual: true\n",
+            "  - name: photos\n    virtual: true\n    anonymous_read: true\n",
+        );
     store.put_document("config", &public).await.unwrap();
     app.reload_config().await;
     assert_eq!(app.handle_http(event(&get)).await.status(), 200, "switched");

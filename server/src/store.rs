@@ -278,9 +278,13 @@ impl AnyStore {
     /// credentials, `AWS_ENDPOINT_URL_DYNAMODB`), connected on first use.
     pub fn open(metadata: &MetadataBackend) -> Result<Self, String> {
         match metadata {
-            MetadataBackend::Sqlite { path } => SqliteStore::open(Path::new(path)).map(AnyStore::Sqlite).map_err(|e| e.to_string()),
+            MetadataBackend::Sqlite { path } => SqliteStore::open(Path::new(path))
+                .map(AnyStore::Sqlite)
+                .map_err(|e| e.to_string()),
             MetadataBackend::Memory => Ok(AnyStore::Memory(MemoryStore::new())),
-            MetadataBackend::DynamoDb { table } => Ok(AnyStore::Dynamo(DynamoStore::from_env(table))),
+            MetadataBackend::DynamoDb { table } => {
+                Ok(AnyStore::Dynamo(DynamoStore::from_env(table)))
+            }
         }
     }
 }
