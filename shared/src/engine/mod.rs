@@ -89,6 +89,8 @@ pub struct Engine<S, C> {
     /// [`Engine::refresh`] for the same reason: one atomic add per backend every few seconds
     /// instead of one per write (Workers KV allows one write a second to a key).
     pending_usage: Mutex<BTreeMap<String, (i64, i64)>>,
+    /// Backend signing keys, derived once a day per backend instead of per request.
+    signers: crate::sigv4::sign::SignerCache,
 }
 
 /// Object and bucket reads (GET, HEAD, lists) are billed class B; everything else class A.
@@ -243,6 +245,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             counter: Default::default(),
             pending_operations: Mutex::new(BTreeMap::new()),
             pending_usage: Mutex::new(BTreeMap::new()),
+            signers: Default::default(),
         }
     }
 
@@ -567,7 +570,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         now: SystemTime,
     ) -> Result<http::Response<C::Body>, S3Error> {
         let class_b = is_class_b(&request.method);
-        let request = request.sign(backend, now)?;
+        let request = request.sign(&self.signers, backend, now)?;
         self.count_operation(&backend.name, now, class_b);
         match self.client.send(request).await {
             Ok(response) => {

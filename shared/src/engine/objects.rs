@@ -159,7 +159,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 &passthrough_query(call, GET_QUERY),
             )?;
             if !head && call.redirects(false) {
-                let url = crate::sigv4::sign::presign(
+                let url = self.signers.presign(
                     &Method::GET,
                     &uri,
                     &backend,
@@ -373,7 +373,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         call.log.bytes = Some(length);
         let uri = backend_uri(&backend, Some(&call.real_key(&key)), "")?;
         if call.redirects(true) {
-            let url = crate::sigv4::sign::presign(
+            let url = self.signers.presign(
                 &Method::PUT,
                 &uri,
                 &backend,
