@@ -112,6 +112,8 @@ pub(crate) struct Call<'a> {
     pub s3: S3Request,
     pub verified: Verified,
     pub log: RequestLog,
+    /// The config of `s3.bucket`, looked up once: several steps of a request read it.
+    pub bucket_config: std::borrow::Cow<'a, VirtualBucketConfig>,
 }
 
 impl Call<'_> {
@@ -123,8 +125,8 @@ impl Call<'_> {
         self.s3.key.as_deref().unwrap_or_default()
     }
 
-    pub fn bucket_config(&self) -> VirtualBucketConfig {
-        self.config.bucket_or_default(self.bucket())
+    pub fn bucket_config(&self) -> &VirtualBucketConfig {
+        &self.bucket_config
     }
 
     /// The real key of `key` of this call's bucket on a backend.
@@ -136,7 +138,7 @@ impl Call<'_> {
     }
 
     pub fn pool(&self) -> Vec<&BackendConfig> {
-        self.config.pool(&self.bucket_config())
+        self.config.pool(self.bucket_config())
     }
 
     pub fn backend(&self, name: &str) -> Result<&BackendConfig, S3Error> {
@@ -151,7 +153,7 @@ impl Call<'_> {
 
     /// Placement's view of the pool of this call's bucket.
     pub fn backend_states(&self) -> Vec<BackendState> {
-        self.backend_states_of(&self.bucket_config())
+        self.backend_states_of(self.bucket_config())
     }
 
     /// Placement's view of every configured backend.
@@ -449,6 +451,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         log.bucket = s3.bucket.clone();
         let verified = self.authenticate(config, &parts, ctx.now)?;
         authorize(config, &verified, &s3)?;
+        let bucket_config = {
+            let name = s3.bucket.as_deref().unwrap_or_default();
+            match config.virtual_bucket(name) {
+                Some(b) => std::borrow::Cow::Borrowed(b),
+                None => std::borrow::Cow::Owned(config.bucket_or_default(name)),
+            }
+        };
         let mut call = Call {
             ctx,
             state,
@@ -457,6 +466,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             s3,
             verified,
             log: RequestLog::default(),
+            bucket_config,
         };
         if let Some(bucket) = call.s3.bucket.clone() {
             if !matches!(call.s3.operation, Operation::CreateBucket)
