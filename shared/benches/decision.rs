@@ -281,6 +281,20 @@ fn bench_presign(c: &mut Criterion) {
             .unwrap()
         })
     });
+    let cache = sign::SignerCache::new();
+    c.bench_function("sigv4/presign (cached key, fast path)", |b| {
+        b.iter(|| {
+            cache
+                .presign(
+                    &Method::GET,
+                    black_box(&uri),
+                    &config.backends[0],
+                    Duration::from_secs(900),
+                    now(),
+                )
+                .unwrap()
+        })
+    });
     let signer = sign::BackendSigner::new(&config.backends[0]);
     c.bench_function("sigv4/presign (signer kept)", |b| {
         b.iter(|| {

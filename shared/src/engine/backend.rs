@@ -10,7 +10,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use crate::body::Body;
 use crate::config::BackendConfig;
 use crate::error::{S3Error, S3ErrorCode};
-use crate::sigv4::sign::{sign_request, PayloadHash};
+use crate::sigv4::sign::{PayloadHash, SignerCache};
 
 /// Characters S3 leaves unencoded in a path, besides `/` between segments.
 const PATH: &AsciiSet = &NON_ALPHANUMERIC
@@ -238,6 +238,7 @@ impl<B: Body> BackendRequest<B> {
     /// Signs the request for `backend` at `now` into an `http::Request`.
     pub fn sign(
         self,
+        signers: &SignerCache,
         backend: &BackendConfig,
         now: SystemTime,
     ) -> Result<http::Request<B>, S3Error> {
@@ -252,7 +253,7 @@ impl<B: Body> BackendRequest<B> {
                 S3Error::internal()
             })?
             .into_parts();
-        sign_request(&mut parts, backend, &self.payload, now)?;
+        signers.sign_request(&mut parts, backend, &self.payload, now)?;
         if let Some(t) = self.timeout {
             parts.extensions.insert(crate::http::RequestTimeout(t));
         }

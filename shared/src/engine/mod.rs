@@ -89,6 +89,8 @@ pub struct Engine<S, C> {
     /// [`Engine::refresh`] for the same reason: one atomic add per backend every few seconds
     /// instead of one per write (Workers KV allows one write a second to a key).
     pending_usage: Mutex<BTreeMap<String, (i64, i64)>>,
+    /// Backend signing keys, derived once a day per backend instead of per request.
+    signers: crate::sigv4::sign::SignerCache,
 }
 
 /// Object and bucket reads (GET, HEAD, lists) are billed class B; everything else class A.
@@ -110,6 +112,8 @@ pub(crate) struct Call<'a> {
     pub s3: S3Request,
     pub verified: Verified,
     pub log: RequestLog,
+    /// The config of `s3.bucket`, looked up once: several steps of a request read it.
+    pub bucket_config: std::borrow::Cow<'a, VirtualBucketConfig>,
 }
 
 impl Call<'_> {
@@ -121,8 +125,8 @@ impl Call<'_> {
         self.s3.key.as_deref().unwrap_or_default()
     }
 
-    pub fn bucket_config(&self) -> VirtualBucketConfig {
-        self.config.bucket_or_default(self.bucket())
+    pub fn bucket_config(&self) -> &VirtualBucketConfig {
+        &self.bucket_config
     }
 
     /// The real key of `key` of this call's bucket on a backend.
@@ -134,7 +138,7 @@ impl Call<'_> {
     }
 
     pub fn pool(&self) -> Vec<&BackendConfig> {
-        self.config.pool(&self.bucket_config())
+        self.config.pool(self.bucket_config())
     }
 
     pub fn backend(&self, name: &str) -> Result<&BackendConfig, S3Error> {
@@ -149,7 +153,7 @@ impl Call<'_> {
 
     /// Placement's view of the pool of this call's bucket.
     pub fn backend_states(&self) -> Vec<BackendState> {
-        self.backend_states_of(&self.bucket_config())
+        self.backend_states_of(self.bucket_config())
     }
 
     /// Placement's view of every configured backend.
@@ -243,6 +247,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             counter: Default::default(),
             pending_operations: Mutex::new(BTreeMap::new()),
             pending_usage: Mutex::new(BTreeMap::new()),
+            signers: Default::default(),
         }
     }
 
@@ -449,6 +454,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         if let Some(key) = &s3.key {
             check_key(key)?;
         }
+        let bucket_config = {
+            let name = s3.bucket.as_deref().unwrap_or_default();
+            match config.virtual_bucket(name) {
+                Some(b) => std::borrow::Cow::Borrowed(b),
+                None => std::borrow::Cow::Owned(config.bucket_or_default(name)),
+            }
+        };
         let mut call = Call {
             ctx,
             state,
@@ -457,6 +469,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             s3,
             verified,
             log: RequestLog::default(),
+            bucket_config,
         };
         if let Some(bucket) = call.s3.bucket.clone() {
             if !matches!(call.s3.operation, Operation::CreateBucket)
@@ -570,7 +583,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         now: SystemTime,
     ) -> Result<http::Response<C::Body>, S3Error> {
         let class_b = is_class_b(&request.method);
-        let request = request.sign(backend, now)?;
+        let request = request.sign(&self.signers, backend, now)?;
         self.count_operation(&backend.name, now, class_b);
         match self.client.send(request).await {
             Ok(response) => {

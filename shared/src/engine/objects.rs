@@ -86,9 +86,16 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         key: &str,
         skip: Option<&str>,
     ) -> Result<Located, S3Error> {
-        let bucket_config = call.config.bucket_or_default(bucket);
+        // The call's own bucket is looked up already; a copy source may be another one.
+        let other;
+        let bucket_config = if bucket == call.bucket() {
+            call.bucket_config()
+        } else {
+            other = call.config.bucket_or_default(bucket);
+            &other
+        };
         let real_key = format!("{}{key}", bucket_config.key_layout.prefix(bucket));
-        let states = call.backend_states_of(&bucket_config);
+        let states = call.backend_states_of(bucket_config);
         let mut unavailable = false;
         for state in placement::probe_order(&states, bucket, key) {
             if Some(state.name.as_str()) == skip {
@@ -159,7 +166,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 &passthrough_query(call, GET_QUERY),
             )?;
             if !head && call.redirects(false) {
-                let url = crate::sigv4::sign::presign(
+                let url = self.signers.presign(
                     &Method::GET,
                     &uri,
                     &backend,
@@ -373,7 +380,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         call.log.bytes = Some(length);
         let uri = backend_uri(&backend, Some(&call.real_key(&key)), "")?;
         if call.redirects(true) {
-            let url = crate::sigv4::sign::presign(
+            let url = self.signers.presign(
                 &Method::PUT,
                 &uri,
                 &backend,

@@ -1566,3 +1566,124 @@ fn presign_round_trips_through_verify() {
     .unwrap();
     assert!(url.contains("X-Amz-Expires=604800"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The cached fast path (`SignerCache`) against aws-sigv4 (`sign::sign_request`/`sign::presign`,
+// which run aws-sigv4): byte for byte the same headers and URLs.
+
+fn fast_path_strategy() -> impl Strategy<Value = (Req, String, u64, String, Vec<(String, String)>)>
+{
+    (
+        req_strategy(),
+        prop::sample::select(vec![
+            "https://h.example",
+            "http://127.0.0.1:9000",
+            "https://h.example:8443",
+            "http://h.example:80",
+            "https://h.example:443",
+        ]),
+        0u64..(3 * 86400),
+        prop::sample::select(vec![RT_SECRET, "other/secret"]),
+        prop::collection::vec(
+            (
+                prop::sample::select(vec![
+                    "range",
+                    "if-match",
+                    "content-type",
+                    "user-agent",
+                    "transfer-encoding",
+                    "x-amz-meta-a",
+                    "content-length",
+                ]),
+                "[ -~\t]{0,16}",
+            ),
+            0..5,
+        ),
+    )
+        .prop_map(|(r, endpoint, offset, secret, extra)| {
+            let extra = extra.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            (r, endpoint.to_owned(), offset, secret.to_owned(), extra)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cached_fast_path_is_exactly_aws_sigv4(
+        (r, endpoint, offset, secret, extra) in fast_path_strategy()
+    ) {
+        // One cache for all cases of a run would hide nothing either: keys are checked per use.
+        let cache = sign::SignerCache::new();
+        let mut b = backend(&r.region);
+        b.secret_key = Secret::new(&secret);
+        // Several requests with one cache, across a day boundary, so cached keys are reused.
+        for (i, at) in [offset, offset + 1, offset + 86400].into_iter().enumerate() {
+            let now = rt_time() + Duration::from_secs(at);
+            let uri = if r.query.is_empty() {
+                format!("{endpoint}{}", r.path)
+            } else {
+                format!("{endpoint}{}?{}", r.path, r.query)
+            };
+            let mut builder = http::Request::builder().method(r.method.as_str()).uri(&uri);
+            for (k, v) in r.headers.iter().chain(extra.iter()) {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
+            let (parts, ()) = builder.body(()).unwrap().into_parts();
+            let payload = match (&r.payload, i) {
+                (Some(h), _) => sign::PayloadHash::Sha256(h.clone()),
+                (None, _) => sign::PayloadHash::Unsigned,
+            };
+            let (mut fast, mut oracle) = (parts, http::Request::new(()).into_parts().0);
+            oracle.method = fast.method.clone();
+            oracle.uri = fast.uri.clone();
+            oracle.headers = fast.headers.clone();
+            sign::sign_request(&mut oracle, &b, &payload, now).unwrap();
+            cache.sign_request(&mut fast, &b, &payload, now).unwrap();
+            prop_assert_eq!(&fast.uri, &oracle.uri);
+            prop_assert_eq!(&fast.headers, &oracle.headers, "{}", uri);
+
+            let expires = Duration::from_secs(1 + at % 700_000);
+            let method = http::Method::from_bytes(r.method.as_bytes()).unwrap();
+            let parsed: http::Uri = uri.parse().unwrap();
+            prop_assert_eq!(
+                cache.presign(&method, &parsed, &b, expires, now).unwrap(),
+                sign::presign(&method, &parsed, &b, expires, now).unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn cached_signing_key_follows_secret_and_region_changes() {
+    let cache = sign::SignerCache::new();
+    let uri: http::Uri = "https://h.example/k".parse().unwrap();
+    let mut b = backend("us-east-1");
+    for (secret, region) in [
+        (RT_SECRET, "us-east-1"),
+        ("rotated", "us-east-1"),
+        ("rotated", "eu-west-3"),
+        (RT_SECRET, "us-east-1"),
+    ] {
+        b.secret_key = Secret::new(secret);
+        b.region = region.into();
+        let url = cache
+            .presign(
+                &http::Method::GET,
+                &uri,
+                &b,
+                Duration::from_secs(60),
+                rt_time(),
+            )
+            .unwrap();
+        let oracle = sign::presign(
+            &http::Method::GET,
+            &uri,
+            &b,
+            Duration::from_secs(60),
+            rt_time(),
+        )
+        .unwrap();
+        assert_eq!(url, oracle, "{secret} {region}");
+    }
+}
