@@ -28,6 +28,15 @@ Server scenarios NOT run against the Worker, and why:
   not hold; round-robin and consistent-hash are exercised in test_worker.py.
 - Virtual-host addressing (test_objects.py): the test config sets `virtual_host: false`;
   names under a base domain need DNS/routes the local workerd does not have.
+- rclone's download half (`rclone sync` Worker -> local) is an expected failure, not skipped
+  (test_rclone_sync_down, xfail strict, so a fix turns it red): rclone 1.60 signs
+  `Accept-Encoding: gzip` on object GETs, and the Workers runtime (workerd and production
+  alike, https://developers.cloudflare.com/fundamentals/reference/http-request-headers/#accept-encoding)
+  hands the Worker a normalized Accept-Encoding, keeping the client's value in
+  `request.cf.clientAcceptEncoding`; the signature check sees the wrong value and answers
+  SignatureDoesNotMatch, whose XML error the runtime gzips and rclone cannot parse. aws, boto3,
+  s3cmd and curl do not sign that header. Fix (Worker side): put
+  `cf.clientAcceptEncoding` back into the request before the SigV4 check.
 - Metrics bearer token and per-key bucket limits (test_auth.py): not in the Worker's test
   config; auth errors are tested in test_worker.py.
 """
@@ -37,6 +46,8 @@ import os
 import random
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import botocore
@@ -63,6 +74,11 @@ def make_tree(root, n=200, seed=11):
         path = root.joinpath(*parts, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(h.payload(rnd.choice([0, 1, 100, 4096, 20_000]), f"{seed}-{i}"))
+    # An hour old: `aws s3 sync` re-uploads a file whose mtime is newer than the object's
+    # LastModified (whole seconds), which a tree written in the second of the upload can be.
+    old = time.time() - 3600
+    for p in root.rglob("*"):
+        os.utime(p, (old, old))
     return root
 
 
@@ -106,7 +122,14 @@ def test_aws_s3_sync_up_and_down(gateway, s3, motos, tree, tmp_path):
     env["AWS_MAX_ATTEMPTS"] = "2"
     dest = f"s3://{BUCKET}/cli-aws"
     base = [aws, "--endpoint-url", gateway.url, "s3"]
-    h.run(base + ["sync", str(tree), dest, "--only-show-errors", "--cli-read-timeout", "20"], env=env, timeout=150)
+    up = base + ["sync", str(tree), dest, "--only-show-errors", "--cli-read-timeout", "20"]
+    first = h.run(up, env=env, timeout=150, check=False)
+    if first.returncode != 0:
+        # Seen about one run in three: the client gets a 500 for a PUT that the Worker logged
+        # as 200 (wrangler's local dev proxy between the client and workerd). sync is
+        # idempotent: a second run must then upload just the missing files and succeed.
+        warnings.warn(f"aws s3 sync through `wrangler dev` failed once, retried: {first.stderr[-800:]}")
+        h.run(up, env=env, timeout=150)
     assert count(s3, "cli-aws/") == 200
     assert set(backends_holding(motos, "cli-aws/").values()) == {"a", "b"}, "the tree spreads over both backends"
 
@@ -170,9 +193,9 @@ def test_rclone_sync_up(gateway, s3, motos, tree, tmp_path):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="rclone signs `Accept-Encoding: gzip` on object GETs; the Workers runtime rewrites that "
-    "header before the Worker sees it, so the signature cannot match (SignatureDoesNotMatch), "
-    "and the gzip-compressed error body then fails rclone's XML parser",
+    reason="rclone signs `Accept-Encoding: gzip` on object GETs; the Workers runtime normalizes "
+    "that header before the Worker sees it (the client's value is only in "
+    "request.cf.clientAcceptEncoding), so the signature cannot match (SignatureDoesNotMatch)",
 )
 def test_rclone_sync_down(gateway, s3, tree, tmp_path):
     env = rclone_env(gateway, tmp_path)
