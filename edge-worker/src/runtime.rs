@@ -218,6 +218,19 @@ impl Runtime {
     }
 }
 
+/// `request.cf.clientAcceptEncoding`: the Accept-Encoding the client sent.
+/// <https://developers.cloudflare.com/workers/runtime-apis/request/#incomingrequestcfproperties>
+fn client_accept_encoding(raw: &worker::web_sys::Request) -> Option<String> {
+    use worker::js_sys::Reflect;
+    let cf = Reflect::get(raw, &"cf".into()).ok()?;
+    if cf.is_undefined() || cf.is_null() {
+        return None;
+    }
+    Reflect::get(&cf, &"clientAcceptEncoding".into())
+        .ok()?
+        .as_string()
+}
+
 /// The worker's request in the engine's types. The path and query keep their raw encoding
 /// (the client signed them).
 fn to_http(req: &Request) -> Result<http::Request<WorkerBody>, S3Error> {
@@ -238,13 +251,23 @@ fn to_http(req: &Request) -> Result<http::Request<WorkerBody>, S3Error> {
         )
     })?;
     let mut builder = http::Request::builder().method(method).uri(uri);
+    // The runtime rewrites Accept-Encoding before the Worker sees it and keeps the client's
+    // value in `cf.clientAcceptEncoding`; a client that signed the header (rclone does) needs
+    // the original back, or its signature cannot match.
+    let client_accept_encoding = client_accept_encoding(raw);
     for (name, value) in req.headers().entries() {
+        if client_accept_encoding.is_some() && name.eq_ignore_ascii_case("accept-encoding") {
+            continue;
+        }
         if let (Ok(n), Some(v)) = (
             http::HeaderName::from_bytes(name.as_bytes()),
             header_from_js(&value),
         ) {
             builder = builder.header(n, v);
         }
+    }
+    if let Some(v) = client_accept_encoding.and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+        builder = builder.header(http::header::ACCEPT_ENCODING, v);
     }
     let len = req
         .headers()

@@ -28,17 +28,12 @@ Server scenarios NOT run against the Worker, and why:
   not hold; round-robin and consistent-hash are exercised in test_worker.py.
 - Virtual-host addressing (test_objects.py): the test config sets `virtual_host: false`;
   names under a base domain need DNS/routes the local workerd does not have.
-- rclone's download half (`rclone sync` Worker -> local) is an expected failure, not skipped
-  (test_rclone_sync_down, xfail strict, so a fix turns it red): rclone 1.60 signs
-  `Accept-Encoding: gzip` on object GETs, and the Workers runtime (workerd and production
-  alike, https://developers.cloudflare.com/fundamentals/reference/http-request-headers/#accept-encoding)
-  hands the Worker a normalized Accept-Encoding, keeping the client's value in
-  `request.cf.clientAcceptEncoding`; the signature check sees the wrong value and answers
-  SignatureDoesNotMatch, whose XML error the runtime gzips and rclone cannot parse. aws, boto3,
-  s3cmd and curl do not sign that header. Fix (Worker side): put
-  `cf.clientAcceptEncoding` back into the request before the SigV4 check.
 - Metrics bearer token and per-key bucket limits (test_auth.py): not in the Worker's test
   config; auth errors are tested in test_worker.py.
+
+rclone signs `Accept-Encoding: gzip` on object GETs, and the Workers runtime hands the Worker a
+normalized Accept-Encoding (the client's value is in `request.cf.clientAcceptEncoding`); the
+Worker puts the client's value back before the SigV4 check (test_rclone_sync_down).
 """
 
 import concurrent.futures
@@ -191,12 +186,6 @@ def test_rclone_sync_up(gateway, s3, motos, tree, tmp_path):
     assert "dir0/" in r.stdout.splitlines()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rclone signs `Accept-Encoding: gzip` on object GETs; the Workers runtime normalizes "
-    "that header before the Worker sees it (the client's value is only in "
-    "request.cf.clientAcceptEncoding), so the signature cannot match (SignatureDoesNotMatch)",
-)
 def test_rclone_sync_down(gateway, s3, tree, tmp_path):
     env = rclone_env(gateway, tmp_path)
     remote = f"gw:{BUCKET}/cli-rclone-down"
