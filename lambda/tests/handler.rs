@@ -207,12 +207,12 @@ async fn signed_put_through_a_staged_http_api_then_anonymous_get_through_a_funct
         .expect("stored under {bucket}/{key}");
     assert_eq!(&stored.data[..], b"hello world");
 
-    // A tampered body does not verify and never reaches the backend. The engine answers a
-    // body refused mid-request as it answers a broken backend stream: 503.
+    // A tampered body does not verify and never reaches the backend: 400
+    // XAmzContentSHA256Mismatch, as AWS answers.
     let mut bad = put.clone();
     bad["body"] = "aGVsbG8gV09STEQ=".into(); // "hello WORLD"
     let response = app.handle_http(event(&bad)).await;
-    assert_eq!(response.status(), 503);
+    assert_eq!(response.status(), 400);
     assert_eq!(
         &s3.object(endpoint, &rec.backend, "photos/summer trip/a+b=c.txt")
             .unwrap()

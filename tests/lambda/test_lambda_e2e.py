@@ -239,8 +239,6 @@ def test_put_get_head_list_copy_delete(stack):
     assert index_entry(stack, "copy.txt") is None
 
 
-@pytest.mark.xfail(reason="CompleteMultipartUpload against moto answers InternalError through the "
-                          "engine (parts upload fine); not yet diagnosed", strict=False)
 def test_multipart_with_small_parts(stack):
     s3 = gw(stack)
     up = s3.create_multipart_upload(Bucket="files", Key="mp.txt", ContentType="text/plain")
