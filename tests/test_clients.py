@@ -1,6 +1,7 @@
 """Real clients against the gateway: aws CLI, rclone, s3cmd, curl."""
 
 import subprocess
+import time
 import os
 import random
 
@@ -21,6 +22,11 @@ def make_tree(root, n=200, seed=7):
         path.write_bytes(h.payload(size, f"{seed}-{i}"))
     # One file large enough for the CLIs' multipart uploads (aws: 8 MiB threshold).
     (root / "large.bin").write_bytes(h.payload(9 * 1024 * 1024, "large"))
+    # An hour old: `aws s3 sync` re-uploads a file whose mtime is newer than the object's
+    # LastModified (whole seconds), which a tree written in the second of the upload can be.
+    old = time.time() - 3600
+    for p in root.rglob("*"):
+        os.utime(p, (old, old))
     return root
 
 
