@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -628,3 +629,23 @@ def presigned_url(method: str, url: str, key: str, secret: str, expires: int, no
     finally:
         botocore.auth.get_current_datetime = original
     return request.url
+
+
+def make_tree(root, n: int, seed: int, sizes, large: int = 0):
+    """`n` files with odd names in a few nested dirs, sizes drawn from `sizes`, plus `large.bin`
+    of `large` bytes when asked. The files are an hour old: `aws s3 sync` re-uploads a file
+    whose mtime is newer than the object's LastModified (whole seconds), which a tree written
+    in the second of the upload can be."""
+    rnd = random.Random(seed)
+    for i in range(n):
+        parts = [f"dir{rnd.randint(0, 4)}" for _ in range(rnd.randint(0, 3))]
+        name = rnd.choice(["file", "é file", "data+x", "a&b"]) + f"-{i}" + rnd.choice([".txt", ".bin", ""])
+        path = root.joinpath(*parts, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(payload(rnd.choice(sizes), f"{seed}-{i}"))
+    if large:
+        (root / "large.bin").write_bytes(payload(large, "large"))
+    old = time.time() - 3600
+    for p in root.rglob("*"):
+        os.utime(p, (old, old))
+    return root

@@ -1,33 +1,16 @@
 """Real clients against the gateway: aws CLI, rclone, s3cmd, curl."""
 
 import subprocess
-import time
 import os
-import random
 
 import pytest
 
 import harness as h
 
 
-def make_tree(root, n=200, seed=7):
-    rnd = random.Random(seed)
-    for i in range(n):
-        depth = rnd.randint(0, 3)
-        parts = [f"dir{rnd.randint(0, 4)}" for _ in range(depth)]
-        name = rnd.choice(["file", "é file", "data+x", "a&b"]) + f"-{i}" + rnd.choice([".txt", ".bin", ""])
-        path = root.joinpath(*parts, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        size = rnd.choice([0, 1, 100, 4096, 70_000, 300_000])
-        path.write_bytes(h.payload(size, f"{seed}-{i}"))
+def make_tree(root):
     # One file large enough for the CLIs' multipart uploads (aws: 8 MiB threshold).
-    (root / "large.bin").write_bytes(h.payload(9 * 1024 * 1024, "large"))
-    # An hour old: `aws s3 sync` re-uploads a file whose mtime is newer than the object's
-    # LastModified (whole seconds), which a tree written in the second of the upload can be.
-    old = time.time() - 3600
-    for p in root.rglob("*"):
-        os.utime(p, (old, old))
-    return root
+    return h.make_tree(root, 200, 7, [0, 1, 100, 4096, 70_000, 300_000], large=9 * 1024 * 1024)
 
 
 @pytest.fixture(scope="module")

@@ -38,10 +38,8 @@ Worker puts the client's value back before the SigV4 check (test_rclone_sync_dow
 
 import concurrent.futures
 import os
-import random
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -62,19 +60,7 @@ def cli_env(home):
 
 def make_tree(root, n=200, seed=11):
     """`n` small files (under the lowered body limit) in a few nested dirs, odd names included."""
-    rnd = random.Random(seed)
-    for i in range(n):
-        parts = [f"dir{rnd.randint(0, 4)}" for _ in range(rnd.randint(0, 3))]
-        name = rnd.choice(["file", "é file", "data+x", "a&b"]) + f"-{i}" + rnd.choice([".txt", ".bin", ""])
-        path = root.joinpath(*parts, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(h.payload(rnd.choice([0, 1, 100, 4096, 20_000]), f"{seed}-{i}"))
-    # An hour old: `aws s3 sync` re-uploads a file whose mtime is newer than the object's
-    # LastModified (whole seconds), which a tree written in the second of the upload can be.
-    old = time.time() - 3600
-    for p in root.rglob("*"):
-        os.utime(p, (old, old))
-    return root
+    return h.make_tree(root, n, seed, [0, 1, 100, 4096, 20_000])
 
 
 @pytest.fixture(scope="module")
