@@ -15,6 +15,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// mimalloc instead of the system allocator: a proxied request allocates a few hundred small
+/// buffers (headers, URIs, signatures), and glibc's malloc/free took 15% of the gateway's
+/// CPU per request in the profile (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "s3-balance",
@@ -41,6 +47,9 @@ enum Command {
     Serve {
         #[arg(long)]
         config: PathBuf,
+        /// Threads serving requests, each with its own event loop (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Local playground: three file-system backends and the gateway, no config needed.
     Dev {
@@ -74,7 +83,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn serve(config_path: PathBuf) -> ExitCode {
+async fn serve(config_path: PathBuf, threads: Option<usize>) -> ExitCode {
     let (config, warnings) = match setup::load_config(&config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -93,16 +102,19 @@ async fn serve(config_path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(&address).await {
+    let listener = match std::net::TcpListener::bind((address.0.as_str(), address.1)) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("binding {}:{}: {e}", address.0, address.1);
             return ExitCode::FAILURE;
         }
     };
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let health = tasks::start(engine.clone(), Some(config_path));
     let served = tokio::select! {
-        served = http_server::serve(engine, listener) => served,
+        served = http_server::serve_threads(engine, listener, threads) => served,
         () = health => unreachable!("the health loop never ends"),
     };
     match served {
@@ -126,7 +138,7 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Serve { config } => serve(config).await,
+            Command::Serve { config, threads } => serve(config, threads).await,
             Command::Dev { data, port } => dev::run(data, port).await,
             Command::Check { config } => check::check(&config).await,
             Command::Reindex { config } => check::reindex(&config).await,

@@ -91,6 +91,8 @@ pub struct Engine<S, C> {
     pending_usage: Mutex<BTreeMap<String, (i64, i64)>>,
     /// Backend signing keys, derived once a day per backend instead of per request.
     signers: crate::sigv4::sign::SignerCache,
+    /// Signing keys of the clients' access keys, for verifying their signatures.
+    client_keys: crate::sigv4::canonical::SigningKeys,
 }
 
 /// Object and bucket reads (GET, HEAD, lists) are billed class B; everything else class A.
@@ -248,6 +250,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             pending_operations: Mutex::new(BTreeMap::new()),
             pending_usage: Mutex::new(BTreeMap::new()),
             signers: Default::default(),
+            client_keys: Default::default(),
         }
     }
 
@@ -497,7 +500,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             headers: &parts.headers,
         };
         let lookup = |ak: &str| config.credential(ak).map(|c| &c.secret_key);
-        match crate::sigv4::verify(&signed, &lookup, now) {
+        match crate::sigv4::verify::verify_with_keys(&signed, &lookup, now, &self.client_keys) {
             Ok(verified) => Ok(verified),
             // Auth off (the Go project's `auth_required: false`): any signature is accepted
             // unchecked, but the body framing it announces must still be decoded.

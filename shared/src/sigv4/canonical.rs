@@ -205,6 +205,53 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8
     hmac(&k_service, b"aws4_request")
 }
 
+/// `kSigning` keys derived before, one per owner (a backend's name, a client's access key):
+/// deriving one is four HMACs, as much work as the rest of a signature, and it changes only
+/// with the date, the region or the secret. Owners come from the config (callers look the
+/// secret up first), so the map stays as small as the config.
+#[derive(Default)]
+pub struct SigningKeys {
+    keys: std::sync::Mutex<std::collections::HashMap<String, CachedKey>>,
+}
+
+struct CachedKey {
+    /// What the key was derived from: a config reload may change any of them.
+    secret: String,
+    region: String,
+    date: String,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeys").finish_non_exhaustive()
+    }
+}
+
+impl SigningKeys {
+    /// [`signing_key`] for service `s3`, from the cache when `owner`'s entry was derived from
+    /// the same secret, date and region.
+    pub fn s3_key(&self, owner: &str, secret: &str, date: &str, region: &str) -> [u8; 32] {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = keys.get(owner) {
+            if c.date == date && c.region == region && c.secret == secret {
+                return c.key;
+            }
+        }
+        let key = signing_key(secret, date, region, "s3");
+        keys.insert(
+            owner.to_owned(),
+            CachedKey {
+                secret: secret.to_owned(),
+                region: region.to_owned(),
+                date: date.to_owned(),
+                key,
+            },
+        );
+        key
+    }
+}
+
 /// The hex signature of a string to sign.
 pub fn signature(signing_key: &[u8; 32], string_to_sign: &str) -> String {
     hex::encode(hmac(signing_key, string_to_sign.as_bytes()))

@@ -3,8 +3,6 @@
 //! <https://docs.rs/aws-sigv4>
 //! <https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-authenticating-requests.html>
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -206,23 +204,9 @@ const EXCLUDED_HEADERS: &[&str] = &[
 /// `aws-sigv4` would ([`BackendSigner`], kept as the oracle in the tests).
 ///
 /// <https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html>
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct SignerCache {
-    keys: Mutex<HashMap<String, CachedKey>>,
-}
-
-impl std::fmt::Debug for SignerCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignerCache").finish_non_exhaustive()
-    }
-}
-
-struct CachedKey {
-    /// What the key was derived from: a config reload may change any of them.
-    secret: String,
-    region: String,
-    date: String,
-    key: [u8; 32],
+    keys: canonical::SigningKeys,
 }
 
 impl SignerCache {
@@ -232,24 +216,12 @@ impl SignerCache {
 
     /// `kSigning` of `backend` for `date` (`YYYYMMDD`), derived once a day per backend.
     fn signing_key(&self, backend: &BackendConfig, date: &str) -> [u8; 32] {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let secret = backend.secret_key.expose();
-        if let Some(c) = keys.get(backend.name.as_str()) {
-            if c.date == date && c.region == backend.region && c.secret == secret {
-                return c.key;
-            }
-        }
-        let key = canonical::signing_key(secret, date, &backend.region, "s3");
-        keys.insert(
-            backend.name.clone(),
-            CachedKey {
-                secret: secret.to_owned(),
-                region: backend.region.clone(),
-                date: date.to_owned(),
-                key,
-            },
-        );
-        key
+        self.keys.s3_key(
+            &backend.name,
+            backend.secret_key.expose(),
+            date,
+            &backend.region,
+        )
     }
 
     /// Same contract as [`sign_request`]: adds `x-amz-date`, `x-amz-content-sha256`,

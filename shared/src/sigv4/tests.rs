@@ -1687,3 +1687,38 @@ fn cached_signing_key_follows_secret_and_region_changes() {
         assert_eq!(url, oracle, "{secret} {region}");
     }
 }
+
+#[test]
+fn verifying_with_cached_client_keys_follows_secret_and_region_changes() {
+    let keys = canonical::SigningKeys::default();
+    let check = |r: &Req, h: &http::HeaderMap, query: &str, secret: &str| {
+        let secret = Secret::new(secret);
+        let parts = SignedParts {
+            method: &r.method,
+            raw_path: &r.path,
+            raw_query: query,
+            headers: h,
+        };
+        let lookup = |k: &str| (k == RT_KEY).then_some(&secret);
+        verify::verify_with_keys(&parts, &lookup, rt_time() + Duration::from_secs(30), &keys)
+    };
+    let (mut r, h) = simple_signed(&[]);
+    assert!(check(&r, &h, "", RT_SECRET).is_ok());
+    // The same access key with a rotated secret: the cached key must not be reused.
+    assert_eq!(
+        code(check(&r, &h, "", "rotated")),
+        S3ErrorCode::SignatureDoesNotMatch
+    );
+    assert!(check(&r, &h, "", RT_SECRET).is_ok());
+    // Another region in the credential scope derives another key.
+    r.region = "eu-west-3".into();
+    let h = oracle_sign_header(&r);
+    assert!(check(&r, &h, "", RT_SECRET).is_ok());
+    // Presigned URLs share the cache.
+    let (query, h) = oracle_presign(&r, 300);
+    assert!(check(&r, &h, &query, RT_SECRET).is_ok());
+    assert_eq!(
+        code(check(&r, &h, &query, "rotated")),
+        S3ErrorCode::SignatureDoesNotMatch
+    );
+}

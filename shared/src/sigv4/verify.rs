@@ -244,6 +244,17 @@ pub fn verify<'s>(
     secret_for: &dyn Fn(&str) -> Option<&'s Secret>,
     now: SystemTime,
 ) -> Result<Verified, S3Error> {
+    verify_with_keys(parts, secret_for, now, &canonical::SigningKeys::default())
+}
+
+/// [`verify`], taking signing keys derived before from `keys` (and adding new ones to it): a
+/// gateway keeps one [`canonical::SigningKeys`] for its clients' access keys.
+pub fn verify_with_keys<'s>(
+    parts: &SignedParts<'_>,
+    secret_for: &dyn Fn(&str) -> Option<&'s Secret>,
+    now: SystemTime,
+    keys: &canonical::SigningKeys,
+) -> Result<Verified, S3Error> {
     let auth = parts.headers.get(http::header::AUTHORIZATION);
     let pairs = canonical::query_pairs(parts.raw_query);
     let presigned = pairs
@@ -254,8 +265,8 @@ pub fn verify<'s>(
             "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, \
              Signature query string parameter or the Authorization header should be specified",
         )),
-        (Some(auth), false) => verify_header(parts, auth.as_bytes(), secret_for, now),
-        (None, true) => verify_presigned(parts, &pairs, secret_for, now),
+        (Some(auth), false) => verify_header(parts, auth.as_bytes(), secret_for, now, keys),
+        (None, true) => verify_presigned(parts, &pairs, secret_for, now, keys),
         (None, false) if pairs.iter().any(|(k, _)| k.as_slice() == b"AWSAccessKeyId") => {
             // A SigV2 presigned URL: refused, not mistaken for an anonymous request.
             Err(S3Error::new(
@@ -283,6 +294,7 @@ fn verify_header<'s>(
     auth: &[u8],
     secret_for: &dyn Fn(&str) -> Option<&'s Secret>,
     now: SystemTime,
+    keys: &canonical::SigningKeys,
 ) -> Result<Verified, S3Error> {
     let auth = parse_authorization(auth)?;
     if !auth.signed_headers.iter().any(|h| h == "host") {
@@ -316,11 +328,11 @@ fn verify_header<'s>(
         .to_owned();
 
     let scope = auth.credential.scope();
-    let key = canonical::signing_key(
+    let key = keys.s3_key(
+        &auth.credential.access_key,
         secret.expose(),
         &auth.credential.date,
         &auth.credential.region,
-        "s3",
     );
     let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
     let sign_with_query = |query: &str| {
@@ -365,6 +377,7 @@ fn verify_presigned<'s>(
     pairs: &[(Vec<u8>, Vec<u8>)],
     secret_for: &dyn Fn(&str) -> Option<&'s Secret>,
     now: SystemTime,
+    keys: &canonical::SigningKeys,
 ) -> Result<Verified, S3Error> {
     const MISSING: &str = "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, \
                            X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.";
@@ -447,7 +460,12 @@ fn verify_presigned<'s>(
         ));
     }
 
-    let key = canonical::signing_key(secret.expose(), &credential.date, &credential.region, "s3");
+    let key = keys.s3_key(
+        &credential.access_key,
+        secret.expose(),
+        &credential.date,
+        &credential.region,
+    );
     let signed: Vec<&str> = signed_headers.iter().map(String::as_str).collect();
     let creq = canonical::canonical_request(
         parts.method,
