@@ -176,6 +176,8 @@ mod tests {
         content_length: Option<String>,
         chunked: bool,
         body: Vec<u8>,
+        /// The client's port: which connection carried the request.
+        peer_port: u16,
     }
 
     /// A tiny hyper server: records requests; `/slow` answers after 2 s; `/redirect` is a 307.
@@ -186,7 +188,7 @@ mod tests {
         let log = seen.clone();
         tokio::spawn(async move {
             loop {
-                let (socket, _) = listener.accept().await.unwrap();
+                let (socket, peer) = listener.accept().await.unwrap();
                 let log = log.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -203,6 +205,7 @@ mod tests {
                                 content_length: h("content-length"),
                                 chunked: h("transfer-encoding").is_some(),
                                 body,
+                                peer_port: peer.port(),
                             });
                             let mut resp = http::Response::new(http_body_util::Full::new(
                                 Bytes::from_static(b"hello"),
@@ -333,12 +336,22 @@ mod tests {
         let err = client
             .send(request(
                 "GET",
-                &format!("http://127.0.0.1:{port}/"),
+                &format!("http://127.0.0.1:{port}/b/k?X-Amz-Signature=secret"),
                 ServerBody::Empty,
             ))
             .await
             .unwrap_err();
         assert_eq!(err.kind, TransportErrorKind::Connect, "{err}");
+        // The host and the innermost cause, never the URL (a presigned query signs it).
+        assert!(
+            err.message.starts_with(&format!("127.0.0.1:{port}: ")),
+            "{err}"
+        );
+        assert!(err.message.to_lowercase().contains("refused"), "{err}");
+        assert!(
+            !err.message.contains("secret") && !err.message.contains("/b/k"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -362,5 +375,83 @@ mod tests {
             .insert(RequestTimeout(Duration::from_millis(200)));
         let resp = BackendClient::new().unwrap().send(req).await.unwrap();
         assert_eq!(read(resp).await, Bytes::from_static(b"abcd"));
+    }
+
+    #[tokio::test]
+    async fn the_path_and_query_reach_the_backend_byte_for_byte() {
+        let (base, seen) = server().await;
+        let client = BackendClient::new().unwrap();
+        // Escapes a URL parser would decode or re-encode, and dot segments it would resolve.
+        let targets = [
+            "/b/a%2Fb+c%20d/%2B?prefix=a%20b+c&x=%2F",
+            "/b/a%2E%2E/x",
+            "/b/./k/../x?list-type=2",
+            "/b/~'!*()$,;=:@k",
+        ];
+        for target in targets {
+            let resp = client
+                .send(request(
+                    "GET",
+                    &format!("{base}{target}"),
+                    ServerBody::Empty,
+                ))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+        let seen: Vec<String> = seen.lock().unwrap().iter().map(|s| s.uri.clone()).collect();
+        assert_eq!(seen, targets);
+    }
+
+    #[test]
+    fn threads_with_their_own_runtimes_share_a_client_and_keep_their_own_pools() {
+        // The backend runs on a runtime of its own; two OS threads, each with a current-thread
+        // runtime (as thread-per-core runs), send through clones of one client at once.
+        let backend = tokio::runtime::Runtime::new().unwrap();
+        let (base, seen) = backend.block_on(server());
+        let client = BackendClient::new().unwrap();
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let (client, base, barrier) = (client.clone(), base.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    barrier.wait();
+                    rt.block_on(async {
+                        for i in 0..3 {
+                            let uri = format!("{base}/t{t}/{i}");
+                            let resp = client
+                                .send(request("GET", &uri, ServerBody::Empty))
+                                .await
+                                .unwrap();
+                            assert_eq!(read(resp).await, Bytes::from_static(b"hello"));
+                            // Lets the connection go back to this thread's pool.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    });
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Each thread reused one keep-alive connection of its own.
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 6);
+        let ports = |t: &str| {
+            let mut p: Vec<u16> = seen
+                .iter()
+                .filter(|s| s.uri.starts_with(t))
+                .map(|s| s.peer_port)
+                .collect();
+            p.dedup();
+            p
+        };
+        let (p0, p1) = (ports("/t0/"), ports("/t1/"));
+        assert_eq!((p0.len(), p1.len()), (1, 1), "{p0:?} {p1:?}");
+        assert_ne!(p0, p1);
     }
 }
