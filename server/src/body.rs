@@ -60,22 +60,12 @@ impl ServerBody {
         }
     }
 
-    /// A request body as hyper received it; Content-Length becomes the exact length.
+    /// A body as hyper received it, a client's request or a backend's response. The length is
+    /// hyper's view of the body: Content-Length, or 0 for a HEAD response whatever its header
+    /// says. Chunks stream through as they arrive.
     pub fn from_incoming(body: hyper::body::Incoming) -> Self {
         let len = http_body::Body::size_hint(&body).exact();
         Self::from_stream(http_body_util::BodyDataStream::new(body), len)
-    }
-
-    /// A backend's response, streamed as it arrives. The length is hyper's view of the body
-    /// (0 for a HEAD response, whatever its Content-Length header says).
-    pub fn from_reqwest(response: reqwest::Response) -> http::Response<ServerBody> {
-        let response: http::Response<reqwest::Body> = response.into();
-        let (parts, body) = response.into_parts();
-        let len = http_body::Body::size_hint(&body).exact();
-        http::Response::from_parts(
-            parts,
-            Self::from_stream(http_body_util::BodyDataStream::new(body), len),
-        )
     }
 
     /// Turns the body into a stream of chunks, whatever its variant.
@@ -84,16 +74,6 @@ impl ServerBody {
             ServerBody::Empty => Box::pin(futures_util::stream::empty()),
             ServerBody::Full(b) => Box::pin(futures_util::stream::once(async move { Ok(b) })),
             ServerBody::Stream { stream, .. } => stream,
-        }
-    }
-
-    /// The body for reqwest. Streams are not buffered; when the length is known the client
-    /// sets Content-Length so reqwest does not fall back to chunked encoding.
-    pub fn into_reqwest(self) -> reqwest::Body {
-        match self {
-            ServerBody::Empty => reqwest::Body::from(Bytes::new()),
-            ServerBody::Full(b) => reqwest::Body::from(b),
-            ServerBody::Stream { stream, .. } => reqwest::Body::wrap_stream(stream),
         }
     }
 }

@@ -10,7 +10,7 @@ use shared::http::{HttpClient, RequestTimeout};
 use shared::sigv4::sign::{sign_request, PayloadHash};
 
 use crate::body::ServerBody;
-use crate::client::ReqwestClient;
+use crate::client::BackendClient;
 use crate::setup::{build_engine, load_config};
 
 /// SHA-256 of the empty body.
@@ -34,7 +34,7 @@ pub fn bucket_url(backend: &BackendConfig, path_and_query: &str) -> String {
 
 /// One signed ListObjectsV2 max-keys=1: `Ok(latency)` on 200, else what went wrong.
 pub async fn probe(
-    client: &ReqwestClient,
+    client: &BackendClient,
     backend: &BackendConfig,
     timeout: Duration,
 ) -> (Result<(), String>, Duration) {
@@ -98,7 +98,7 @@ pub async fn check(config_path: &Path) -> ExitCode {
         config.backends.len(),
         config.virtual_buckets.len()
     );
-    let client = match ReqwestClient::new() {
+    let client = match BackendClient::new() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("HTTP client: {e}");

@@ -1,86 +1,149 @@
-//! [`ReqwestClient`]: the engine's [`HttpClient`] for backend requests.
+//! [`BackendClient`]: the engine's [`HttpClient`] for backend requests, on hyper-util's pooled
+//! client. The engine's `http::Uri` goes out as given, never re-parsed as a URL: the path and
+//! query reach the backend byte for byte, as they were signed.
 
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http::header::CONTENT_LENGTH;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use shared::body::Body as _;
 use shared::http::{HttpClient, RequestTimeout, TransportError, TransportErrorKind};
 
 use crate::body::ServerBody;
 
-/// One pooled client for the process: keep-alive connections to every backend are reused.
-#[derive(Clone)]
-pub struct ReqwestClient {
-    client: reqwest::Client,
+type Pool = Client<HttpsConnector<HttpConnector>, ServerBody>;
+
+/// What every thread's pool is built from. The connector holds the TLS config (parsed roots)
+/// once for the process; cloning it is a few reference counts.
+struct Settings {
+    connector: HttpsConnector<HttpConnector>,
+    pool_idle_timeout: Duration,
 }
 
-impl ReqwestClient {
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            // The engine answers redirects itself (or passes them on); bodies pass unchanged
-            // (Content-Encoding belongs to the object). No decompression features are enabled.
-            .redirect(reqwest::redirect::Policy::none())
-            .use_rustls_tls()
-            .build()?;
-        Ok(Self { client })
+impl Settings {
+    fn pool(&self) -> Pool {
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .build(self.connector.clone())
     }
 }
 
-fn transport_error(host: &str, e: &reqwest::Error) -> TransportError {
-    let kind = if e.is_timeout() {
+thread_local! {
+    /// This thread's connection pools, one per live [`BackendClient`] (normally exactly one).
+    ///
+    /// Why per thread: hyper drives each connection in a task spawned on the runtime that
+    /// opened it. With one current-thread runtime per core, a pool shared across threads would
+    /// hand thread B a connection whose task runs on thread A, so every read and write would
+    /// wake the other thread. A pool per thread keeps each connection on the thread that uses
+    /// it. The `Weak` ties a pool to its client: a dropped client's pool is pruned here.
+    static POOLS: RefCell<Vec<(Weak<Settings>, Pool)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Sends backend requests over keep-alive connections, pooled per OS thread (see [`POOLS`]).
+/// Cheap to clone, `Send + Sync`: clones share settings and each thread's pool.
+#[derive(Clone)]
+pub struct BackendClient {
+    settings: Arc<Settings>,
+}
+
+impl BackendClient {
+    pub fn new() -> Result<Self, rustls::Error> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        // The URI's scheme picks plain TCP or TLS; the TLS wrapper checks it, not this one.
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            // ring, as reqwest used: the process-wide default provider would be ambiguous
+            // (the AWS SDK in the tree enables aws-lc-rs too).
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        // No redirect following and no decompression: hyper's client does neither. The engine
+        // answers redirects itself, and Content-Encoding belongs to the object.
+        Ok(Self {
+            settings: Arc::new(Settings {
+                connector,
+                pool_idle_timeout: Duration::from_secs(60),
+            }),
+        })
+    }
+
+    /// Starts the request on this thread's pool, creating the pool on first use.
+    fn request(&self, request: http::Request<ServerBody>) -> ResponseFuture {
+        POOLS.with_borrow_mut(|pools| {
+            let ours = Arc::as_ptr(&self.settings);
+            // A live `Weak` keeps its allocation, so a matching pointer is this very client.
+            if let Some((_, pool)) = pools.iter().find(|(s, _)| s.as_ptr() == ours) {
+                return pool.request(request);
+            }
+            pools.retain(|(s, _)| s.strong_count() > 0);
+            let pool = self.settings.pool();
+            let response = pool.request(request);
+            pools.push((Arc::downgrade(&self.settings), pool));
+            response
+        })
+    }
+}
+
+fn transport_error(host: &str, e: &hyper_util::client::legacy::Error) -> TransportError {
+    // The innermost source names the real cause (refused, reset, TLS ...). hyper's messages
+    // never carry the URL, which could hold a presigned signature; ours names only the host.
+    let mut cause: &(dyn std::error::Error + 'static) = e;
+    let mut timed_out = false;
+    loop {
+        timed_out |= cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        match cause.source() {
+            Some(source) => cause = source,
+            None => break,
+        }
+    }
+    let kind = if timed_out {
         TransportErrorKind::Timeout
     } else if e.is_connect() {
         TransportErrorKind::Connect
     } else {
         TransportErrorKind::Other
     };
-    // The innermost source names the real cause (refused, reset, TLS ...). reqwest's own
-    // message is left out: it carries the URL, and a presigned query would carry a signature.
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    let message = format!("{host}: {cause}");
-    TransportError::new(kind, message)
+    TransportError::new(kind, format!("{host}: {cause}"))
 }
 
-impl HttpClient for ReqwestClient {
+impl HttpClient for BackendClient {
     type Body = ServerBody;
 
     async fn send(
         &self,
-        request: http::Request<ServerBody>,
+        mut request: http::Request<ServerBody>,
     ) -> Result<http::Response<ServerBody>, TransportError> {
-        let (parts, body) = request.into_parts();
-        let host = parts
-            .uri
+        let host = request
+            .uri()
             .authority()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let url = reqwest::Url::parse(&parts.uri.to_string()).map_err(|e| {
-            TransportError::new(TransportErrorKind::Other, format!("bad backend URL: {e}"))
-        })?;
-        let timeout = parts.extensions.get::<RequestTimeout>().map(|t| t.0);
-        let mut req = reqwest::Request::new(parts.method.clone(), url);
-        *req.headers_mut() = parts.headers;
-        // A wrapped stream goes out chunked unless Content-Length is set: S3 requires it on PUT.
-        if let (Some(len), false) = (body.exact_len(), req.headers().contains_key(CONTENT_LENGTH)) {
+        let timeout = request.extensions().get::<RequestTimeout>().map(|t| t.0);
+        // S3 requires Content-Length on PUT, also for an empty body (hyper sends none for a
+        // body that is already at its end); GET, HEAD and DELETE go without one.
+        let len = request.body().exact_len();
+        if let (Some(len), false) = (len, request.headers().contains_key(CONTENT_LENGTH)) {
             if len > 0
                 || !matches!(
-                    parts.method,
+                    *request.method(),
                     http::Method::GET | http::Method::HEAD | http::Method::DELETE
                 )
             {
-                req.headers_mut().insert(CONTENT_LENGTH, len.into());
+                request.headers_mut().insert(CONTENT_LENGTH, len.into());
             }
         }
-        if !matches!(body, ServerBody::Empty) || req.headers().contains_key(CONTENT_LENGTH) {
-            *req.body_mut() = Some(body.into_reqwest());
-        }
-        let send = self.client.execute(req);
+        let send = self.request(request);
         // The timeout covers connect and response headers only: a large body then streams as
         // long as it needs.
         let response = match timeout {
@@ -93,7 +156,7 @@ impl HttpClient for ReqwestClient {
             None => send.await,
         }
         .map_err(|e| transport_error(&host, &e))?;
-        Ok(ServerBody::from_reqwest(response))
+        Ok(response.map(ServerBody::from_incoming))
     }
 }
 
@@ -113,6 +176,8 @@ mod tests {
         content_length: Option<String>,
         chunked: bool,
         body: Vec<u8>,
+        /// The client's port: which connection carried the request.
+        peer_port: u16,
     }
 
     /// A tiny hyper server: records requests; `/slow` answers after 2 s; `/redirect` is a 307.
@@ -123,7 +188,7 @@ mod tests {
         let log = seen.clone();
         tokio::spawn(async move {
             loop {
-                let (socket, _) = listener.accept().await.unwrap();
+                let (socket, peer) = listener.accept().await.unwrap();
                 let log = log.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -140,6 +205,7 @@ mod tests {
                                 content_length: h("content-length"),
                                 chunked: h("transfer-encoding").is_some(),
                                 body,
+                                peer_port: peer.port(),
                             });
                             let mut resp = http::Response::new(http_body_util::Full::new(
                                 Bytes::from_static(b"hello"),
@@ -192,7 +258,7 @@ mod tests {
             Ok(Bytes::from_static(b"def")),
         ];
         let body = ServerBody::from_stream(futures_util::stream::iter(parts), Some(6));
-        let resp = ReqwestClient::new()
+        let resp = BackendClient::new()
             .unwrap()
             .send(request(
                 "PUT",
@@ -218,7 +284,7 @@ mod tests {
     #[tokio::test]
     async fn empty_put_sends_zero_length_and_get_sends_none() {
         let (base, seen) = server().await;
-        let client = ReqwestClient::new().unwrap();
+        let client = BackendClient::new().unwrap();
         client
             .send(request("PUT", &format!("{base}/b"), ServerBody::Empty))
             .await
@@ -235,7 +301,7 @@ mod tests {
     #[tokio::test]
     async fn response_reports_its_length_and_redirects_are_not_followed() {
         let (base, seen) = server().await;
-        let resp = ReqwestClient::new()
+        let resp = BackendClient::new()
             .unwrap()
             .send(request(
                 "GET",
@@ -252,7 +318,7 @@ mod tests {
     #[tokio::test]
     async fn timeout_and_refused_connections_are_classified() {
         let (base, _) = server().await;
-        let client = ReqwestClient::new().unwrap();
+        let client = BackendClient::new().unwrap();
         let mut req = request("GET", &format!("{base}/slow"), ServerBody::Empty);
         req.extensions_mut()
             .insert(RequestTimeout(Duration::from_millis(200)));
@@ -270,12 +336,22 @@ mod tests {
         let err = client
             .send(request(
                 "GET",
-                &format!("http://127.0.0.1:{port}/"),
+                &format!("http://127.0.0.1:{port}/b/k?X-Amz-Signature=secret"),
                 ServerBody::Empty,
             ))
             .await
             .unwrap_err();
         assert_eq!(err.kind, TransportErrorKind::Connect, "{err}");
+        // The host and the innermost cause, never the URL (a presigned query signs it).
+        assert!(
+            err.message.starts_with(&format!("127.0.0.1:{port}: ")),
+            "{err}"
+        );
+        assert!(err.message.to_lowercase().contains("refused"), "{err}");
+        assert!(
+            !err.message.contains("secret") && !err.message.contains("/b/k"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -297,7 +373,85 @@ mod tests {
         let mut req = request("GET", &format!("http://{addr}/"), ServerBody::Empty);
         req.extensions_mut()
             .insert(RequestTimeout(Duration::from_millis(200)));
-        let resp = ReqwestClient::new().unwrap().send(req).await.unwrap();
+        let resp = BackendClient::new().unwrap().send(req).await.unwrap();
         assert_eq!(read(resp).await, Bytes::from_static(b"abcd"));
+    }
+
+    #[tokio::test]
+    async fn the_path_and_query_reach_the_backend_byte_for_byte() {
+        let (base, seen) = server().await;
+        let client = BackendClient::new().unwrap();
+        // Escapes a URL parser would decode or re-encode, and dot segments it would resolve.
+        let targets = [
+            "/b/a%2Fb+c%20d/%2B?prefix=a%20b+c&x=%2F",
+            "/b/a%2E%2E/x",
+            "/b/./k/../x?list-type=2",
+            "/b/~'!*()$,;=:@k",
+        ];
+        for target in targets {
+            let resp = client
+                .send(request(
+                    "GET",
+                    &format!("{base}{target}"),
+                    ServerBody::Empty,
+                ))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+        let seen: Vec<String> = seen.lock().unwrap().iter().map(|s| s.uri.clone()).collect();
+        assert_eq!(seen, targets);
+    }
+
+    #[test]
+    fn threads_with_their_own_runtimes_share_a_client_and_keep_their_own_pools() {
+        // The backend runs on a runtime of its own; two OS threads, each with a current-thread
+        // runtime (as thread-per-core runs), send through clones of one client at once.
+        let backend = tokio::runtime::Runtime::new().unwrap();
+        let (base, seen) = backend.block_on(server());
+        let client = BackendClient::new().unwrap();
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let (client, base, barrier) = (client.clone(), base.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    barrier.wait();
+                    rt.block_on(async {
+                        for i in 0..3 {
+                            let uri = format!("{base}/t{t}/{i}");
+                            let resp = client
+                                .send(request("GET", &uri, ServerBody::Empty))
+                                .await
+                                .unwrap();
+                            assert_eq!(read(resp).await, Bytes::from_static(b"hello"));
+                            // Lets the connection go back to this thread's pool.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    });
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Each thread reused one keep-alive connection of its own.
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 6);
+        let ports = |t: &str| {
+            let mut p: Vec<u16> = seen
+                .iter()
+                .filter(|s| s.uri.starts_with(t))
+                .map(|s| s.peer_port)
+                .collect();
+            p.dedup();
+            p
+        };
+        let (p0, p1) = (ports("/t0/"), ports("/t1/"));
+        assert_eq!((p0.len(), p1.len()), (1, 1), "{p0:?} {p1:?}");
+        assert_ne!(p0, p1);
     }
 }

@@ -17,7 +17,7 @@ use shared::sigv4::sign::{presign, sign_request, PayloadHash};
 use tokio::net::TcpListener;
 
 use crate::body::ServerBody;
-use crate::client::ReqwestClient;
+use crate::client::BackendClient;
 use crate::store::AnyStore;
 
 /// The gateway's dev credential (documented in the README and printed at start).
@@ -145,7 +145,7 @@ pub fn gateway_as_backend(endpoint: &str) -> BackendConfig {
 
 /// PUTs `body` at `uri` through the gateway, signed with the dev key.
 async fn put_sample(
-    client: &ReqwestClient,
+    client: &BackendClient,
     gateway: &BackendConfig,
     uri: &str,
     body: &'static [u8],
@@ -205,7 +205,7 @@ async fn start(data: PathBuf, port: u16) -> Result<(), String> {
     );
     let config = dev_config(backends, &data.join("s3-balance.db"), port);
     let store = AnyStore::open(&config.metadata)?;
-    let client = ReqwestClient::new().map_err(|e| e.to_string())?;
+    let client = BackendClient::new().map_err(|e| e.to_string())?;
     let engine = Arc::new(Engine::new(Arc::new(config), store, client.clone()));
     let health = crate::tasks::start(engine.clone(), None);
     let server = tokio::spawn(crate::http_server::serve(engine, listener));
@@ -264,7 +264,7 @@ mod tests {
             .await
             .unwrap();
         assert!(dir.path().join("bucket-1").is_dir());
-        let client = ReqwestClient::new().unwrap();
+        let client = BackendClient::new().unwrap();
 
         let send = |secret: &'static str,
                     method: &'static str,
@@ -359,7 +359,7 @@ mod tests {
         let engine = Arc::new(Engine::new(
             Arc::new(config.clone()),
             AnyStore::open(&config.metadata).unwrap(),
-            ReqwestClient::new().unwrap(),
+            BackendClient::new().unwrap(),
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -369,7 +369,7 @@ mod tests {
             std::future::pending(),
         ));
 
-        let client = ReqwestClient::new().unwrap();
+        let client = BackendClient::new().unwrap();
         let gateway = gateway_as_backend(&endpoint);
         let uri = format!("{endpoint}/{DEV_BUCKET}/dir/hello.txt");
         put_sample(&client, &gateway, &uri, b"hello, world")

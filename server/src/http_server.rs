@@ -343,7 +343,7 @@ fn internal_error(request_id: &str) -> http::Response<ServerBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::ReqwestClient;
+    use crate::client::BackendClient;
     use crate::store::AnyStore;
     use shared::http::HttpClient;
 
@@ -355,7 +355,7 @@ mod tests {
         let engine = Arc::new(shared::engine::Engine::new(
             Arc::new(config),
             AnyStore::open(&shared::config::MetadataBackend::Memory).unwrap(),
-            ReqwestClient::new().unwrap(),
+            BackendClient::new().unwrap(),
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -364,7 +364,7 @@ mod tests {
             let _ = stop_rx.await;
         }));
 
-        let client = ReqwestClient::new().unwrap();
+        let client = BackendClient::new().unwrap();
         let get = |path: &str| {
             http::Request::get(format!("http://{addr}{path}"))
                 .body(ServerBody::Empty)

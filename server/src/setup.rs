@@ -6,11 +6,11 @@ use std::sync::Arc;
 use shared::config::{Config, Warnings};
 use shared::engine::Engine;
 
-use crate::client::ReqwestClient;
+use crate::client::BackendClient;
 use crate::store::AnyStore;
 
 /// The engine as this server builds it.
-pub type ServerEngine = Engine<AnyStore, ReqwestClient>;
+pub type ServerEngine = Engine<AnyStore, BackendClient>;
 
 /// `${VAR}` references in the config text, from the process environment (secrets stay out of
 /// the file).
@@ -33,7 +33,7 @@ pub fn load_config(path: &Path) -> Result<(Config, Warnings), String> {
 /// The engine over the store the config names and one pooled HTTP client.
 pub fn build_engine(config: Config) -> Result<Arc<ServerEngine>, String> {
     let store = AnyStore::open(&config.metadata)?;
-    let client = ReqwestClient::new().map_err(|e| format!("building the HTTP client: {e}"))?;
+    let client = BackendClient::new().map_err(|e| format!("building the HTTP client: {e}"))?;
     Ok(Arc::new(Engine::new(Arc::new(config), store, client)))
 }
 
