@@ -31,12 +31,16 @@ CREATE TABLE IF NOT EXISTS documents (name TEXT PRIMARY KEY, value TEXT NOT NULL
 
 /// The metadata index in one SQLite file.
 ///
-/// One connection behind a `std::sync::Mutex`, used directly inside the async methods: every
-/// call is a single indexed statement on a local WAL file (microseconds), so blocking the
-/// worker thread that briefly is cheaper than a `spawn_blocking` hop, and SQLite serializes
-/// writers anyway. The guard is never held across an `.await`, so the futures stay `Send`.
+/// A few connections, each behind a `std::sync::Mutex`, used directly inside the async
+/// methods: every call is a single indexed statement on a local WAL file (microseconds), so
+/// blocking the thread that briefly is cheaper than a `spawn_blocking` hop. There is one
+/// connection per serving thread (and one spare for the background tasks) because with a
+/// single shared connection the event-loop threads queued on its mutex (a futex sleep and
+/// wake-up per contended request in the profile); in WAL mode readers do not block each
+/// other, and SQLite serializes writers itself (`busy_timeout`). The guard is never held
+/// across an `.await`, so the futures stay `Send`.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    conns: Vec<Mutex<Connection>>,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -50,6 +54,21 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError(format!("creating {}: {e}", dir.display())))?;
         }
+        // An in-memory database exists once per connection: it gets exactly one.
+        let in_memory = path.to_str().is_some_and(|p| p.contains(":memory:"));
+        let count = if in_memory {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) + 1
+        };
+        let mut conns = Vec::with_capacity(count);
+        for _ in 0..count {
+            conns.push(Mutex::new(Self::connect(path)?));
+        }
+        Ok(Self { conns })
+    }
+
+    fn connect(path: &Path) -> Result<Connection, StoreError> {
         let conn = Connection::open(path)
             .map_err(|e| StoreError(format!("opening {}: {e}", path.display())))?;
         // WAL: readers never block the writer; NORMAL is durable across process crashes in
@@ -58,18 +77,27 @@ impl SqliteStore {
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
-        // `check`/`reindex` may run next to a serving process on the same file.
+        // Other connections of this process, and `check`/`reindex` running next to a serving
+        // process on the same file, may hold the write lock for a moment.
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+        Ok(conn)
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        // A panic while holding the lock leaves a consistent connection (statements are atomic).
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        // The first free connection; if all are busy, wait for the first one.
+        let conn = self
+            .conns
+            .iter()
+            .find_map(|c| match c.try_lock() {
+                Ok(guard) => Some(guard),
+                // A panic while holding the lock leaves a consistent connection (statements
+                // are atomic).
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            })
+            .unwrap_or_else(|| self.conns[0].lock().unwrap_or_else(|e| e.into_inner()));
         f(&conn).map_err(err)
     }
 }
