@@ -15,12 +15,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// mimalloc instead of the system allocator: a proxied request allocates a few hundred small
-/// buffers (headers, URIs, signatures), and glibc's malloc/free took 15% of the gateway's
-/// CPU per request in the profile (docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "s3-balance",
