@@ -33,12 +33,12 @@ CREATE TABLE IF NOT EXISTS documents (name TEXT PRIMARY KEY, value TEXT NOT NULL
 ///
 /// A few connections, each behind a `std::sync::Mutex`, used directly inside the async
 /// methods: every call is a single indexed statement on a local WAL file (microseconds), so
-/// blocking the thread that briefly is cheaper than a `spawn_blocking` hop. There is one
-/// connection per serving thread (and one spare for the background tasks) because with a
-/// single shared connection the event-loop threads queued on its mutex (a futex sleep and
-/// wake-up per contended request in the profile); in WAL mode readers do not block each
-/// other, and SQLite serializes writers itself (`busy_timeout`). The guard is never held
-/// across an `.await`, so the futures stay `Send`.
+/// blocking the thread that briefly is cheaper than a `spawn_blocking` hop. Reads take any
+/// free connection (there is one per serving thread): with one shared connection the
+/// event-loop threads queued on its mutex, a futex sleep and wake-up per contended request in
+/// the profile, while WAL readers need not wait for each other. Writes all go through the
+/// first connection (see [`SqliteStore::write`]). A guard is never held across an `.await`,
+/// so the futures stay `Send`.
 pub struct SqliteStore {
     conns: Vec<Mutex<Connection>>,
 }
@@ -85,11 +85,12 @@ impl SqliteStore {
         Ok(conn)
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        // The first free connection; if all are busy, wait for the first one.
+    /// Runs a read on the first free connection (waiting for one if all are busy).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self
             .conns
             .iter()
+            .rev()
             .find_map(|c| match c.try_lock() {
                 Ok(guard) => Some(guard),
                 // A panic while holding the lock leaves a consistent connection (statements
@@ -97,8 +98,22 @@ impl SqliteStore {
                 Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
                 Err(std::sync::TryLockError::WouldBlock) => None,
             })
-            .unwrap_or_else(|| self.conns[0].lock().unwrap_or_else(|e| e.into_inner()));
+            .unwrap_or_else(|| self.lock(self.conns.len() - 1));
         f(&conn).map_err(err)
+    }
+
+    /// Runs a write on the first connection, always: writers wait for each other on its mutex
+    /// (a quick futex hand-over) rather than in SQLite's busy handler, which sleeps a
+    /// millisecond or more between retries.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        f(&self.lock(0)).map_err(err)
+    }
+
+    fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Connection> {
+        self.conns[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -117,7 +132,7 @@ impl MetadataStore for SqliteStore {
         bucket: &str,
         key: &str,
     ) -> Result<Option<ObjectRecord>, StoreError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached("SELECT backend, size, etag, last_modified FROM objects WHERE bucket = ?1 AND key = ?2")?
                 .query_row(params![bucket, key], |r| object_row(r, 0))
                 .optional()
@@ -130,7 +145,7 @@ impl MetadataStore for SqliteStore {
         key: &str,
         r: &ObjectRecord,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached(
                 "INSERT OR REPLACE INTO objects (bucket, key, backend, size, etag, last_modified)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -148,7 +163,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached("DELETE FROM objects WHERE bucket = ?1 AND key = ?2")?
                 .execute(params![bucket, key])
                 .map(drop)
@@ -162,7 +177,7 @@ impl MetadataStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<(String, ObjectRecord)>, StoreError> {
         // TEXT compares bytewise (BINARY collation): UTF-8 byte order, as S3 lists.
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(
                 "SELECT key, backend, size, etag, last_modified FROM objects
                  WHERE bucket = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
@@ -175,7 +190,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn create_bucket(&self, record: &BucketRecord) -> Result<bool, StoreError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached("INSERT OR IGNORE INTO buckets (name, created) VALUES (?1, ?2)")?
                 .execute(params![record.name, record.created as i64])
                 .map(|n| n == 1)
@@ -183,7 +198,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached("DELETE FROM buckets WHERE name = ?1")?
                 .execute([name])
                 .map(drop)
@@ -191,7 +206,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StoreError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached("SELECT name, created FROM buckets ORDER BY name")?
                 .query_map([], |r| {
                     Ok(BucketRecord {
@@ -205,7 +220,7 @@ impl MetadataStore for SqliteStore {
 
     async fn add_usage(&self, backend: &str, bytes: i64, objects: i64) -> Result<(), StoreError> {
         // One statement: atomic even with several processes on the file.
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached(
                 "INSERT INTO usage (backend, used_bytes, objects) VALUES (?1, ?2, ?3)
                  ON CONFLICT (backend) DO UPDATE SET
@@ -217,7 +232,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn set_usage(&self, u: &BackendUsage) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached(
                 "INSERT OR REPLACE INTO usage (backend, used_bytes, objects) VALUES (?1, ?2, ?3)",
             )?
@@ -227,7 +242,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn list_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached("SELECT backend, used_bytes, objects FROM usage ORDER BY backend")?
                 .query_map([], |r| {
                     Ok(BackendUsage {
@@ -246,7 +261,7 @@ impl MetadataStore for SqliteStore {
         month: &str,
         n: &OperationCounts,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached(
                 "INSERT INTO operations (backend, month, class_a, class_b) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (backend, month) DO UPDATE SET
@@ -262,7 +277,7 @@ impl MetadataStore for SqliteStore {
         backend: &str,
         month: &str,
     ) -> Result<OperationCounts, StoreError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(
                 "SELECT class_a, class_b FROM operations WHERE backend = ?1 AND month = ?2",
             )?
@@ -278,7 +293,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached("SELECT value FROM documents WHERE name = ?1")?
                 .query_row([name], |r| r.get(0))
                 .optional()
@@ -286,7 +301,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn put_document(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached("INSERT OR REPLACE INTO documents (name, value) VALUES (?1, ?2)")?
                 .execute([name, value])
                 .map(drop)
