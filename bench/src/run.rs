@@ -781,7 +781,9 @@ pub async fn run(opts: Options) -> i32 {
     report.insert("decision_ns".into(), decision);
 
     // ---- 7: edge and Lambda.
-    lines.push("## Edge (Cloudflare Worker) and Lambda (scripts/worker-size, scripts/lambda-size)".into());
+    lines.push(
+        "## Edge (Cloudflare Worker) and Lambda (scripts/worker-size, scripts/lambda-size)".into(),
+    );
     let mut edge = serde_json::Map::new();
     for f in &opts.edge {
         let text = std::fs::read_to_string(f).unwrap_or_default();
