@@ -60,10 +60,27 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, SIGKILL after 3 s: a SIGKILLed nginx master leaves its workers running
+    /// (and holding the port); on SIGTERM it stops them, and the gateway drains.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let asked = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while asked && Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "{} (pid {pid}) did not stop on SIGTERM: killing it",
+            self.name
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = &self.name;
     }
 }
 
