@@ -25,18 +25,17 @@ pub fn uri_encode(bytes: &[u8], keep_slash: bool, out: &mut String) {
     out.reserve(bytes.len());
     // Runs of kept bytes are copied at once: this runs over every path and query signed.
     let mut rest = bytes;
-    while !rest.is_empty() {
+    loop {
         let run = rest.iter().position(|&b| !kept(b)).unwrap_or(rest.len());
         // Kept bytes are ASCII, so the run is valid UTF-8.
         out.push_str(std::str::from_utf8(&rest[..run]).unwrap_or_default());
-        if let Some(&b) = rest.get(run) {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
-            rest = &rest[run + 1..];
-        } else {
-            rest = &[];
-        }
+        let Some((&b, tail)) = rest[run..].split_first() else {
+            break;
+        };
+        out.push('%');
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+        rest = tail;
     }
 }
 
