@@ -8,6 +8,7 @@
 //! | `u/<backend>` | `BackendUsage` (JSON) |
 //! | `n/<backend>/<YYYY-MM>` | `OperationCounts` (JSON) |
 //! | `d/<name>` | a document (health snapshot, scan cursor) |
+//! | `s/<hash of bucket and key>` | the `StaleCopy` records of one key (JSON list): one point read per delete, no KV list |
 //! | `config` | the hot-switched configuration (read by `lib.rs`, written by the operator) |
 //!
 //! Every key may carry a namespace prefix (the test routes use a fresh one per run).
@@ -76,6 +77,18 @@ pub fn operations_name(backend: &str, month: &str) -> String {
 
 pub fn document_name(name: &str) -> String {
     format!("d/{name}")
+}
+
+/// The prefix of every stale-copy record.
+pub const STALE_PREFIX: &str = "s/";
+
+/// The record of the stale copies of one key: named by a hash, as bucket and key may be long.
+pub fn stale_name(bucket: &str, key: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(bucket.len().to_be_bytes());
+    h.update(bucket.as_bytes());
+    h.update(key.as_bytes());
+    format!("{STALE_PREFIX}{}", hex::encode(&h.finalize()[..16]))
 }
 
 /// The value of an object key. `key` is set only when the KV key is hashed; the same entry

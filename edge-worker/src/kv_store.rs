@@ -15,6 +15,14 @@
 //!   backends' own listings).
 //! - `create_bucket` is read-then-write, not a transaction: two concurrent creates of the same
 //!   name may both answer "created" (the record is the same).
+//! - No compare-and-set: reindex's conditional writes (`put_object_unless_newer`,
+//!   `delete_object_unless_newer`) read then write. A client's write landing between the two
+//!   can be replaced by what the reindex listed; that entry then points at the right backend
+//!   (the one-live-copy rule keeps an overwrite where the key was) or at nothing (a read then
+//!   asks the backends), so no read returns older bytes.
+//! - Stale-copy records of one key share one KV key (`stale_copies_of` is one point read per
+//!   delete, not a KV list, which the Free plan allows only 1,000 times a day); adding and
+//!   removing a record is read-modify-write of that key.
 //!
 //! Index off ([`KvStore::with_index`] `false`, env var `S3_BALANCE_INDEX=off`): serving requests
 //! writes KV not at all. Object entries are neither read nor written (every read probes the
@@ -30,7 +38,7 @@ use worker::kv::KvStore as Kv;
 
 use crate::keys::{self, ObjectEntry};
 use shared::store::{
-    BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StoreError,
+    BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StaleCopy, StoreError,
 };
 
 pub struct KvStore {
@@ -212,6 +220,37 @@ impl MetadataStore for KvStore {
         self.delete(&keys::object_name(bucket, key)).await
     }
 
+    async fn put_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+        not_before: u64,
+    ) -> Result<bool, StoreError> {
+        if self
+            .get_object(bucket, key)
+            .await?
+            .is_some_and(|e| e.last_modified >= not_before)
+        {
+            return Ok(false);
+        }
+        self.put_object(bucket, key, record).await?;
+        Ok(true)
+    }
+
+    async fn delete_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        not_before: u64,
+    ) -> Result<bool, StoreError> {
+        match self.get_object(bucket, key).await? {
+            Some(e) if e.last_modified >= not_before => Ok(false),
+            Some(_) => self.delete_object(bucket, key).await.map(|()| true),
+            None => Ok(true),
+        }
+    }
+
     async fn list_objects(
         &self,
         bucket: &str,
@@ -328,6 +367,53 @@ impl MetadataStore for KvStore {
             .get_json(&keys::operations_name(backend, month))
             .await?
             .unwrap_or_default())
+    }
+
+    async fn put_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
+        let name = keys::stale_name(&copy.bucket, &copy.key);
+        let mut copies: Vec<StaleCopy> = self.get_json(&name).await?.unwrap_or_default();
+        copies.retain(|c| c.backend != copy.backend);
+        copies.push(copy.clone());
+        self.put_json(&name, &copies, None::<&()>).await
+    }
+
+    async fn list_stale_copies(&self, limit: usize) -> Result<Vec<StaleCopy>, StoreError> {
+        let keys = self.list_all(keys::STALE_PREFIX).await?;
+        let mut all: Vec<StaleCopy> = self
+            .listed_values::<Vec<StaleCopy>>(keys)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort_by_key(|c| c.noted);
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn stale_copies_of(&self, bucket: &str, key: &str) -> Result<Vec<StaleCopy>, StoreError> {
+        let copies: Vec<StaleCopy> = self
+            .get_json(&keys::stale_name(bucket, key))
+            .await?
+            .unwrap_or_default();
+        // The name is a hash: keep only this key's records.
+        Ok(copies
+            .into_iter()
+            .filter(|c| c.bucket == bucket && c.key == key)
+            .collect())
+    }
+
+    async fn delete_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
+        let name = keys::stale_name(&copy.bucket, &copy.key);
+        let mut copies: Vec<StaleCopy> = self.get_json(&name).await?.unwrap_or_default();
+        let before = copies.len();
+        copies.retain(|c| {
+            !(c.bucket == copy.bucket && c.key == copy.key && c.backend == copy.backend)
+        });
+        match (copies.len(), before) {
+            (0, _) => self.delete(&name).await,
+            (n, b) if n == b => Ok(()),
+            _ => self.put_json(&name, &copies, None::<&()>).await,
+        }
     }
 
     async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {

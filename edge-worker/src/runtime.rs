@@ -207,8 +207,24 @@ impl Runtime {
             }
             Err(e) => tracing::error!(error = %e, "health check could not store its snapshot"),
         }
-        let probed = self.engine.config().backends.len();
-        let budget = self.settings.scan_budget.saturating_sub(probed);
+        let backends = self.engine.config().backends.len();
+        let mut budget = self.settings.scan_budget.saturating_sub(backends);
+        // Older copies a write could not remove: each costs a HEAD per backend of its pool
+        // plus a DELETE. They come first (they keep the one-live-copy promise), within half
+        // of what is left.
+        let settle = (budget / 2) / (backends + 1);
+        if settle > 0 {
+            match self
+                .engine
+                .remove_stale_copies(settle, system_time(now_ms()))
+                .await
+            {
+                Ok(n) if n > 0 => tracing::info!(settled = n, "older copies settled"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "settling older copies failed"),
+            }
+            budget = budget.saturating_sub(settle * (backends + 1));
+        }
         if budget > 0 {
             if let Err(e) = self.engine.scan_usage(budget, system_time(now_ms())).await {
                 tracing::error!(error = %e, "usage scan failed");

@@ -40,6 +40,8 @@ pub const MAX_RESPONSE_BYTES: u64 = 4_500_000;
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// The table document that overrides `S3_BALANCE_CONFIG` (hot switch without a deploy).
 pub const CONFIG_DOCUMENT: &str = "config";
+/// Recorded older copies the scheduled health function settles per run.
+const STALE_COPY_BUDGET: usize = 100;
 
 /// Parses a config document: TOML when it is TOML, else YAML (the Go s3-balance format).
 /// `${VAR}` references are filled from `env` first.
@@ -267,6 +269,16 @@ impl<S: MetadataStore + Clone, C: HttpClient + Clone> App<S, C> {
             .check_health(&SystemTime::now)
             .await
             .map_err(|e| format!("health check: {e}"))?;
+        // Older copies a write could not remove right away: settled newest-wins.
+        match self
+            .engine
+            .remove_stale_copies(STALE_COPY_BUDGET, SystemTime::now())
+            .await
+        {
+            Ok(n) if n > 0 => tracing::info!(settled = n, "older copies settled"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "settling older copies failed"),
+        }
         if let Err(e) = self.engine.scan_usage(scan_budget, SystemTime::now()).await {
             tracing::warn!(error = %e, "usage scan failed");
         }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use s3_balance_lambda::{parse_config, to_engine_request, App, MAX_BODY_BYTES};
 use shared::store::{
     BackendUsage, BucketRecord, MemoryStore, MetadataStore, ObjectRecord, OperationCounts,
-    StoreError,
+    StaleCopy, StoreError,
 };
 use shared::testing::MemoryS3;
 
@@ -32,6 +32,8 @@ delegate! {
     get_object(bucket: &str, key: &str) -> Option<ObjectRecord>;
     put_object(bucket: &str, key: &str, record: &ObjectRecord) -> ();
     delete_object(bucket: &str, key: &str) -> ();
+    put_object_unless_newer(bucket: &str, key: &str, record: &ObjectRecord, not_before: u64) -> bool;
+    delete_object_unless_newer(bucket: &str, key: &str, not_before: u64) -> bool;
     list_objects(bucket: &str, start_after: &str, limit: usize) -> Vec<(String, ObjectRecord)>;
     create_bucket(record: &BucketRecord) -> bool;
     delete_bucket(name: &str) -> ();
@@ -43,6 +45,10 @@ delegate! {
     get_operations(backend: &str, month: &str) -> OperationCounts;
     get_document(name: &str) -> Option<String>;
     put_document(name: &str, value: &str) -> ();
+    put_stale_copy(copy: &StaleCopy) -> ();
+    list_stale_copies(limit: usize) -> Vec<StaleCopy>;
+    stale_copies_of(bucket: &str, key: &str) -> Vec<StaleCopy>;
+    delete_stale_copy(copy: &StaleCopy) -> ();
 }
 
 const CONFIG: &str = "

@@ -1,4 +1,4 @@
-//! `s3-balance check` and `s3-balance reindex`: one-shot commands for operators.
+//! `s3-balance check`: validate a config and probe every backend.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use shared::sigv4::sign::{sign_request, PayloadHash};
 
 use crate::body::ServerBody;
 use crate::client::BackendClient;
-use crate::setup::{build_engine, load_config};
+use crate::setup::load_config;
 
 /// SHA-256 of the empty body.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -160,37 +160,6 @@ fn print_table(rows: &[[String; 5]]) {
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
         println!("{}", cells.join("  ").trim_end());
-    }
-}
-
-pub async fn reindex(config_path: &Path) -> ExitCode {
-    let engine = match load_config(config_path).and_then(|(config, _)| build_engine(config)) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match engine.reindex(SystemTime::now()).await {
-        Ok(report) => {
-            println!(
-                "reindexed {} objects, {} bytes",
-                report.objects, report.bytes
-            );
-            if report.backends_failed.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!(
-                    "backends that could not be listed: {}",
-                    report.backends_failed.join(", ")
-                );
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("reindex failed: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 

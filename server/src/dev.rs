@@ -100,6 +100,9 @@ pub fn dev_config(backends: Vec<BackendConfig>, db: &Path, port: u16) -> Config 
             rise: 2,
             fall: 3,
             probe_timeout: Duration::from_secs(5),
+            circuit_failures: 3,
+            circuit_retry: Duration::from_secs(10),
+            retry_buffer: 1024 * 1024,
         },
         metrics: MetricsConfig {
             enabled: true,

@@ -6,6 +6,7 @@ mod check;
 mod client;
 mod dev;
 mod http_server;
+mod reindex;
 mod setup;
 mod store;
 mod tasks;
@@ -58,10 +59,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Rebuild the object index and usage from the backends' listings.
+    /// Rebuild the object index and usage from the backends' listings. Safe while `serve`
+    /// runs; a killed run resumes where it stopped.
     Reindex {
         #[arg(long)]
         config: PathBuf,
+        /// Only report what would change (duplicates, entries), changing nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start over instead of resuming a run that was killed.
+        #[arg(long)]
+        restart: bool,
     },
 }
 
@@ -137,7 +145,11 @@ fn main() -> ExitCode {
             Command::Serve { config, threads } => serve(config, threads).await,
             Command::Dev { data, port } => dev::run(data, port).await,
             Command::Check { config } => check::check(&config).await,
-            Command::Reindex { config } => check::reindex(&config).await,
+            Command::Reindex {
+                config,
+                dry_run,
+                restart,
+            } => reindex::run(&config, reindex::Options { dry_run, restart }).await,
         }
     });
     // Background loops and idle connections must not hold the exit.

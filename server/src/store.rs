@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use shared::config::MetadataBackend;
 use shared::store::{
     BackendUsage, BucketRecord, MemoryStore, MetadataStore, ObjectRecord, OperationCounts,
-    StoreError,
+    StaleCopy, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -27,6 +27,11 @@ CREATE TABLE IF NOT EXISTS operations (
     PRIMARY KEY (backend, month)
 );
 CREATE TABLE IF NOT EXISTS documents (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS stale_copies (
+    bucket TEXT NOT NULL, key TEXT NOT NULL, backend TEXT NOT NULL,
+    etag TEXT, noted INTEGER NOT NULL,
+    PRIMARY KEY (bucket, key, backend)
+) WITHOUT ROWID;
 ";
 
 /// The metadata index in one SQLite file.
@@ -126,6 +131,16 @@ fn object_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<ObjectR
     })
 }
 
+fn stale_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StaleCopy> {
+    Ok(StaleCopy {
+        bucket: row.get(0)?,
+        key: row.get(1)?,
+        backend: row.get(2)?,
+        etag: row.get(3)?,
+        noted: row.get::<_, i64>(4)? as u64,
+    })
+}
+
 impl MetadataStore for SqliteStore {
     async fn get_object(
         &self,
@@ -167,6 +182,59 @@ impl MetadataStore for SqliteStore {
             c.prepare_cached("DELETE FROM objects WHERE bucket = ?1 AND key = ?2")?
                 .execute(params![bucket, key])
                 .map(drop)
+        })
+    }
+
+    async fn put_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        r: &ObjectRecord,
+        not_before: u64,
+    ) -> Result<bool, StoreError> {
+        // One statement: the check and the write are atomic, also against other processes.
+        self.write(|c| {
+            c.prepare_cached(
+                "INSERT INTO objects (bucket, key, backend, size, etag, last_modified)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (bucket, key) DO UPDATE SET
+                   backend = excluded.backend, size = excluded.size, etag = excluded.etag,
+                   last_modified = excluded.last_modified
+                 WHERE objects.last_modified < ?7",
+            )?
+            .execute(params![
+                bucket,
+                key,
+                r.backend,
+                r.size as i64,
+                r.etag,
+                r.last_modified as i64,
+                not_before as i64
+            ])
+            .map(|n| n == 1)
+        })
+    }
+
+    async fn delete_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        not_before: u64,
+    ) -> Result<bool, StoreError> {
+        self.write(|c| {
+            let deleted = c
+                .prepare_cached(
+                    "DELETE FROM objects WHERE bucket = ?1 AND key = ?2 AND last_modified < ?3",
+                )?
+                .execute(params![bucket, key, not_before as i64])?;
+            if deleted == 1 {
+                return Ok(true);
+            }
+            // Nothing deleted: either no entry (nothing to keep) or a newer one (kept).
+            let kept = c
+                .prepare_cached("SELECT 1 FROM objects WHERE bucket = ?1 AND key = ?2")?
+                .exists(params![bucket, key])?;
+            Ok(!kept)
         })
     }
 
@@ -292,6 +360,54 @@ impl MetadataStore for SqliteStore {
         })
     }
 
+    async fn put_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO stale_copies (bucket, key, backend, etag, noted)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                copy.bucket,
+                copy.key,
+                copy.backend,
+                copy.etag,
+                copy.noted as i64
+            ])
+            .map(drop)
+        })
+    }
+
+    async fn list_stale_copies(&self, limit: usize) -> Result<Vec<StaleCopy>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT bucket, key, backend, etag, noted FROM stale_copies ORDER BY noted LIMIT ?1",
+            )?
+            .query_map([limit.min(i64::MAX as usize) as i64], stale_row)?
+            .collect()
+        })
+    }
+
+    async fn stale_copies_of(&self, bucket: &str, key: &str) -> Result<Vec<StaleCopy>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT bucket, key, backend, etag, noted FROM stale_copies
+                 WHERE bucket = ?1 AND key = ?2",
+            )?
+            .query_map(params![bucket, key], stale_row)?
+            .collect()
+        })
+    }
+
+    async fn delete_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.prepare_cached(
+                "DELETE FROM stale_copies WHERE bucket = ?1 AND key = ?2 AND backend = ?3",
+            )?
+            .execute(params![copy.bucket, copy.key, copy.backend])
+            .map(drop)
+        })
+    }
+
     async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {
         self.read(|c| {
             c.prepare_cached("SELECT value FROM documents WHERE name = ?1")?
@@ -361,6 +477,23 @@ impl MetadataStore for AnyStore {
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         delegate!(self, s => s.delete_object(bucket, key))
     }
+    async fn put_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+        not_before: u64,
+    ) -> Result<bool, StoreError> {
+        delegate!(self, s => s.put_object_unless_newer(bucket, key, record, not_before))
+    }
+    async fn delete_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        not_before: u64,
+    ) -> Result<bool, StoreError> {
+        delegate!(self, s => s.delete_object_unless_newer(bucket, key, not_before))
+    }
     async fn list_objects(
         &self,
         bucket: &str,
@@ -401,6 +534,18 @@ impl MetadataStore for AnyStore {
         month: &str,
     ) -> Result<OperationCounts, StoreError> {
         delegate!(self, s => s.get_operations(backend, month))
+    }
+    async fn put_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
+        delegate!(self, s => s.put_stale_copy(copy))
+    }
+    async fn list_stale_copies(&self, limit: usize) -> Result<Vec<StaleCopy>, StoreError> {
+        delegate!(self, s => s.list_stale_copies(limit))
+    }
+    async fn stale_copies_of(&self, bucket: &str, key: &str) -> Result<Vec<StaleCopy>, StoreError> {
+        delegate!(self, s => s.stale_copies_of(bucket, key))
+    }
+    async fn delete_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
+        delegate!(self, s => s.delete_stale_copy(copy))
     }
     async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {
         delegate!(self, s => s.get_document(name))

@@ -14,6 +14,9 @@ use crate::setup::{parse_config, ServerEngine};
 
 /// Backend requests one usage scan may make; the next run resumes where this one stopped.
 const SCAN_BUDGET: usize = 200;
+/// Recorded older copies settled per run of the maintenance task.
+const STALE_COPY_BUDGET: usize = 100;
+const STALE_COPY_PERIOD: Duration = Duration::from_secs(10);
 const REFRESH_PERIOD: Duration = Duration::from_secs(2);
 const RELOAD_PERIOD: Duration = Duration::from_secs(2);
 
@@ -36,6 +39,24 @@ pub fn start(engine: Arc<ServerEngine>, config_path: Option<PathBuf>) -> impl Fu
         scan,
         "usage scan",
     ));
+
+    // Older copies that a write could not remove right away (or that may sit on a backend
+    // that was down): settled newest-wins once every backend of their pool answers.
+    let e = engine.clone();
+    let stale = move || {
+        let e = e.clone();
+        async move {
+            let settled = e
+                .remove_stale_copies(STALE_COPY_BUDGET, SystemTime::now())
+                .await
+                .map_err(|e| e.to_string())?;
+            if settled > 0 {
+                tracing::info!(settled, "older copies settled");
+            }
+            Ok(())
+        }
+    };
+    tokio::spawn(every(|| STALE_COPY_PERIOD, stale, "stale-copy removal"));
 
     let e = engine.clone();
     let refresh = move || {

@@ -159,6 +159,15 @@ pub struct BalancerConfig {
     /// Successive failed probes before a healthy backend is unhealthy.
     pub fall: u32,
     pub probe_timeout: Duration,
+    /// Passive health: transport failures or timeouts in a row that mark a backend down at
+    /// once (its circuit opens: requests needing it answer 503 without waiting).
+    pub circuit_failures: u32,
+    /// While a circuit is open, one request is let through this often to try the backend
+    /// again; a successful health probe closes it too.
+    pub circuit_retry: Duration,
+    /// A new object up to this many bytes is kept in memory while it is sent, so that a write
+    /// failing on one backend moves to the next in placement order (`retry_attempts` times).
+    pub retry_buffer: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -828,6 +837,9 @@ fn load_balancer(s: &Section<'_>) -> Result<BalancerConfig, ConfigError> {
         "rise",
         "fall",
         "probe_timeout",
+        "circuit_failures",
+        "circuit_retry",
+        "retry_buffer",
     ])?;
     // The Go defaults (SetDefaults), including its rule that a zero value means "default".
     let strategy = match s.string("strategy")?.as_deref() {
@@ -872,6 +884,9 @@ fn load_balancer(s: &Section<'_>) -> Result<BalancerConfig, ConfigError> {
         rise: at_least_one("rise", 2)?,
         fall: at_least_one("fall", 3)?,
         probe_timeout,
+        circuit_failures: at_least_one("circuit_failures", 3)?,
+        circuit_retry: nonzero(s.duration("circuit_retry")?, Duration::from_secs(10)),
+        retry_buffer: s.size("retry_buffer")?.unwrap_or(1024 * 1024),
     })
 }
 
@@ -1433,6 +1448,9 @@ mod tests {
                 rise: 2,
                 fall: 3,
                 probe_timeout: Duration::from_secs(5),
+                circuit_failures: 3,
+                circuit_retry: Duration::from_secs(10),
+                retry_buffer: 1024 * 1024,
             }
         );
         assert_eq!(

@@ -94,6 +94,81 @@ impl HealthSnapshot {
     }
 }
 
+/// Passive health of one backend, from what the request path sees: a circuit breaker.
+///
+/// `failures` transport failures or timeouts in a row open it: the backend is down for this
+/// process at once, without waiting for the scheduled probes' `fall`. While open, requests that
+/// need the backend answer at once instead of waiting on it, except one trial request every
+/// `retry`; any answer from the backend (even an error status: it is reachable) closes it, as
+/// does a successful health probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Circuit {
+    consecutive_failures: u32,
+    open: bool,
+    /// When the last trial request was let through (or the circuit opened).
+    last_trial: Option<std::time::SystemTime>,
+    /// `last_checked` of the newest failed scheduled probe already applied (see
+    /// [`Circuit::observe_probe`]).
+    probe_applied: u64,
+}
+
+impl Circuit {
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Whether a request may be sent at `now`. While open, one request per `retry` is let
+    /// through as a trial (and the trial clock restarts).
+    pub fn admit(&mut self, now: std::time::SystemTime, retry: std::time::Duration) -> bool {
+        if !self.open {
+            return true;
+        }
+        let due = self
+            .last_trial
+            .is_none_or(|t| now.duration_since(t).unwrap_or_default() >= retry);
+        if due {
+            self.last_trial = Some(now);
+        }
+        due
+    }
+
+    /// The backend answered. Returns whether this closed an open circuit.
+    pub fn succeeded(&mut self) -> bool {
+        let was_open = self.open;
+        self.open = false;
+        self.consecutive_failures = 0;
+        self.last_trial = None;
+        was_open
+    }
+
+    /// Applies the scheduled probes' view: a probe that failed since the last one applied
+    /// opens the circuit (the backend is not waited on until it answers again). Returns
+    /// whether this opened it.
+    pub fn observe_probe(&mut self, health: &BackendHealth, now: std::time::SystemTime) -> bool {
+        if health.consecutive_failures == 0 || health.last_checked <= self.probe_applied {
+            return false;
+        }
+        self.probe_applied = health.last_checked;
+        if self.open {
+            return false;
+        }
+        self.open = true;
+        self.last_trial = Some(now);
+        true
+    }
+
+    /// A transport failure or timeout at `now`. Returns whether this opened the circuit.
+    pub fn failed(&mut self, now: std::time::SystemTime, threshold: u32) -> bool {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        if !self.open && self.consecutive_failures >= threshold.max(1) {
+            self.open = true;
+            self.last_trial = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +294,68 @@ mod tests {
         assert!(!snap.is_healthy("down"));
         let json = serde_json::to_string(&snap).unwrap();
         assert_eq!(serde_json::from_str::<HealthSnapshot>(&json).unwrap(), snap);
+    }
+
+    #[test]
+    fn circuit_opens_after_failures_in_a_row_and_admits_one_trial_per_retry() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = |s: u64| UNIX_EPOCH + Duration::from_secs(1_000 + s);
+        let retry = Duration::from_secs(10);
+        let mut c = Circuit::default();
+        assert!(c.admit(t(0), retry));
+        assert!(!c.failed(t(0), 3));
+        assert!(!c.failed(t(0), 3));
+        c.succeeded();
+        assert!(!c.failed(t(1), 3), "a success resets the count");
+        assert!(!c.failed(t(1), 3));
+        assert!(c.failed(t(1), 3), "third failure in a row opens");
+        assert!(c.is_open());
+        assert!(!c.admit(t(2), retry), "open: refused at once");
+        assert!(!c.admit(t(10), retry));
+        assert!(c.admit(t(11), retry), "a trial after `retry`");
+        assert!(!c.admit(t(11), retry), "one trial at a time");
+        assert!(!c.failed(t(12), 3), "a failed trial keeps it open");
+        assert!(!c.admit(t(20), retry));
+        assert!(c.admit(t(21), retry));
+        assert!(c.succeeded(), "an answer closes it");
+        assert!(c.admit(t(21), retry) && !c.is_open());
+    }
+
+    #[test]
+    fn a_failed_scheduled_probe_opens_the_circuit_once() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let now = UNIX_EPOCH + Duration::from_secs(2_000);
+        let failed_at = |at: u64| BackendHealth {
+            healthy: false,
+            consecutive_failures: 2,
+            last_checked: at,
+            ..Default::default()
+        };
+        let mut c = Circuit::default();
+        assert!(
+            !c.observe_probe(&BackendHealth::default(), now),
+            "healthy: nothing"
+        );
+        assert!(c.observe_probe(&failed_at(100), now));
+        assert!(c.is_open());
+        c.succeeded(); // a trial request got an answer
+        assert!(
+            !c.observe_probe(&failed_at(100), now),
+            "the same probe is applied once"
+        );
+        let recovering = BackendHealth {
+            healthy: false,
+            consecutive_ok: 1,
+            last_checked: 130,
+            ..Default::default()
+        };
+        assert!(
+            !c.observe_probe(&recovering, now),
+            "a good probe does not open it"
+        );
+        assert!(
+            c.observe_probe(&failed_at(160), now),
+            "a newer failure does"
+        );
     }
 }

@@ -35,6 +35,21 @@ pub struct BucketRecord {
     pub created: u64,
 }
 
+/// A copy of an object on a backend that is not (or may not be) the live one and must be
+/// removed: left behind when removing an older copy failed, or possibly present on a backend
+/// that could not be asked when the object was written. Recorded so that the maintenance task
+/// (and `reindex`) finish the removal; never silently forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleCopy {
+    pub bucket: String,
+    pub key: String,
+    pub backend: String,
+    /// The ETag of the copy to remove, when known: only that version is removed.
+    pub etag: Option<String>,
+    /// Unix seconds when it was recorded: a copy on `backend` written after this is not it.
+    pub noted: u64,
+}
+
 /// Bytes and objects one backend holds, as counted by the gateway and reconciled by scans.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendUsage {
@@ -63,6 +78,24 @@ pub trait MetadataStore {
         record: &ObjectRecord,
     ) -> Result<(), StoreError>;
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
+    /// Writes `record` unless the entry already there was written at or after `not_before`
+    /// (its `last_modified`, unix seconds), atomically where the store can. Reindex writes
+    /// this way, so it never undoes a write made while it ran. `Ok(false)`: the newer entry
+    /// was kept.
+    async fn put_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+        not_before: u64,
+    ) -> Result<bool, StoreError>;
+    /// Deletes the entry unless it was written at or after `not_before`; `Ok(false)`: kept.
+    async fn delete_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        not_before: u64,
+    ) -> Result<bool, StoreError>;
     /// Index entries of `bucket` with keys after `start_after`, in key order, at most `limit`.
     async fn list_objects(
         &self,
@@ -95,6 +128,15 @@ pub trait MetadataStore {
         month: &str,
     ) -> Result<OperationCounts, StoreError>;
 
+    /// Records a copy to remove (replacing a record of the same bucket, key and backend).
+    async fn put_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError>;
+    /// Up to `limit` recorded copies, oldest first where the store can order them.
+    async fn list_stale_copies(&self, limit: usize) -> Result<Vec<StaleCopy>, StoreError>;
+    /// The recorded copies of one key (a delete must reach them too).
+    async fn stale_copies_of(&self, bucket: &str, key: &str) -> Result<Vec<StaleCopy>, StoreError>;
+    /// Forgets the record of `copy` (same bucket, key and backend).
+    async fn delete_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError>;
+
     /// Small named documents: `config` (hot-switched config), `health` (the latest health
     /// snapshot), scan cursors.
     async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError>;
@@ -114,6 +156,8 @@ struct MemoryInner {
     usage: BTreeMap<String, BackendUsage>,
     operations: BTreeMap<(String, String), OperationCounts>,
     documents: BTreeMap<String, String>,
+    /// By (bucket, key, backend).
+    stale: BTreeMap<(String, String, String), StaleCopy>,
 }
 
 impl MemoryStore {
@@ -162,6 +206,44 @@ impl MetadataStore for MemoryStore {
             .objects
             .remove(&(bucket.to_owned(), key.to_owned()));
         Ok(())
+    }
+
+    async fn put_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+        not_before: u64,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let id = (bucket.to_owned(), key.to_owned());
+        if inner
+            .objects
+            .get(&id)
+            .is_some_and(|r| r.last_modified >= not_before)
+        {
+            return Ok(false);
+        }
+        inner.objects.insert(id, record.clone());
+        Ok(true)
+    }
+
+    async fn delete_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        not_before: u64,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let id = (bucket.to_owned(), key.to_owned());
+        match inner.objects.get(&id) {
+            Some(r) if r.last_modified >= not_before => Ok(false),
+            Some(_) => {
+                inner.objects.remove(&id);
+                Ok(true)
+            }
+            None => Ok(true),
+        }
     }
 
     async fn list_objects(
@@ -254,6 +336,38 @@ impl MetadataStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn put_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
+        self.lock().stale.insert(
+            (copy.bucket.clone(), copy.key.clone(), copy.backend.clone()),
+            copy.clone(),
+        );
+        Ok(())
+    }
+
+    async fn list_stale_copies(&self, limit: usize) -> Result<Vec<StaleCopy>, StoreError> {
+        let mut all: Vec<StaleCopy> = self.lock().stale.values().cloned().collect();
+        all.sort_by_key(|c| c.noted);
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn stale_copies_of(&self, bucket: &str, key: &str) -> Result<Vec<StaleCopy>, StoreError> {
+        Ok(self
+            .lock()
+            .stale
+            .values()
+            .filter(|c| c.bucket == bucket && c.key == key)
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
+        self.lock()
+            .stale
+            .remove(&(copy.bucket.clone(), copy.key.clone(), copy.backend.clone()));
+        Ok(())
+    }
+
     async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self.lock().documents.get(name).cloned())
     }
@@ -283,12 +397,129 @@ pub mod contract {
     /// Runs every check against `store`, which must start empty.
     pub async fn run<S: MetadataStore>(store: &S) {
         objects(store).await;
+        conditional_writes(store).await;
         long_and_unicode_keys(store).await;
         listing(store).await;
         buckets(store).await;
         usage(store).await;
         operations(store).await;
         documents(store).await;
+        stale_copies(store).await;
+    }
+
+    async fn conditional_writes<S: MetadataStore>(s: &S) {
+        // rec(_, n) was written at 1_700_000_000 + n.
+        let t = 1_700_000_000;
+        assert!(
+            s.put_object_unless_newer("c", "k", &rec("one", 5), t + 10)
+                .await
+                .unwrap(),
+            "absent: written"
+        );
+        assert_eq!(s.get_object("c", "k").await.unwrap(), Some(rec("one", 5)));
+        assert!(
+            s.put_object_unless_newer("c", "k", &rec("two", 6), t + 10)
+                .await
+                .unwrap(),
+            "older entry: replaced"
+        );
+        assert_eq!(s.get_object("c", "k").await.unwrap(), Some(rec("two", 6)));
+        // An entry written at or after the reindex started stays.
+        s.put_object("c", "k", &rec("three", 20)).await.unwrap();
+        assert!(
+            !s.put_object_unless_newer("c", "k", &rec("one", 7), t + 10)
+                .await
+                .unwrap(),
+            "newer entry: kept"
+        );
+        assert!(
+            !s.put_object_unless_newer("c", "k", &rec("one", 7), t + 20)
+                .await
+                .unwrap(),
+            "entry written at the very second: kept"
+        );
+        assert_eq!(
+            s.get_object("c", "k").await.unwrap(),
+            Some(rec("three", 20))
+        );
+        assert!(
+            !s.delete_object_unless_newer("c", "k", t + 10)
+                .await
+                .unwrap(),
+            "newer entry: not deleted"
+        );
+        assert_eq!(
+            s.get_object("c", "k").await.unwrap(),
+            Some(rec("three", 20))
+        );
+        assert!(
+            s.delete_object_unless_newer("c", "k", t + 21)
+                .await
+                .unwrap(),
+            "older entry: deleted"
+        );
+        assert_eq!(s.get_object("c", "k").await.unwrap(), None);
+        assert!(
+            s.delete_object_unless_newer("c", "never", t).await.unwrap(),
+            "absent: nothing to keep"
+        );
+    }
+
+    async fn stale_copies<S: MetadataStore>(s: &S) {
+        assert!(s.list_stale_copies(10).await.unwrap().is_empty());
+        let copy = |key: &str, backend: &str, noted: u64| StaleCopy {
+            bucket: "b".into(),
+            key: key.into(),
+            backend: backend.into(),
+            etag: Some(format!("\"{key}-{backend}\"")),
+            noted,
+        };
+        let long = "k/".repeat(500);
+        let odd = "dir/é \"&+%?#\u{1F600}";
+        s.put_stale_copy(&copy("a", "one", 3)).await.unwrap();
+        s.put_stale_copy(&copy("a", "two", 1)).await.unwrap();
+        s.put_stale_copy(&copy(&long, "one", 2)).await.unwrap();
+        s.put_stale_copy(&copy(odd, "two", 4)).await.unwrap();
+        // Same bucket, key and backend: replaced, not doubled.
+        let mut again = copy("a", "one", 5);
+        again.etag = None;
+        s.put_stale_copy(&again).await.unwrap();
+        let mut all = s.list_stale_copies(100).await.unwrap();
+        all.sort_by_key(|c| c.noted);
+        assert_eq!(
+            all,
+            vec![
+                copy("a", "two", 1),
+                copy(&long, "one", 2),
+                copy(odd, "two", 4),
+                again.clone()
+            ],
+            "recorded copies, keyed by bucket, key and backend"
+        );
+        assert_eq!(
+            s.list_stale_copies(2).await.unwrap().len(),
+            2,
+            "limit honoured"
+        );
+        let mut of_a = s.stale_copies_of("b", "a").await.unwrap();
+        of_a.sort_by_key(|c| c.noted);
+        assert_eq!(of_a, vec![copy("a", "two", 1), again.clone()], "by key");
+        assert_eq!(
+            s.stale_copies_of("b", odd).await.unwrap(),
+            vec![copy(odd, "two", 4)]
+        );
+        assert!(s.stale_copies_of("other", "a").await.unwrap().is_empty());
+        assert!(
+            s.stale_copies_of("b", "a/").await.unwrap().is_empty(),
+            "not a prefix match"
+        );
+        for c in &all {
+            s.delete_stale_copy(c).await.unwrap();
+        }
+        assert!(
+            s.list_stale_copies(100).await.unwrap().is_empty(),
+            "all forgotten"
+        );
     }
 
     async fn objects<S: MetadataStore>(s: &S) {

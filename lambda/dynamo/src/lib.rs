@@ -10,11 +10,15 @@
 //! | backend usage | `u` | backend name | `used_bytes`, `objects` (atomic `ADD`) |
 //! | monthly operations | `ops#<YYYY-MM>` | backend name | `class_a`, `class_b` (atomic `ADD`) |
 //! | document (`config`, `health`, scan cursor) | `d` | document name | `doc` |
+//! | stale copy to remove | `s` | `<hex of the key's hash>:<hex of the backend's hash>` | `bucket`, `key`, `backend`, `etag`, `noted` |
 //!
 //! Listing a bucket is a `Query` on `o#<bucket>` with `sk > start_after`: DynamoDB orders
 //! string sort keys by their UTF-8 bytes, which is S3's listing order. Point reads of objects
 //! and documents are strongly consistent, so read-after-write holds within one region; so are
-//! the queries (they are few and small: buckets, usage).
+//! the queries (they are few and small: buckets, usage, stale copies). Reindex's conditional
+//! writes are conditional `PutItem`/`DeleteItem` (`modified < :not_before`), atomic on the
+//! server. Stale copies are keyed by hashes because an S3 key alone may fill the 1,024 bytes
+//! a sort key holds; the prefix groups the copies of one key for `stale_copies_of`.
 
 #![forbid(unsafe_code)]
 
@@ -27,7 +31,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use shared::store::{
-    BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StoreError,
+    BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StaleCopy, StoreError,
 };
 use tokio::sync::OnceCell;
 
@@ -36,6 +40,44 @@ type Item = HashMap<String, AttributeValue>;
 const BUCKETS: &str = "b";
 const USAGE: &str = "u";
 const DOCUMENTS: &str = "d";
+const STALE: &str = "s";
+
+/// 16 bytes of SHA-256 in hex: a fixed-length name for something whose own name may be long.
+fn short_hash(parts: &[&str]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p.len().to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The sort key of a stale copy: all copies of one key share the prefix.
+fn stale_prefix(bucket: &str, key: &str) -> String {
+    format!("{}:", short_hash(&[bucket, key]))
+}
+
+fn stale_sk(copy: &StaleCopy) -> String {
+    format!(
+        "{}{}",
+        stale_prefix(&copy.bucket, &copy.key),
+        short_hash(&[&copy.backend])
+    )
+}
+
+fn stale_copy(item: &Item) -> Result<StaleCopy, StoreError> {
+    Ok(StaleCopy {
+        bucket: get_s(item, "bucket")?.to_owned(),
+        key: get_s(item, "key")?.to_owned(),
+        backend: get_s(item, "backend")?.to_owned(),
+        etag: match item.get("etag") {
+            Some(AttributeValue::S(v)) => Some(v.clone()),
+            _ => None,
+        },
+        noted: get_n(item, "noted")?,
+    })
+}
 
 fn objects_pk(bucket: &str) -> String {
     format!("o#{bucket}")
@@ -310,6 +352,68 @@ impl MetadataStore for DynamoStore {
             .await
     }
 
+    async fn put_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+        not_before: u64,
+    ) -> Result<bool, StoreError> {
+        let mut item = self::key(objects_pk(bucket), key);
+        item.insert("backend".into(), s(&record.backend));
+        item.insert("size".into(), n(record.size));
+        item.insert("etag".into(), s(&record.etag));
+        item.insert("modified".into(), n(record.last_modified));
+        let result = self
+            .client()
+            .await
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR modified < :not_before")
+            .expression_attribute_values(":not_before", n(not_before))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(err("PutItem object (conditional)", e)),
+        }
+    }
+
+    async fn delete_object_unless_newer(
+        &self,
+        bucket: &str,
+        key: &str,
+        not_before: u64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client()
+            .await
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(self::key(objects_pk(bucket), key)))
+            .condition_expression("attribute_not_exists(pk) OR modified < :not_before")
+            .expression_attribute_values(":not_before", n(not_before))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(err("DeleteItem object (conditional)", e)),
+        }
+    }
+
     async fn list_objects(
         &self,
         bucket: &str,
@@ -435,6 +539,59 @@ impl MetadataStore for DynamoStore {
                 None => OperationCounts::default(),
             },
         )
+    }
+
+    async fn put_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
+        let mut item = key(STALE.to_owned(), &stale_sk(copy));
+        item.insert("bucket".into(), s(&copy.bucket));
+        item.insert("key".into(), s(&copy.key));
+        item.insert("backend".into(), s(&copy.backend));
+        if let Some(etag) = &copy.etag {
+            item.insert("etag".into(), s(etag));
+        }
+        item.insert("noted".into(), n(copy.noted));
+        self.put("PutItem stale copy", item).await
+    }
+
+    async fn list_stale_copies(&self, limit: usize) -> Result<Vec<StaleCopy>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.query("Query stale copies", STALE.to_owned(), "", limit)
+            .await?
+            .iter()
+            .map(stale_copy)
+            .collect()
+    }
+
+    async fn stale_copies_of(&self, bucket: &str, key: &str) -> Result<Vec<StaleCopy>, StoreError> {
+        let out = self
+            .client()
+            .await
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(STALE))
+            .expression_attribute_values(":prefix", s(stale_prefix(bucket, key)))
+            .send()
+            .await
+            .map_err(|e| err("Query stale copies of a key", e))?;
+        out.items
+            .unwrap_or_default()
+            .iter()
+            .map(stale_copy)
+            // A hash collision is astronomically unlikely; check anyway.
+            .filter(|c| {
+                c.as_ref()
+                    .map_or(true, |c| c.bucket == bucket && c.key == key)
+            })
+            .collect()
+    }
+
+    async fn delete_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
+        self.delete("DeleteItem stale copy", STALE.to_owned(), &stale_sk(copy))
+            .await
     }
 
     async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {

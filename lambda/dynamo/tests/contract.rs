@@ -1,5 +1,6 @@
 //! The shared store contract against DynamoDB as served by `moto_server` (PyPI `moto[server]`)
-//! on 127.0.0.1. Skipped, with a note, where `moto_server` is not installed.
+//! on 127.0.0.1. Skipped, with a note, where `moto_server` is not installed, except under
+//! `CI=true`, where a missing tool fails the test.
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -36,6 +37,10 @@ fn start_moto() -> Option<Moto> {
     {
         Ok(c) => c,
         Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "moto_server not runnable ({e}): scripts/install-test-deps installs it"
+            );
             eprintln!("SKIPPED: moto_server not runnable ({e}); pip install 'moto[server]'");
             return None;
         }

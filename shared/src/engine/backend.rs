@@ -204,6 +204,9 @@ pub(crate) struct BackendRequest<B> {
     pub payload: PayloadHash,
     /// Give up waiting for the answer's headers after this long (reads and small requests).
     pub timeout: Option<std::time::Duration>,
+    /// A scheduled health probe: sent even while the backend's circuit is open, and not
+    /// counted as request-path evidence (the probe results feed the health snapshot).
+    pub health_probe: bool,
 }
 
 impl<B: Body> BackendRequest<B> {
@@ -215,6 +218,7 @@ impl<B: Body> BackendRequest<B> {
             body: B::empty(),
             payload: PayloadHash::Sha256(EMPTY_SHA256.into()),
             timeout: None,
+            health_probe: false,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::config::BackendConfig;
 use crate::error::S3Error;
 use crate::http::HttpClient;
 use crate::listing::{self, ListKind};
-use crate::multipart::{encode_upload_id, UploadTarget};
+use crate::multipart::{encode_upload_id, UploadScope, UploadTarget};
 use crate::store::MetadataStore;
 
 /// Backend listing answers can be large (1000 keys with long names).
@@ -88,6 +88,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     &UploadTarget {
                         backend: backend.name.clone(),
                         backend_upload_id: std::mem::take(&mut upload.upload_id),
+                    },
+                    UploadScope {
+                        bucket: call.bucket(),
+                        key: &upload.key,
                     },
                     &secret,
                 );

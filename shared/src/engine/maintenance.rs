@@ -1,6 +1,5 @@
 //! Scheduled work: health probes, the usage scan, and rebuilding the index (reindex).
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use futures_util::future::join_all;
@@ -8,14 +7,15 @@ use http::Method;
 use serde::{Deserialize, Serialize};
 
 use super::backend::{backend_error, backend_uri, encode_query_value, BackendRequest};
-use super::{Engine, ReindexReport, HEALTH_DOCUMENT};
+use super::copies::ObjectRef;
+use super::{Engine, HEALTH_DOCUMENT};
 use crate::body::Body;
 use crate::config::BackendConfig;
 use crate::error::S3Error;
 use crate::health::{HealthSnapshot, ProbeResult};
 use crate::http::HttpClient;
 use crate::listing::BackendPage;
-use crate::store::{BackendUsage, MetadataStore, ObjectRecord, StoreError};
+use crate::store::{BackendUsage, MetadataStore, StoreError};
 
 /// Where the usage scan stopped, stored between runs (document `usage-scan`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -27,11 +27,11 @@ struct ScanCursor {
     objects: i64,
 }
 
-const SCAN_DOCUMENT: &str = "usage-scan";
+pub(crate) const SCAN_DOCUMENT: &str = "usage-scan";
 
 impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     /// One page (up to 1000 keys) of a backend's real bucket under `prefix`, after `start_after`.
-    async fn backend_page(
+    pub(crate) async fn backend_page(
         &self,
         backend: &BackendConfig,
         prefix: &str,
@@ -73,6 +73,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     backend_uri(backend, None, "list-type=2&max-keys=1")?,
                 );
                 request.timeout = Some(balancer.probe_timeout);
+                request.health_probe = true;
                 let response = self.send_at(backend, "HealthCheck", request, start).await?;
                 if response.status().is_success() {
                     Ok(())
@@ -101,6 +102,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             .backends
             .retain(|name, _| config.backend(name).is_some());
         for (name, result) in results {
+            if result.ok && self.circuit(&name, crate::health::Circuit::succeeded) {
+                tracing::info!(backend = %name, "health probe got an answer: circuit closed");
+            }
             let before = previous.backends.get(&name).cloned().unwrap_or_default();
             let after = before.observe(&result, balancer.rise, balancer.fall);
             if before.healthy != after.healthy {
@@ -113,6 +117,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             snapshot.backends.insert(name, after);
         }
         snapshot.taken_at = crate::time::unix_secs(clock());
+        self.observe_probes(&snapshot, clock());
         let text = serde_json::to_string(&snapshot).map_err(|e| StoreError(e.to_string()))?;
         self.store.put_document(HEALTH_DOCUMENT, &text).await?;
         let stored = snapshot.clone();
@@ -154,6 +159,12 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                         backend: cursor.backend + 1,
                         ..Default::default()
                     };
+                    if cursor.backend >= config.backends.len() {
+                        // A full round is done, failures included: the next run starts over
+                        // (never loop on a backend that stays down).
+                        cursor = ScanCursor::default();
+                        break;
+                    }
                     continue;
                 }
             };
@@ -184,76 +195,53 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         self.store.put_document(SCAN_DOCUMENT, &text).await
     }
 
-    /// Rebuilds the object index of every virtual bucket and the usage of every backend from
-    /// the backends' own listings. Where a key is on two backends, the newest copy is indexed.
-    pub async fn reindex(&self, now: SystemTime) -> Result<ReindexReport, StoreError> {
-        let config = self.config();
-        let mut report = ReindexReport::default();
-        let mut buckets: Vec<String> = config
-            .virtual_buckets
-            .iter()
-            .map(|b| b.name.clone())
-            .collect();
-        for b in self.store.list_buckets().await? {
-            if !buckets.contains(&b.name) {
-                buckets.push(b.name);
+    /// Settles up to `budget` recorded stale copies (older copies a write could not remove,
+    /// backends that could not be asked): for each key, every backend of its pool is asked,
+    /// the newest copy stays and the others are removed. A record whose key cannot be decided
+    /// now (a backend is down) stays for the next run. Returns how many records were settled.
+    pub async fn remove_stale_copies(
+        &self,
+        budget: usize,
+        now: SystemTime,
+    ) -> Result<usize, StoreError> {
+        let state = self.state();
+        let config = state.config.clone();
+        let mut settled = 0;
+        for copy in self.store.list_stale_copies(budget).await? {
+            let bucket_config = config.bucket_or_default(&copy.bucket);
+            let in_pool = config
+                .pool(&bucket_config)
+                .iter()
+                .any(|b| b.name == copy.backend);
+            if !in_pool {
+                tracing::warn!(bucket = %copy.bucket, key = %copy.key, backend = %copy.backend, "a recorded older copy is on a backend no longer in the pool; forgetting it");
+                self.store.delete_stale_copy(&copy).await?;
+                continue;
             }
-        }
-        for bucket in &buckets {
-            let bucket_config = config.bucket_or_default(bucket);
-            let prefix = bucket_config.key_layout.prefix(bucket);
-            let mut found: BTreeMap<String, ObjectRecord> = BTreeMap::new();
-            for backend in config.pool(&bucket_config) {
-                let mut after: Option<String> = None;
-                loop {
-                    let page = match self
-                        .backend_page(
-                            backend,
-                            &prefix,
-                            after.as_deref(),
-                            now,
-                            config.balancer.probe_timeout,
-                        )
-                        .await
-                    {
-                        Ok(p) => p,
-                        Err(e) => {
-                            tracing::error!(backend = %backend.name, error = %e, "reindex could not list a backend");
-                            if !report.backends_failed.contains(&backend.name) {
-                                report.backends_failed.push(backend.name.clone());
-                            }
-                            break;
-                        }
-                    };
-                    for e in &page.entries {
-                        let rec = ObjectRecord {
-                            backend: backend.name.clone(),
-                            size: e.size,
-                            etag: e.etag.clone(),
-                            last_modified: crate::time::unix_secs(e.last_modified),
-                        };
-                        let newer = found
-                            .get(&e.key)
-                            .is_none_or(|old| old.last_modified < rec.last_modified);
-                        if newer {
-                            found.insert(e.key.clone(), rec);
-                        }
-                    }
-                    match (page.truncated, page.entries.last()) {
-                        (true, Some(last)) => after = Some(format!("{prefix}{}", last.key)),
-                        _ => break,
-                    }
+            let object = ObjectRef {
+                bucket: &copy.bucket,
+                key: &copy.key,
+                config: &bucket_config,
+            };
+            let _turn = self.key_locks.lock(&copy.bucket, &copy.key).await;
+            match self.settle(&state, object, now).await {
+                // Anything left was recorded again under the same name: keep that record.
+                Ok(0) => {
+                    self.store.delete_stale_copy(&copy).await?;
+                    settled += 1;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(bucket = %copy.bucket, key = %copy.key, error = %e, "older copy not settled yet");
                 }
             }
-            for (key, rec) in &found {
-                self.store.put_object(bucket, key, rec).await?;
-                report.objects += 1;
-                report.bytes += rec.size;
-            }
         }
-        // Usage of every backend, whole real buckets.
-        self.store.put_document(SCAN_DOCUMENT, "{}").await?;
-        self.scan_usage(usize::MAX, now).await?;
-        Ok(report)
+        if self.store.list_stale_copies(1).await?.is_empty() {
+            self.store
+                .put_document(super::STALE_COPIES_DOCUMENT, "")
+                .await?;
+            self.update_state(|s| s.stale_copies_pending = false);
+        }
+        Ok(settled)
     }
 }

@@ -15,7 +15,7 @@ use http::{HeaderValue, Method, StatusCode};
 use crate::body::Body;
 use crate::config::{BackendConfig, Config, DataPathMode, VirtualBucketConfig};
 use crate::error::{S3Error, S3ErrorCode};
-use crate::health::HealthSnapshot;
+use crate::health::{Circuit, HealthSnapshot};
 use crate::http::HttpClient;
 use crate::metrics::Metrics;
 use crate::placement::{self, BackendState, Entropy};
@@ -27,10 +27,15 @@ use crate::store::{
 
 mod backend;
 mod buckets;
+mod copies;
+#[cfg(test)]
+mod integrity_tests;
 mod listing;
+mod locks;
 mod maintenance;
 mod multipart;
 mod objects;
+mod reindex;
 #[cfg(test)]
 mod tests;
 
@@ -66,15 +71,13 @@ pub struct State {
     pub operations: BTreeMap<String, OperationCounts>,
     /// Virtual buckets created at run time.
     pub created_buckets: Vec<BucketRecord>,
+    /// Some older copy is recorded and not settled yet (document [`STALE_COPIES_DOCUMENT`]):
+    /// reads then check an index hit against the records, since a lagging index may still
+    /// point at such a copy.
+    pub stale_copies_pending: bool,
 }
 
-/// Outcome of a reindex.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReindexReport {
-    pub objects: u64,
-    pub bytes: u64,
-    pub backends_failed: Vec<String>,
-}
+pub use reindex::{ReindexCursor, ReindexError, ReindexReport};
 
 pub struct Engine<S, C> {
     store: S,
@@ -93,6 +96,10 @@ pub struct Engine<S, C> {
     signers: crate::sigv4::sign::SignerCache,
     /// Signing keys of the clients' access keys, for verifying their signatures.
     client_keys: crate::sigv4::canonical::SigningKeys,
+    /// Writes and deletes of one key take turns (see [`locks`]).
+    key_locks: locks::KeyLocks,
+    /// Passive health per backend, from the request path (see [`Circuit`]).
+    circuits: Mutex<BTreeMap<String, Circuit>>,
 }
 
 /// Object and bucket reads (GET, HEAD, lists) are billed class B; everything else class A.
@@ -153,41 +160,6 @@ impl Call<'_> {
         })
     }
 
-    /// Placement's view of the pool of this call's bucket.
-    pub fn backend_states(&self) -> Vec<BackendState> {
-        self.backend_states_of(self.bucket_config())
-    }
-
-    /// Placement's view of every configured backend.
-    pub fn backend_states_all(&self) -> Vec<BackendState> {
-        self.config
-            .backends
-            .iter()
-            .map(|b| {
-                let usage = self.state.usage.iter().find(|u| u.backend == b.name);
-                let ops = self
-                    .state
-                    .operations
-                    .get(&b.name)
-                    .cloned()
-                    .unwrap_or_default();
-                BackendState {
-                    name: b.name.clone(),
-                    weight: b.weight,
-                    enabled: b.enabled,
-                    read_only: b.read_only,
-                    healthy: self.state.health.is_healthy(&b.name),
-                    max_size: b.max_size,
-                    used_bytes: usage.map(|u| u.used_bytes.max(0) as u64).unwrap_or(0),
-                    class_a_used: ops.class_a,
-                    class_b_used: ops.class_b,
-                    class_a_limit: b.limit_class_a,
-                    class_b_limit: b.limit_class_b,
-                }
-            })
-            .collect()
-    }
-
     /// Whether reads (or writes) of this call go by redirect.
     pub fn redirects(&self, write: bool) -> bool {
         let bucket = self.bucket_config();
@@ -244,6 +216,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 usage: Vec::new(),
                 operations: BTreeMap::new(),
                 created_buckets: Vec::new(),
+                stale_copies_pending: false,
             })),
             metrics: Metrics::new(),
             counter: Default::default(),
@@ -251,6 +224,8 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             pending_usage: Mutex::new(BTreeMap::new()),
             signers: Default::default(),
             client_keys: Default::default(),
+            key_locks: Default::default(),
+            circuits: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -322,11 +297,18 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             );
         }
         let created_buckets = self.store.list_buckets().await?;
+        let stale_copies_pending = self
+            .store
+            .get_document(STALE_COPIES_DOCUMENT)
+            .await?
+            .is_some_and(|d| !d.is_empty());
+        self.observe_probes(&health, now);
         self.update_state(|s| {
             s.health = health;
             s.usage = usage;
             s.operations = operations;
             s.created_buckets = created_buckets;
+            s.stale_copies_pending = stale_copies_pending;
         });
         Ok(())
     }
@@ -454,9 +436,6 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         log.bucket = s3.bucket.clone();
         let verified = self.authenticate(config, &parts, ctx.now)?;
         authorize(config, &verified, &s3)?;
-        if let Some(key) = &s3.key {
-            check_key(key)?;
-        }
         let bucket_config = {
             let name = s3.bucket.as_deref().unwrap_or_default();
             match config.virtual_bucket(name) {
@@ -464,6 +443,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 None => std::borrow::Cow::Owned(config.bucket_or_default(name)),
             }
         };
+        if let (Some(bucket), Some(key)) = (&s3.bucket, &s3.key) {
+            check_key(key, bucket_config.key_layout.prefix(bucket).len())?;
+        }
         let mut call = Call {
             ctx,
             state,
@@ -565,8 +547,66 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         }
     }
 
+    /// Placement's view of every configured backend: config, health snapshot, this process's
+    /// circuits, usage and operation budgets.
+    pub(crate) fn all_states(&self, state: &State) -> Vec<BackendState> {
+        let circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .config
+            .backends
+            .iter()
+            .map(|b| {
+                let usage = state.usage.iter().find(|u| u.backend == b.name);
+                let ops = state.operations.get(&b.name).cloned().unwrap_or_default();
+                let circuit_open = circuits.get(&b.name).is_some_and(Circuit::is_open);
+                BackendState {
+                    name: b.name.clone(),
+                    weight: b.weight,
+                    enabled: b.enabled,
+                    read_only: b.read_only,
+                    healthy: state.health.is_healthy(&b.name) && !circuit_open,
+                    max_size: b.max_size,
+                    used_bytes: usage.map(|u| u.used_bytes.max(0) as u64).unwrap_or(0),
+                    class_a_used: ops.class_a,
+                    class_b_used: ops.class_b,
+                    class_a_limit: b.limit_class_a,
+                    class_b_limit: b.limit_class_b,
+                }
+            })
+            .collect()
+    }
+
+    /// Placement's view of the pool of `bucket`.
+    pub(crate) fn pool_states(
+        &self,
+        state: &State,
+        bucket: &VirtualBucketConfig,
+    ) -> Vec<BackendState> {
+        let pool = state.config.pool(bucket);
+        self.all_states(state)
+            .into_iter()
+            .filter(|s| pool.iter().any(|b| b.name == s.name))
+            .collect()
+    }
+
+    /// Opens the circuit of every backend whose latest scheduled probe failed (once per
+    /// probe), so requests stop waiting on it at once.
+    fn observe_probes(&self, snapshot: &HealthSnapshot, now: SystemTime) {
+        let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, health) in &snapshot.backends {
+            if circuits
+                .entry(name.clone())
+                .or_default()
+                .observe_probe(health, now)
+            {
+                tracing::warn!(backend = %name, "backend marked down by the health probe: requests that need it answer 503 at once");
+            }
+        }
+    }
+
     /// Signs and sends one request to `backend`, counting it. Transport failures are logged
-    /// with their source and become `ServiceUnavailable`.
+    /// with their source and become `ServiceUnavailable`; a backend whose circuit is open is
+    /// not waited on (the request fails at once, but for one trial every `circuit_retry`).
     pub(crate) async fn send(
         &self,
         call: &Call<'_>,
@@ -586,6 +626,16 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         now: SystemTime,
     ) -> Result<http::Response<C::Body>, S3Error> {
         let class_b = is_class_b(&request.method);
+        let health_probe = request.health_probe;
+        let balancer = &self.config().balancer;
+        let (threshold, retry) = (balancer.circuit_failures, balancer.circuit_retry);
+        if !health_probe && !self.circuit(&backend.name, |c| c.admit(now, retry)) {
+            self.metrics.record_backend(&backend.name, operation, false);
+            tracing::debug!(backend = %backend.name, operation, "backend is down: not waited on");
+            return Err(S3Error::unavailable(
+                "The backend storage is unavailable. Please try again.",
+            ));
+        }
         let request = request.sign(&self.signers, backend, now)?;
         self.count_operation(&backend.name, now, class_b);
         match self.client.send(request).await {
@@ -594,15 +644,31 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     || response.status().as_u16() == 304
                     || response.status().as_u16() == 404;
                 self.metrics.record_backend(&backend.name, operation, ok);
+                // Any answer, even an error status, shows the backend is reachable.
+                if self.circuit(&backend.name, Circuit::succeeded) {
+                    tracing::info!(backend = %backend.name, "backend answers again: circuit closed");
+                }
                 Ok(response)
             }
             Err(e) => {
                 self.metrics.record_backend(&backend.name, operation, false);
                 tracing::warn!(backend = %backend.name, operation, error = %e, "backend request failed");
+                if !health_probe && self.circuit(&backend.name, |c| c.failed(now, threshold)) {
+                    tracing::warn!(backend = %backend.name, failures = threshold, "backend marked down after failures in a row: requests that need it answer 503 at once");
+                }
                 Err(S3Error::unavailable(
                     "The backend storage is unavailable. Please try again.",
                 ))
             }
+        }
+    }
+
+    /// Runs `f` on the circuit of `backend`.
+    fn circuit<T>(&self, backend: &str, f: impl FnOnce(&mut Circuit) -> T) -> T {
+        let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        match circuits.get_mut(backend) {
+            Some(c) => f(c),
+            None => f(circuits.entry(backend.to_owned()).or_default()),
         }
     }
 
@@ -629,14 +695,17 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         }
     }
 
-    /// Picks the backend for a new object of `size` bytes (when known) and counts the decision.
+    /// Picks the backend for a new object of `size` bytes (when known), never one of
+    /// `exclude` (backends a write already failed on), and counts the decision.
     pub(crate) fn place(
         &self,
         call: &Call<'_>,
         key: &str,
         size: Option<u64>,
+        exclude: &[String],
     ) -> Result<String, S3Error> {
-        let states = call.backend_states();
+        let mut states = self.pool_states(call.state, call.bucket_config());
+        states.retain(|s| !exclude.contains(&s.name));
         let candidates = placement::write_candidates(&states, size)?;
         let entropy = Entropy {
             counter: self
@@ -655,6 +724,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
 /// The document holding the latest [`HealthSnapshot`].
 pub const HEALTH_DOCUMENT: &str = "health";
 
+/// Non-empty while some older copy is recorded and not settled (one point read per refresh
+/// tells every instance, where listing the records would cost a KV list each time).
+pub const STALE_COPIES_DOCUMENT: &str = "stale-copies";
+
 pub(crate) fn strategy_name(s: crate::config::Strategy) -> &'static str {
     use crate::config::Strategy::*;
     match s {
@@ -671,16 +744,38 @@ pub(crate) fn store_unavailable(e: StoreError) -> S3Error {
     S3Error::unavailable("The metadata store is unavailable. Please try again.")
 }
 
+/// The longest key a backend takes, in UTF-8 bytes, as S3 documents it.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html>
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
+
 /// Refuses keys with a `.` or `..` path segment: HTTP clients (reqwest's URL parser, the
 /// Workers `fetch`) normalize such paths, so the backend would get another key. Refusing them
-/// is the only way to never read or write the wrong object.
-pub(crate) fn check_key(key: &str) -> Result<(), S3Error> {
+/// is the only way to never read or write the wrong object. Refuses keys that are too long
+/// once the layout prefix (`prefix_len` bytes, `{bucket}/` by default) is added: the backend
+/// would refuse them, or worse, some would cut them.
+pub(crate) fn check_key(key: &str, prefix_len: usize) -> Result<(), S3Error> {
+    if key.is_empty() {
+        return Err(S3Error::new(
+            S3ErrorCode::InvalidArgument,
+            "The key must be specified",
+        ));
+    }
     if key
         .split('/')
         .any(|segment| segment == "." || segment == "..")
     {
         return Err(S3Error::invalid_argument(
             "Object keys with a '.' or '..' path segment are not supported by this gateway",
+        )
+        .with_resource(key));
+    }
+    if key.len() + prefix_len > MAX_KEY_BYTES {
+        return Err(S3Error::new(
+            S3ErrorCode::KeyTooLongError,
+            format!(
+                "Your key is too long: this gateway stores keys under a {prefix_len}-byte prefix, so keys may have at most {} bytes",
+                MAX_KEY_BYTES - prefix_len.min(MAX_KEY_BYTES)
+            ),
         )
         .with_resource(key));
     }

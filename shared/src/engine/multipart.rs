@@ -9,7 +9,7 @@ use crate::body::Body;
 use crate::config::BackendConfig;
 use crate::error::S3Error;
 use crate::http::HttpClient;
-use crate::multipart::{decode_upload_id, encode_upload_id, UploadTarget};
+use crate::multipart::{decode_upload_id, encode_upload_id, UploadScope, UploadTarget};
 use crate::store::MetadataStore;
 
 impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
@@ -17,8 +17,14 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         call: &Call<'_>,
         upload_id: &str,
     ) -> Result<(UploadTarget, BackendConfig), S3Error> {
+        // The id is bound to the bucket and key it was created for: used under any other it
+        // is NoSuchUpload, whatever the backend would do with it.
         let target = decode_upload_id(
             upload_id,
+            UploadScope {
+                bucket: call.bucket(),
+                key: call.key(),
+            },
             call.config.api.upload_id_secret.expose().as_bytes(),
         )?;
         // The backend must still be in this bucket's pool.
@@ -49,8 +55,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         call: &mut Call<'_>,
     ) -> Result<http::Response<C::Body>, S3Error> {
         let key = call.key().to_owned();
-        let (target, _) = self.write_target(call, &key, None).await?;
-        let backend = call.backend(&target)?.clone();
+        // Where the parts go is where the key already lives (or a new placement); older copies
+        // elsewhere are removed when the upload completes.
+        let plan = self.plan_write(call, &key, None, None).await?;
+        let backend = call.backend(&plan.target)?.clone();
         call.log.backend = Some(backend.name.clone());
         let mut request =
             BackendRequest::new(Method::POST, Self::upload_uri(call, &backend, "uploads=")?);
@@ -67,6 +75,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             &UploadTarget {
                 backend: backend.name.clone(),
                 backend_upload_id,
+            },
+            UploadScope {
+                bucket: call.bucket(),
+                key: &key,
             },
             call.config.api.upload_id_secret.expose().as_bytes(),
         );
@@ -171,33 +183,54 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let body = Self::small_body(call, body, 4 * 1024 * 1024).await?;
         let parts = crate::xml::parse_complete_multipart(&body)?;
         let key = call.key().to_owned();
-        let previous = self
-            .store
-            .get_object(call.bucket(), &key)
-            .await
-            .map_err(super::store_unavailable)?;
+        let _turn = self.key_locks.lock(call.bucket(), &key).await;
+        // The object appears where the parts are; any other copy of the key becomes older.
+        let plan = self
+            .plan_write(call, &key, None, Some(&backend.name))
+            .await?;
         let query = format!("uploadId={}", encode_query_value(&target.backend_upload_id));
         let mut request =
             BackendRequest::new(Method::POST, Self::upload_uri(call, &backend, &query)?)
                 .with_bytes(bytes::Bytes::from(crate::xml::complete_multipart(&parts)));
         backend::insert_header(&mut request.headers, "content-type", "application/xml");
-        let response = self
-            .send(call, &backend, "CompleteMultipartUpload", request)
-            .await?;
-        if !response.status().is_success() {
-            return Err(backend_error(&backend.name, response).await);
+        let completed = async {
+            let response = self
+                .send(call, &backend, "CompleteMultipartUpload", request)
+                .await?;
+            if !response.status().is_success() {
+                return Err(backend_error(&backend.name, response).await);
+            }
+            let body = response.into_body().collect(1024 * 1024).await?;
+            crate::xml::parse_complete_multipart_result(&body)
         }
-        let body = response.into_body().collect(1024 * 1024).await?;
-        let etag = crate::xml::parse_complete_multipart_result(&body)?;
-        // The object's size is only known now: ask the backend.
-        let head = BackendRequest::new(Method::HEAD, Self::upload_uri(call, &backend, "")?);
+        .await;
+        let etag = match completed {
+            Ok(etag) => etag,
+            Err(e) => {
+                // An answer lost on the way may hide a completed object.
+                if super::copies::retryable(&e) {
+                    self.after_failed_writes(
+                        call,
+                        &key,
+                        &plan,
+                        std::slice::from_ref(&backend.name),
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        };
+        // The object's size is only known now: ask the backend (unknown counts as 0; the
+        // usage scan reconciles).
+        let mut head = BackendRequest::new(Method::HEAD, Self::upload_uri(call, &backend, "")?);
+        head.timeout = Some(call.config.balancer.probe_timeout);
         let size = match self.send(call, &backend, "HeadObject", head).await {
             Ok(r) if r.status().is_success() => backend::header_str(r.headers(), "content-length")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             _ => 0,
         };
-        self.record_write(call, &key, &backend.name, size, &etag, previous)
+        self.finish_write(call, &key, &plan, &backend.name, size, &etag)
             .await;
         let location = format!("/{}/{}", call.bucket(), backend::encode_key(&key));
         Ok(xml(crate::xml::complete_multipart_result(

@@ -1,25 +1,30 @@
 //! GetObject, HeadObject, PutObject, CopyObject, DeleteObject, DeleteObjects, and finding
-//! where an object lives (index, then probing the backends).
+//! where an object lives (the index, else asking the backends).
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 use http::{Method, StatusCode};
 
 use super::backend::{self, backend_error, backend_uri, BackendRequest};
-use super::{empty, record, redirect, store_unavailable, xml, Call, Engine};
+use super::copies::{copy_record, retryable, Ask, ObjectRef};
+use super::{empty, redirect, store_unavailable, xml, Call, Engine};
 use crate::body::Body;
 use crate::config::BackendConfig;
 use crate::error::{S3Error, S3ErrorCode};
 use crate::http::HttpClient;
-use crate::placement;
-use crate::store::{MetadataStore, ObjectRecord};
+use crate::store::MetadataStore;
 use crate::xml::DeleteOutcome;
 
 /// Where an object lives.
 #[derive(Debug, Clone)]
 pub(crate) struct Located {
     pub backend: String,
-    /// The index entry, when the location came from the index (it may be stale).
-    pub record: Option<ObjectRecord>,
+    /// The location came from the index (it may be stale), not from asking the backends.
+    pub from_index: bool,
+    /// The object's size, as the index or the backend knows it.
+    pub size: u64,
 }
 
 /// Query parameters of GetObject that the backend must see.
@@ -55,7 +60,7 @@ fn check_version(call: &Call<'_>) -> Result<(), S3Error> {
 }
 
 impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
-    /// Finds `key` of the call's bucket: the index, or else a probe of the backends.
+    /// Finds `key` of `bucket`: the index, or else every backend of the pool is asked.
     pub(crate) async fn locate(
         &self,
         call: &Call<'_>,
@@ -64,22 +69,35 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     ) -> Result<Located, S3Error> {
         match self.store.get_object(bucket, key).await {
             Ok(Some(rec)) if call.config.backend(&rec.backend).is_some() => {
-                return Ok(Located {
-                    backend: rec.backend.clone(),
-                    record: Some(rec),
-                })
+                // While older copies are recorded, a lagging index entry may point at one:
+                // then every backend is asked and the newest copy wins.
+                let older_there = call.state.stale_copies_pending
+                    && self
+                        .store
+                        .stale_copies_of(bucket, key)
+                        .await
+                        .map_or(true, |c| c.iter().any(|c| c.backend == rec.backend));
+                if !older_there {
+                    return Ok(Located {
+                        backend: rec.backend,
+                        from_index: true,
+                        size: rec.size,
+                    });
+                }
             }
             Ok(_) => {}
-            // The index is optional for reads: probe instead.
-            Err(e) => tracing::warn!(error = %e, "index lookup failed; probing backends"),
+            // The index is optional for reads: ask the backends instead.
+            Err(e) => tracing::warn!(error = %e, "index lookup failed; asking the backends"),
         }
-        self.probe(call, bucket, key, None).await
+        self.find(call, bucket, key, None).await
     }
 
-    /// Asks the backends of `bucket`'s pool, in rendezvous order, whether they hold `key`
-    /// (HEAD), skipping `skip`. Found: the index is repaired. None has it: NoSuchKey, unless a
-    /// backend could not answer (then ServiceUnavailable: never a false 404).
-    pub(crate) async fn probe(
+    /// Asks every backend of `bucket`'s pool but `skip` for `key` (HEAD, in parallel); the
+    /// newest copy is the live one and the index is pointed at it. Several copies (left by an
+    /// earlier failure) are recorded for the maintenance task to settle. None found:
+    /// NoSuchKey, unless a backend could not answer (then ServiceUnavailable: never a false
+    /// 404).
+    pub(crate) async fn find(
         &self,
         call: &Call<'_>,
         bucket: &str,
@@ -88,65 +106,68 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     ) -> Result<Located, S3Error> {
         // The call's own bucket is looked up already; a copy source may be another one.
         let other;
-        let bucket_config = if bucket == call.bucket() {
+        let config = if bucket == call.bucket() {
             call.bucket_config()
         } else {
             other = call.config.bucket_or_default(bucket);
             &other
         };
-        let real_key = format!("{}{key}", bucket_config.key_layout.prefix(bucket));
-        let states = call.backend_states_of(bucket_config);
-        let mut unavailable = false;
-        for state in placement::probe_order(&states, bucket, key) {
-            if Some(state.name.as_str()) == skip {
-                continue;
-            }
-            let backend = call.backend(&state.name)?;
-            let mut request =
-                BackendRequest::new(Method::HEAD, backend_uri(backend, Some(&real_key), "")?);
-            request.timeout = Some(call.config.balancer.probe_timeout);
-            let response = match self.send(call, backend, "HeadObject", request).await {
-                Ok(r) => r,
-                Err(_) => {
-                    unavailable = true;
-                    continue;
-                }
-            };
-            match response.status().as_u16() {
-                200 => {
-                    let h = response.headers();
-                    let size = backend::header_str(h, "content-length")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    let etag = backend::header_str(h, "etag")
-                        .unwrap_or_default()
-                        .to_owned();
-                    let modified = backend::header_str(h, "last-modified")
-                        .and_then(crate::time::parse_http_date)
-                        .unwrap_or(call.ctx.now);
-                    let rec = record(&backend.name, size, &etag, modified);
-                    if let Err(e) = self.store.put_object(bucket, key, &rec).await {
-                        tracing::warn!(error = %e, "could not repair the index after a probe");
-                    }
-                    return Ok(Located {
-                        backend: backend.name.clone(),
-                        record: None,
-                    });
-                }
-                404 => {}
-                status => {
-                    tracing::warn!(backend = %backend.name, status, "probe got an unexpected answer");
-                    unavailable = true;
-                }
+        let object = ObjectRef {
+            bucket,
+            key,
+            config,
+        };
+        let ask = match skip {
+            Some(b) => Ask::AllBut(b),
+            None => Ask::All,
+        };
+        let survey = self.survey(call.state, object, ask, call.ctx.now).await;
+        let Some(live) = survey.newest().cloned() else {
+            return Err(if survey.unknown.is_empty() {
+                S3Error::no_such_key(key)
+            } else {
+                S3Error::unavailable(
+                    "A backend that may hold this object is unavailable. Please try again.",
+                )
+            });
+        };
+        // With a backend unanswered, a copy recorded as older may be all that is left to
+        // see: serving it would return older bytes than the live copy holds.
+        if !survey.unknown.is_empty() {
+            let recorded_older = self
+                .store
+                .stale_copies_of(bucket, key)
+                .await
+                .map_or(true, |c| c.iter().any(|c| c.backend == live.backend));
+            if recorded_older {
+                return Err(S3Error::unavailable(
+                    "The backend holding the latest copy of this object is unavailable. Please try again.",
+                ));
             }
         }
-        if unavailable {
-            Err(S3Error::unavailable(
-                "A backend that may hold this object is unavailable. Please try again.",
-            ))
-        } else {
-            Err(S3Error::no_such_key(key))
+        for older in survey.older() {
+            self.note_stale_copy(object, &older.backend, Some(older.etag), call.ctx.now)
+                .await;
         }
+        // On a miss, conditional: a write that indexed the key meanwhile knows better. An
+        // entry found stale (`skip`) is replaced whatever its date.
+        let entry = copy_record(&live);
+        let repaired = match skip {
+            Some(_) => self.store.put_object(bucket, key, &entry).await,
+            None => self
+                .store
+                .put_object_unless_newer(bucket, key, &entry, live.modified + 1)
+                .await
+                .map(drop),
+        };
+        if let Err(e) = repaired {
+            tracing::warn!(error = %e, "could not repair the index after finding an object");
+        }
+        Ok(Located {
+            backend: live.backend,
+            from_index: false,
+            size: live.size,
+        })
     }
 
     pub(crate) async fn get_object(
@@ -187,16 +208,24 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 )
                 .await?;
             let status = response.status();
-            if status == StatusCode::NOT_FOUND && located.record.is_some() {
+            if status == StatusCode::NOT_FOUND && located.from_index {
                 // The index was stale: the object moved, or was removed behind our back.
-                match self.probe(call, &bucket, &key, Some(&backend.name)).await {
+                match self.find(call, &bucket, &key, Some(&backend.name)).await {
                     Ok(found) => {
                         located = found;
                         continue;
                     }
                     Err(e) => {
                         if e.code == S3ErrorCode::NoSuchKey {
-                            let _ = self.store.delete_object(&bucket, &key).await;
+                            // Unless a write indexed it meanwhile.
+                            let _ = self
+                                .store
+                                .delete_object_unless_newer(
+                                    &bucket,
+                                    &key,
+                                    crate::time::unix_secs(call.ctx.now),
+                                )
+                                .await;
                         }
                         return Err(e);
                     }
@@ -300,73 +329,6 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         collected
     }
 
-    /// Where a write of `key` goes: where the key already lives (so it never lives twice),
-    /// unless that backend no longer takes writes; else a new placement.
-    pub(crate) async fn write_target(
-        &self,
-        call: &Call<'_>,
-        key: &str,
-        size: Option<u64>,
-    ) -> Result<(String, Option<ObjectRecord>), S3Error> {
-        let existing = self
-            .store
-            .get_object(call.bucket(), key)
-            .await
-            .map_err(store_unavailable)?;
-        if let Some(rec) = &existing {
-            let states = call.backend_states();
-            if placement::write_candidates(&states, None)
-                .is_ok_and(|c| c.iter().any(|s| s.name == rec.backend))
-            {
-                return Ok((rec.backend.clone(), existing));
-            }
-        }
-        Ok((self.place(call, key, size)?, existing))
-    }
-
-    /// Books a completed write: index entry, usage, and removal of an older copy elsewhere.
-    pub(crate) async fn record_write(
-        &self,
-        call: &Call<'_>,
-        key: &str,
-        backend: &str,
-        size: u64,
-        etag: &str,
-        previous: Option<ObjectRecord>,
-    ) {
-        let bucket = call.bucket();
-        if let Err(e) = self
-            .store
-            .put_object(bucket, key, &record(backend, size, etag, call.ctx.now))
-            .await
-        {
-            tracing::error!(error = %e, bucket, key, "object written but not indexed; reads will probe for it");
-        }
-        let mut usage = vec![(backend.to_owned(), size as i64, 1i64)];
-        if let Some(old) = previous {
-            usage.push((old.backend.clone(), -(old.size as i64), -1));
-            if old.backend != backend {
-                // Moved: remove the old copy so the key never lives twice.
-                if let Ok(old_backend) = call.backend(&old.backend) {
-                    let uri = backend_uri(old_backend, Some(&call.real_key(key)), "");
-                    if let Ok(uri) = uri {
-                        let _ = self
-                            .send(
-                                call,
-                                old_backend,
-                                "DeleteObject",
-                                BackendRequest::new(Method::DELETE, uri),
-                            )
-                            .await;
-                    }
-                }
-            }
-        }
-        for (b, bytes, objects) in usage {
-            self.count_usage(&b, bytes, objects);
-        }
-    }
-
     pub(crate) async fn put_object(
         &self,
         call: &mut Call<'_>,
@@ -374,12 +336,15 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     ) -> Result<http::Response<C::Body>, S3Error> {
         let key = call.key().to_owned();
         let length = Self::object_length(call, &body)?;
-        let (target, previous) = self.write_target(call, &key, Some(length)).await?;
-        let backend = call.backend(&target)?.clone();
-        call.log.backend = Some(backend.name.clone());
+        let _turn = self.key_locks.lock(call.bucket(), &key).await;
+        let plan = self.plan_write(call, &key, Some(length), None).await?;
         call.log.bytes = Some(length);
-        let uri = backend_uri(&backend, Some(&call.real_key(&key)), "")?;
-        if call.redirects(true) {
+        // A redirect hands the upload to the client: the gateway never sees it finish, so it
+        // cannot remove an older copy elsewhere afterwards. Writes that move a key are proxied.
+        if call.redirects(true) && plan.older.is_empty() {
+            let backend = call.backend(&plan.target)?.clone();
+            call.log.backend = Some(backend.name.clone());
+            let uri = backend_uri(&backend, Some(&call.real_key(&key)), "")?;
             let url = self.signers.presign(
                 &Method::PUT,
                 &uri,
@@ -387,29 +352,111 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 call.config.api.presign_expiry,
                 call.ctx.now,
             )?;
-            // Indexed ahead of the upload; a read finding nothing there probes and cleans up.
-            self.record_write(call, &key, &backend.name, length, "", previous)
+            // Indexed ahead of the upload; a read finding nothing there asks the others.
+            self.finish_write(call, &key, &plan, &backend.name, length, "")
                 .await;
             return redirect(call.config.api.redirect_status, &url);
         }
         let (body, verdict) = Self::object_body(call, body)?;
-        let mut request = BackendRequest::new(Method::PUT, uri).with_stream(body, length);
-        request
-            .headers
-            .extend(backend::write_headers(&call.parts.headers));
-        backend::set_content_length(&mut request.headers, length);
-        let response = self
-            .send_body(call, &backend, "PutObject", request, &verdict)
-            .await?;
+        let retries = call.config.balancer.retry_attempts as usize;
+        // A new object small enough to keep can move to another backend if its first one
+        // fails; anything else streams once.
+        let mut body = Some(body);
+        let kept = if plan.movable && retries > 0 && length <= call.config.balancer.retry_buffer {
+            let bytes = match body.take() {
+                Some(b) => b.collect(length as usize).await,
+                None => Ok(Bytes::new()),
+            };
+            if let Some(e) = verdict.take() {
+                return Err(e);
+            }
+            let bytes = bytes?;
+            if (bytes.len() as u64) < length {
+                return Err(S3Error::new(
+                    S3ErrorCode::IncompleteBody,
+                    "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+                ));
+            }
+            Some(bytes)
+        } else {
+            None
+        };
+        let mut target = plan.target.clone();
+        let mut failed: Vec<String> = Vec::new();
+        let response = loop {
+            let backend = call.backend(&target)?.clone();
+            call.log.backend = Some(backend.name.clone());
+            let payload = match &kept {
+                Some(bytes) => C::Body::from_bytes(bytes.clone()),
+                None => body.take().unwrap_or_else(C::Body::empty),
+            };
+            let uri = backend_uri(&backend, Some(&call.real_key(&key)), "")?;
+            let mut request = BackendRequest::new(Method::PUT, uri).with_stream(payload, length);
+            request
+                .headers
+                .extend(backend::write_headers(&call.parts.headers));
+            backend::set_content_length(&mut request.headers, length);
+            match self
+                .send_body(call, &backend, "PutObject", request, &verdict)
+                .await
+            {
+                Ok(response) => break response,
+                Err(e) if kept.is_some() && retryable(&e) && failed.len() < retries => {
+                    tracing::warn!(backend = %backend.name, error = %e, "write failed; moving the new object to the next backend");
+                    failed.push(backend.name.clone());
+                    target = match self.place(call, &key, Some(length), &failed) {
+                        Ok(next) => next,
+                        Err(_) => {
+                            self.after_failed_writes(call, &key, &plan, &failed).await;
+                            return Err(e);
+                        }
+                    };
+                }
+                Err(e) => {
+                    // Including this backend: a timeout may come after the write landed.
+                    if retryable(&e) {
+                        failed.push(backend.name.clone());
+                    }
+                    self.after_failed_writes(call, &key, &plan, &failed).await;
+                    return Err(e);
+                }
+            }
+        };
         let etag = backend::header_str(response.headers(), "etag")
             .unwrap_or_default()
             .to_owned();
-        self.record_write(call, &key, &backend.name, length, &etag, previous)
+        self.finish_write(call, &key, &plan, &target, length, &etag)
             .await;
+        self.after_failed_writes(call, &key, &plan, &failed).await;
         let mut out = empty(StatusCode::OK);
         *out.headers_mut() = backend::response_headers(response.headers());
         out.headers_mut().remove(http::header::CONTENT_LENGTH);
         Ok(out)
+    }
+
+    /// A write that failed on a backend may still have been stored there (a timeout after the
+    /// body was sent): recorded, so the maintenance task settles it newest-wins. So are the
+    /// backends that could not be asked before it: if the write landed, a copy they hold is
+    /// older.
+    pub(crate) async fn after_failed_writes(
+        &self,
+        call: &Call<'_>,
+        key: &str,
+        plan: &super::copies::WritePlan,
+        failed: &[String],
+    ) {
+        if failed.is_empty() {
+            return;
+        }
+        let object = ObjectRef {
+            bucket: call.bucket(),
+            key,
+            config: call.bucket_config(),
+        };
+        for backend in failed.iter().chain(&plan.unknown) {
+            self.note_stale_copy(object, backend, None, call.ctx.now)
+                .await;
+        }
     }
 
     pub(crate) async fn delete_object(
@@ -418,39 +465,160 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     ) -> Result<http::Response<C::Body>, S3Error> {
         check_version(call)?;
         let (bucket, key) = (call.bucket().to_owned(), call.key().to_owned());
-        let existing = self
+        let _turn = self.key_locks.lock(&bucket, &key).await;
+        let pool = self.pool_states(call.state, call.bucket_config());
+        let target = self.delete_target(call, &key, &pool).await?;
+        call.log.backend = target.entry.as_ref().map(|e| e.backend.clone());
+        self.delete_key(call, &key, &target).await?;
+        self.forget_deleted(call, &key, &target).await?;
+        Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    /// What a delete of `key` must reach: the index entry, the recorded older copies, and
+    /// which backends of the pool are up. A delete must leave no copy behind, so while a
+    /// backend is down it goes ahead only when the index provably says where the one copy is
+    /// (the indexed backend answers a HEAD for it, and no older copy is recorded on the down
+    /// one); otherwise it fails and changes nothing.
+    async fn delete_target(
+        &self,
+        call: &Call<'_>,
+        key: &str,
+        pool: &[crate::placement::BackendState],
+    ) -> Result<DeleteTarget, S3Error> {
+        let bucket = call.bucket();
+        let entry = self
             .store
-            .get_object(&bucket, &key)
+            .get_object(bucket, key)
+            .await
+            .map_err(store_unavailable)?
+            .filter(|e| call.config.backend(&e.backend).is_some());
+        let older = self
+            .store
+            .stale_copies_of(bucket, key)
             .await
             .map_err(store_unavailable)?;
-        // Indexed: delete there. Not indexed: it may still be on any backend (lost index).
-        let targets: Vec<BackendConfig> = match &existing {
-            Some(rec) => vec![call.backend(&rec.backend)?.clone()],
-            None => call.pool().into_iter().cloned().collect(),
+        let (up, down): (Vec<_>, Vec<_>) = pool.iter().partition(|s| s.healthy);
+        let up: Vec<String> = up.into_iter().map(|s| s.name.clone()).collect();
+        let down: Vec<String> = down.into_iter().map(|s| s.name.clone()).collect();
+        let unavailable = || {
+            S3Error::unavailable(
+                "A backend that may hold this object is unavailable, so it cannot be deleted everywhere. Please try again.",
+            )
         };
-        let real_key = call.real_key(&key);
-        for backend in &targets {
-            let uri = backend_uri(backend, Some(&real_key), "")?;
-            let response = self
-                .send(
-                    call,
-                    backend,
-                    "DeleteObject",
-                    BackendRequest::new(Method::DELETE, uri),
-                )
-                .await?;
-            if !response.status().is_success() && response.status() != StatusCode::NOT_FOUND {
-                return Err(backend_error(&backend.name, response).await);
+        if !down.is_empty() {
+            let Some(e) = &entry else {
+                return Err(unavailable());
+            };
+            if down.contains(&e.backend) || older.iter().any(|c| down.contains(&c.backend)) {
+                return Err(unavailable());
+            }
+            // The entry may be stale (a lagging or lost index): only a copy seen where it
+            // points proves the down backend holds none.
+            let backend = call.backend(&e.backend)?;
+            let mut head = BackendRequest::new(
+                Method::HEAD,
+                backend_uri(backend, Some(&call.real_key(key)), "")?,
+            );
+            head.timeout = Some(call.config.balancer.probe_timeout);
+            let seen = self
+                .send(call, backend, "HeadObject", head)
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if !seen {
+                return Err(unavailable());
             }
         }
-        if let Some(rec) = existing {
+        Ok(DeleteTarget { entry, older, up })
+    }
+
+    /// Deletes `key` on every backend of the pool that is up; every one must confirm. Recorded
+    /// older copies go first: if one cannot be removed, the live copy stays, so a read never
+    /// falls back to an older one.
+    async fn delete_key(
+        &self,
+        call: &Call<'_>,
+        key: &str,
+        target: &DeleteTarget,
+    ) -> Result<(), S3Error> {
+        let phases: Vec<Vec<&String>> = if target.older.is_empty() {
+            vec![target.up.iter().collect()]
+        } else {
+            // Copies recorded as older exist: find them all, remove every copy but the newest
+            // first, then the newest. A failure midway leaves the newest readable.
+            let object = ObjectRef {
+                bucket: call.bucket(),
+                key,
+                config: call.bucket_config(),
+            };
+            let survey = self
+                .survey(call.state, object, Ask::All, call.ctx.now)
+                .await;
+            if !survey.unknown.is_empty() {
+                return Err(S3Error::unavailable(
+                    "A backend that may hold this object is unavailable, so it cannot be deleted everywhere. Please try again.",
+                ));
+            }
+            let newest = survey.newest().map(|c| c.backend.clone());
+            let older: Vec<String> = survey.older().into_iter().map(|c| c.backend).collect();
+            vec![
+                target.up.iter().filter(|b| older.contains(b)).collect(),
+                target
+                    .up
+                    .iter()
+                    .filter(|b| !older.contains(b) && Some(*b) != newest.as_ref())
+                    .collect(),
+                target
+                    .up
+                    .iter()
+                    .filter(|b| Some(*b) == newest.as_ref())
+                    .collect(),
+            ]
+        };
+        let real_key = call.real_key(key);
+        for phase in phases {
+            let deletes = phase.into_iter().map(|name| {
+                let real_key = &real_key;
+                async move {
+                    let backend = call.backend(name)?;
+                    let uri = backend_uri(backend, Some(real_key), "")?;
+                    let request = BackendRequest::new(Method::DELETE, uri);
+                    let response = self.send(call, backend, "DeleteObject", request).await?;
+                    if response.status().is_success() || response.status() == StatusCode::NOT_FOUND
+                    {
+                        Ok(())
+                    } else {
+                        Err(backend_error(&backend.name, response).await)
+                    }
+                }
+            });
+            for result in join_all(deletes).await {
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a delete reached every copy: the index entry, the records, the usage.
+    async fn forget_deleted(
+        &self,
+        call: &Call<'_>,
+        key: &str,
+        target: &DeleteTarget,
+    ) -> Result<(), S3Error> {
+        if let Some(rec) = &target.entry {
             self.store
-                .delete_object(&bucket, &key)
+                .delete_object(call.bucket(), key)
                 .await
                 .map_err(store_unavailable)?;
             self.count_usage(&rec.backend, -(rec.size as i64), -1);
         }
-        Ok(empty(StatusCode::NO_CONTENT))
+        for c in &target.older {
+            self.store
+                .delete_stale_copy(c)
+                .await
+                .map_err(store_unavailable)?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn delete_objects(
@@ -459,91 +627,168 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         body: C::Body,
     ) -> Result<http::Response<C::Body>, S3Error> {
         let body = Self::small_body(call, body, 2 * 1024 * 1024).await?;
+        check_body_integrity(call, &body)?;
         let request = crate::xml::parse_delete_objects(&body)?;
         let bucket = call.bucket().to_owned();
-        // Group keys by the backend that holds them; unindexed keys go to every backend.
-        let pool: Vec<BackendConfig> = call.pool().into_iter().cloned().collect();
-        let mut by_backend: Vec<(BackendConfig, Vec<String>)> =
-            pool.iter().map(|b| (b.clone(), Vec::new())).collect();
-        let mut records = Vec::new();
+        let prefix_len = call.real_key("").len();
+        // Every key is checked as a single-key request would be; a bad one fails alone.
+        let mut failed: BTreeMap<String, (String, String)> = BTreeMap::new();
+        let mut valid: Vec<String> = Vec::new();
         for key in &request.keys {
-            let rec = self
-                .store
-                .get_object(&bucket, key)
-                .await
-                .map_err(store_unavailable)?;
-            match &rec {
-                Some(r) => match by_backend.iter_mut().find(|(b, _)| b.name == r.backend) {
-                    Some((_, keys)) => keys.push(key.clone()),
-                    None => {
-                        let b = call.backend(&r.backend)?.clone();
-                        by_backend.push((b, vec![key.clone()]));
-                    }
-                },
-                None => by_backend
-                    .iter_mut()
-                    .for_each(|(_, keys)| keys.push(key.clone())),
+            match super::check_key(key, prefix_len) {
+                Ok(()) => valid.push(key.clone()),
+                Err(e) => {
+                    failed.insert(key.clone(), (e.code.as_str().to_owned(), e.message));
+                }
             }
-            records.push(rec);
         }
-        let mut failed: std::collections::BTreeMap<String, (String, String)> = Default::default();
-        for (backend, keys) in &by_backend {
-            if keys.is_empty() {
+        valid.sort();
+        valid.dedup();
+        // Locks in key order: two DeleteObjects never wait on each other in a cycle.
+        let mut turns = Vec::with_capacity(valid.len());
+        for key in &valid {
+            turns.push(self.key_locks.lock(&bucket, key).await);
+        }
+        let fail = |e: &S3Error| (e.code.as_str().to_owned(), e.message.clone());
+        // Keys with recorded older copies go one by one (older copies first); the rest are
+        // deleted on every backend that is up with one request per backend.
+        // One view of which backends are up for the whole request: a key is only reported
+        // deleted if every backend that may hold it was asked.
+        let pool = self.pool_states(call.state, call.bucket_config());
+        let mut targets: BTreeMap<String, DeleteTarget> = BTreeMap::new();
+        let mut batched: Vec<String> = Vec::new();
+        for key in &valid {
+            let target = match self.delete_target(call, key, &pool).await {
+                Ok(t) => t,
+                Err(e) => {
+                    failed.insert(key.clone(), fail(&e));
+                    continue;
+                }
+            };
+            if target.older.is_empty() {
+                batched.push(key.clone());
+            } else if let Err(e) = self.delete_key(call, key, &target).await {
+                failed.insert(key.clone(), fail(&e));
                 continue;
             }
-            let real: Vec<String> = keys.iter().map(|k| call.real_key(k)).collect();
-            let xml_body = delete_request_xml(&real);
-            let md5 = base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                md5_digest(xml_body.as_bytes()),
-            );
-            let mut request =
-                BackendRequest::new(Method::POST, backend_uri(backend, None, "delete=")?)
-                    .with_bytes(Bytes::from(xml_body));
-            backend::insert_header(&mut request.headers, "content-md5", &md5);
-            backend::insert_header(&mut request.headers, "content-type", "application/xml");
-            let outcome = match self.send(call, backend, "DeleteObjects", request).await {
-                Ok(response) if response.status().is_success() => {
-                    let body = response.into_body().collect(16 * 1024 * 1024).await?;
-                    parse_delete_errors(&body)
-                }
-                Ok(response) => {
-                    let e = backend_error(&backend.name, response).await;
-                    real.iter()
-                        .map(|k| (k.clone(), (e.code.as_str().to_owned(), e.message.clone())))
-                        .collect()
-                }
-                Err(e) => real
-                    .iter()
-                    .map(|k| (k.clone(), (e.code.as_str().to_owned(), e.message.clone())))
-                    .collect(),
-            };
-            let prefix_len = call.real_key("").len();
-            for (real_key, err) in outcome {
-                failed.insert(real_key[prefix_len.min(real_key.len())..].to_owned(), err);
+            targets.insert(key.clone(), target);
+        }
+        let up: Vec<String> = pool
+            .into_iter()
+            .filter(|s| s.healthy)
+            .map(|s| s.name)
+            .collect();
+        let call_ref: &Call<'_> = call;
+        let batched_ref = &batched;
+        let batches = up
+            .iter()
+            .filter(|_| !batched.is_empty())
+            .map(|name| async move {
+                let outcome = match call_ref.backend(name) {
+                    Ok(backend) => self.delete_batch(call_ref, backend, batched_ref).await,
+                    Err(e) => batched_ref.iter().map(|k| (k.clone(), fail(&e))).collect(),
+                };
+                (name, outcome)
+            });
+        // Every backend asked must confirm: one that does not might hold the key.
+        for (_, outcome) in join_all(batches).await {
+            for (key, err) in outcome {
+                failed.entry(key).or_insert(err);
             }
         }
-        let mut outcomes = Vec::new();
-        for (key, rec) in request.keys.iter().zip(records) {
-            match failed.get(key) {
-                Some((code, message)) => outcomes.push(DeleteOutcome::Failed {
+        for (key, target) in &targets {
+            if failed.contains_key(key) {
+                continue;
+            }
+            if let Err(e) = self.forget_deleted(call, key, target).await {
+                failed.insert(key.clone(), fail(&e));
+            }
+        }
+        drop(turns);
+        let outcomes: Vec<DeleteOutcome> = request
+            .keys
+            .iter()
+            .map(|key| match failed.get(key) {
+                Some((code, message)) => DeleteOutcome::Failed {
                     key: key.clone(),
                     code: code.clone(),
                     message: message.clone(),
-                }),
-                None => {
-                    if let Some(rec) = rec {
-                        self.store
-                            .delete_object(&bucket, key)
-                            .await
-                            .map_err(store_unavailable)?;
-                        self.count_usage(&rec.backend, -(rec.size as i64), -1);
-                    }
-                    outcomes.push(DeleteOutcome::Deleted { key: key.clone() });
-                }
+                },
+                None => DeleteOutcome::Deleted { key: key.clone() },
+            })
+            .collect();
+        Ok(xml(crate::xml::delete_result(&outcomes, request.quiet)))
+    }
+
+    /// Deletes `keys` of the call's bucket on one backend with one DeleteObjects request.
+    /// Returns the keys that were NOT deleted, with the error code and message for the
+    /// client: every key sent must come back as `Deleted` (or `NoSuchKey`) in a well-formed
+    /// answer, or it counts as failed.
+    async fn delete_batch(
+        &self,
+        call: &Call<'_>,
+        backend: &BackendConfig,
+        keys: &[String],
+    ) -> BTreeMap<String, (String, String)> {
+        let real: BTreeMap<String, &String> = keys.iter().map(|k| (call.real_key(k), k)).collect();
+        let fail_all = |e: &S3Error| -> BTreeMap<String, (String, String)> {
+            keys.iter()
+                .map(|k| (k.clone(), (e.code.as_str().to_owned(), e.message.clone())))
+                .collect()
+        };
+        let real_keys: Vec<&str> = real.keys().map(String::as_str).collect();
+        let xml_body = delete_request_xml(&real_keys);
+        let md5 = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            md5_digest(xml_body.as_bytes()),
+        );
+        let uri = match backend_uri(backend, None, "delete=") {
+            Ok(u) => u,
+            Err(e) => return fail_all(&e),
+        };
+        let mut request = BackendRequest::new(Method::POST, uri).with_bytes(Bytes::from(xml_body));
+        backend::insert_header(&mut request.headers, "content-md5", &md5);
+        backend::insert_header(&mut request.headers, "content-type", "application/xml");
+        let response = match self.send(call, backend, "DeleteObjects", request).await {
+            Ok(r) => r,
+            Err(e) => return fail_all(&e),
+        };
+        if !response.status().is_success() {
+            return fail_all(&backend_error(&backend.name, response).await);
+        }
+        let result = match response.into_body().collect(16 * 1024 * 1024).await {
+            Ok(body) => parse_delete_result(&body),
+            Err(e) => Err(e),
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(backend = %backend.name, error = %e, "unreadable DeleteObjects answer: no key counts as deleted");
+                return fail_all(&S3Error::internal());
+            }
+        };
+        let mut not_deleted = BTreeMap::new();
+        let mut accounted: std::collections::BTreeSet<&str> = Default::default();
+        for real_key in &result.deleted {
+            accounted.insert(real_key.as_str());
+        }
+        for (real_key, code, message) in &result.errors {
+            accounted.insert(real_key.as_str());
+            if code == "NoSuchKey" {
+                continue;
+            }
+            if let Some(key) = real.get(real_key) {
+                not_deleted.insert((*key).clone(), (code.clone(), message.clone()));
             }
         }
-        Ok(xml(crate::xml::delete_result(&outcomes, request.quiet)))
+        for (real_key, key) in &real {
+            if !accounted.contains(real_key.as_str()) {
+                tracing::error!(backend = %backend.name, key = %real_key, "DeleteObjects answer does not account for a key: not counted as deleted");
+                let e = S3Error::internal();
+                not_deleted.insert((*key).clone(), (e.code.as_str().to_owned(), e.message));
+            }
+        }
+        not_deleted
     }
 
     pub(crate) async fn copy_object(
@@ -553,27 +798,56 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let key = call.key().to_owned();
         let source = self.copy_source(call).await?;
         let size = source.size;
-        let (target, previous) = self.write_target(call, &key, Some(size)).await?;
-        let dest = call.backend(&target)?.clone();
+        let _turn = self.key_locks.lock(call.bucket(), &key).await;
+        let plan = self.plan_write(call, &key, Some(size), None).await?;
+        let dest = call.backend(&plan.target)?.clone();
         call.log.backend = Some(dest.name.clone());
         let dest_uri = backend_uri(&dest, Some(&call.real_key(&key)), "")?;
-        let (etag, last_modified) = if source.backend.name == dest.name {
+        let (etag, last_modified, size) = match self.copy_into(call, &source, &dest, dest_uri).await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                // A copy that timed out may have landed on the destination.
+                if retryable(&e) {
+                    self.after_failed_writes(call, &key, &plan, std::slice::from_ref(&dest.name))
+                        .await;
+                }
+                return Err(e);
+            }
+        };
+        self.finish_write(call, &key, &plan, &dest.name, size, &etag)
+            .await;
+        Ok(xml(crate::xml::copy_object_result(&etag, last_modified)))
+    }
+
+    /// Writes the copy source to `dest` (server-side within one backend, else streamed
+    /// across): `(ETag, LastModified, size)` of the new object.
+    async fn copy_into(
+        &self,
+        call: &Call<'_>,
+        source: &CopySource,
+        dest: &BackendConfig,
+        dest_uri: http::Uri,
+    ) -> Result<(String, std::time::SystemTime, u64), S3Error> {
+        let size = source.size;
+        let written = if source.backend.name == dest.name {
             // Server-side copy inside one backend.
             let mut request = BackendRequest::new(Method::PUT, dest_uri);
             request.headers = backend::write_headers(&call.parts.headers);
             backend::insert_header(
                 &mut request.headers,
                 "x-amz-copy-source",
-                &backend::copy_source(&dest, &source.real_key),
+                &backend::copy_source(dest, &source.real_key),
             );
-            let response = self.send(call, &dest, "CopyObject", request).await?;
+            let response = self.send(call, dest, "CopyObject", request).await?;
             if !response.status().is_success() {
                 return Err(backend_error(&dest.name, response).await);
             }
             let body = response.into_body().collect(1024 * 1024).await?;
-            crate::xml::parse_copy_result(&body)?
+            let (etag, modified) = crate::xml::parse_copy_result(&body)?;
+            (etag, modified, size)
         } else {
-            let (response, len) = self.read_source(call, &source, None).await?;
+            let (response, len) = self.read_source(call, source, None).await?;
             let replace = call
                 .header("x-amz-metadata-directive")
                 .is_some_and(|d| d.eq_ignore_ascii_case("REPLACE"));
@@ -595,7 +869,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 BackendRequest::new(Method::PUT, dest_uri).with_stream(response.into_body(), len);
             request.headers.extend(headers);
             backend::set_content_length(&mut request.headers, len);
-            let response = self.send(call, &dest, "PutObject", request).await?;
+            let response = self.send(call, dest, "PutObject", request).await?;
             if !response.status().is_success() {
                 return Err(backend_error(&dest.name, response).await);
             }
@@ -604,11 +878,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     .unwrap_or_default()
                     .to_owned(),
                 call.ctx.now,
+                len,
             )
         };
-        self.record_write(call, &key, &dest.name, size, &etag, previous)
-            .await;
-        Ok(xml(crate::xml::copy_object_result(&etag, last_modified)))
+        Ok(written)
     }
 
     /// The object named by `x-amz-copy-source`, located (the key may be in another virtual
@@ -618,7 +891,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             S3Error::invalid_argument("Copy Source must mention the source bucket and key")
         })?;
         let (bucket, key) = parse_copy_source(raw)?;
-        super::check_key(&key)?;
+        let layout = call.config.bucket_or_default(&bucket).key_layout;
+        let real_key = format!("{}{key}", layout.prefix(&bucket));
+        super::check_key(&key, real_key.len() - key.len())?;
         if let crate::sigv4::Identity::AccessKey(ak) = &call.verified.identity {
             if let Some(allowed) = call.config.credential(ak).and_then(|c| c.buckets.as_ref()) {
                 if !allowed.contains(&bucket) {
@@ -634,25 +909,34 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 return Err(S3Error::no_such_bucket(&bucket));
             }
         }
-        let located = self.locate(call, &bucket, &key).await?;
+        let mut located = self.locate(call, &bucket, &key).await?;
+        if located.from_index {
+            // The index only says where to look: confirm (and learn the exact size), so a
+            // stale entry neither fails the copy nor copies from the wrong place.
+            let backend = call.backend(&located.backend)?;
+            let mut head =
+                BackendRequest::new(Method::HEAD, backend_uri(backend, Some(&real_key), "")?);
+            head.timeout = Some(call.config.balancer.probe_timeout);
+            let response = self.send(call, backend, "HeadObject", head).await?;
+            match response.status().as_u16() {
+                200 => {
+                    located.size = backend::header_str(response.headers(), "content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(located.size);
+                }
+                404 => {
+                    located = self
+                        .find(call, &bucket, &key, Some(&located.backend))
+                        .await?
+                }
+                _ => return Err(backend_error(&backend.name, response).await),
+            }
+        }
         let backend = call.backend(&located.backend)?.clone();
-        let layout = call.config.bucket_or_default(&bucket).key_layout;
-        let real_key = format!("{}{key}", layout.prefix(&bucket));
-        let size = match located.record {
-            Some(r) => r.size,
-            None => self
-                .store
-                .get_object(&bucket, &key)
-                .await
-                .ok()
-                .flatten()
-                .map(|r| r.size)
-                .unwrap_or(0),
-        };
         Ok(CopySource {
             backend,
             real_key,
-            size,
+            size: located.size,
             key,
         })
     }
@@ -744,22 +1028,14 @@ impl crate::body::ByteFilter for Reporting {
     }
 }
 
-impl Call<'_> {
-    pub(crate) fn backend_states_of(
-        &self,
-        bucket: &crate::config::VirtualBucketConfig,
-    ) -> Vec<placement::BackendState> {
-        let names: Vec<String> = self
-            .config
-            .pool(bucket)
-            .iter()
-            .map(|b| b.name.clone())
-            .collect();
-        self.backend_states_all()
-            .into_iter()
-            .filter(|s| names.contains(&s.name))
-            .collect()
-    }
+/// What a delete of one key must reach (see `Engine::delete_target`).
+struct DeleteTarget {
+    /// The index entry: where the live copy is.
+    entry: Option<crate::store::ObjectRecord>,
+    /// Recorded older copies of the key.
+    older: Vec<crate::store::StaleCopy>,
+    /// Backends of the pool that are up.
+    up: Vec<String>,
 }
 
 /// A located copy source.
@@ -825,9 +1101,10 @@ fn md5_digest(bytes: &[u8]) -> [u8; 16] {
     md5::Md5::digest(bytes).into()
 }
 
-/// The DeleteObjects body sent to a backend, quiet (only failures come back).
-fn delete_request_xml(real_keys: &[String]) -> String {
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>");
+/// The DeleteObjects body sent to a backend. Not quiet: every key must come back as
+/// `Deleted` or `Error`, so a key the answer forgets is not taken as deleted.
+fn delete_request_xml(real_keys: &[&str]) -> String {
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>false</Quiet>");
     for k in real_keys {
         s.push_str("<Object><Key>");
         s.push_str(&crate::xml::escape(k));
@@ -837,54 +1114,152 @@ fn delete_request_xml(real_keys: &[String]) -> String {
     s
 }
 
-/// The `<Error>` entries of a backend's DeleteResult: real key -> (code, message).
-fn parse_delete_errors(xml: &[u8]) -> Vec<(String, (String, String))> {
+/// A backend's DeleteResult: the real keys deleted, and the ones that failed with their code
+/// and message.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct DeleteResult {
+    deleted: Vec<String>,
+    errors: Vec<(String, String, String)>,
+}
+
+/// Parses a backend's DeleteResult. Anything but a well-formed `DeleteResult` document is an
+/// error: an answer that cannot be read never turns into keys reported deleted.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html#API_DeleteObjects_ResponseSyntax>
+fn parse_delete_result(xml: &[u8]) -> Result<DeleteResult, S3Error> {
     use quick_xml::events::Event;
+    let bad = |why: String| {
+        tracing::error!(why, "malformed DeleteResult from a backend");
+        S3Error::internal()
+    };
     let mut reader = quick_xml::Reader::from_reader(xml);
-    let mut out = Vec::new();
-    let (mut in_error, mut field, mut key, mut code, mut message) = (
-        false,
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-    );
+    let mut out = DeleteResult::default();
+    // Element names from the root down, and the text of the current leaf.
+    let mut path: Vec<String> = Vec::new();
+    let mut text = String::new();
+    let (mut key, mut code, mut message) = (None::<String>, String::new(), String::new());
+    let mut root_seen = false;
     let mut buf = Vec::new();
     loop {
-        match reader.read_event_into(&mut buf) {
-            Ok(Event::Start(e)) => {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| bad(e.to_string()))?;
+        match event {
+            Event::Start(e) => {
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                if name == "Error" {
-                    in_error = true;
-                    (key, code, message) = (String::new(), String::new(), String::new());
+                if path.is_empty() {
+                    if name != "DeleteResult" || root_seen {
+                        return Err(bad(format!("root element {name}")));
+                    }
+                    root_seen = true;
                 }
-                field = name;
+                if path.len() == 1 {
+                    (key, code, message) = (None, String::new(), String::new());
+                }
+                path.push(name);
+                text.clear();
             }
-            Ok(Event::Text(t)) if in_error => {
-                let text = t.unescape().map(|c| c.into_owned()).unwrap_or_default();
-                match field.as_str() {
-                    "Key" => key.push_str(&text),
-                    "Code" => code.push_str(&text),
-                    "Message" => message.push_str(&text),
+            // An empty `<DeleteResult/>` is valid only when nothing was asked.
+            Event::Empty(e) if path.is_empty() => {
+                if e.local_name().as_ref() != b"DeleteResult" || root_seen {
+                    return Err(bad("empty root".into()));
+                }
+                root_seen = true;
+            }
+            Event::Text(t) => {
+                text.push_str(&t.unescape().map_err(|e| bad(e.to_string()))?);
+            }
+            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
+            Event::End(_) => {
+                let Some(name) = path.pop() else {
+                    return Err(bad("unbalanced end".into()));
+                };
+                match (path.len(), name.as_str()) {
+                    (2, "Key") => key = Some(std::mem::take(&mut text)),
+                    (2, "Code") => code = std::mem::take(&mut text),
+                    (2, "Message") => message = std::mem::take(&mut text),
+                    (1, "Deleted") => match key.take() {
+                        Some(k) => out.deleted.push(k),
+                        None => return Err(bad("Deleted without Key".into())),
+                    },
+                    (1, "Error") => match key.take() {
+                        Some(k) if !code.is_empty() => out.errors.push((
+                            k,
+                            std::mem::take(&mut code),
+                            std::mem::take(&mut message),
+                        )),
+                        _ => return Err(bad("Error without Key or Code".into())),
+                    },
                     _ => {}
                 }
+                text.clear();
             }
-            Ok(Event::End(e)) => {
-                if e.local_name().as_ref() == b"Error" {
-                    in_error = false;
-                    out.push((
-                        std::mem::take(&mut key),
-                        (std::mem::take(&mut code), std::mem::take(&mut message)),
-                    ));
-                }
-                field.clear();
-            }
-            Ok(Event::Eof) | Err(_) => break,
+            Event::Eof => break,
             _ => {}
         }
         buf.clear();
     }
-    out
+    if !root_seen || !path.is_empty() {
+        return Err(bad("truncated document".into()));
+    }
+    Ok(out)
+}
+
+/// DeleteObjects must carry `Content-MD5` or an `x-amz-checksum-*` header, and the body must
+/// match it, as AWS requires.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html>
+fn check_body_integrity(call: &Call<'_>, body: &[u8]) -> Result<(), S3Error> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut checked = false;
+    if let Some(md5) = call.header("content-md5") {
+        let given = b64
+            .decode(md5.trim())
+            .ok()
+            .filter(|d| d.len() == 16)
+            .ok_or_else(|| {
+                S3Error::new(
+                    S3ErrorCode::InvalidDigest,
+                    "The Content-MD5 you specified was invalid.",
+                )
+            })?;
+        if given != md5_digest(body) {
+            return Err(S3Error::new(
+                S3ErrorCode::BadDigest,
+                "The Content-MD5 you specified did not match what we received.",
+            ));
+        }
+        checked = true;
+    }
+    for (name, value) in &call.parts.headers {
+        let Some(algorithm) = crate::sigv4::chunked::ChecksumAlgorithm::from_header(name.as_str())
+        else {
+            continue;
+        };
+        let mut hasher = algorithm.hasher();
+        hasher.update(body);
+        let expected = b64.encode(hasher.finalize());
+        if value.to_str().map(str::trim).ok() != Some(expected.as_str()) {
+            return Err(S3Error::new(
+                S3ErrorCode::BadDigest,
+                format!(
+                    "The {} you specified did not match the calculated checksum.",
+                    algorithm.header()
+                ),
+            ));
+        }
+        checked = true;
+    }
+    // A streamed body whose trailer carried the checksum was verified by the body filter.
+    let trailer_checksum = call
+        .header("x-amz-trailer")
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("x-amz-checksum-"));
+    if !checked && !trailer_checksum {
+        return Err(S3Error::new(
+            S3ErrorCode::InvalidRequest,
+            "Missing required header for this request: Content-MD5 (or an x-amz-checksum-* header)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -907,14 +1282,48 @@ mod tests {
     }
 
     #[test]
-    fn delete_errors_are_read() {
-        let body = br#"<DeleteResult><Deleted><Key>a</Key></Deleted><Error><Key>b/c</Key><Code>AccessDenied</Code><Message>no</Message></Error></DeleteResult>"#;
+    fn delete_results_are_read() {
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Deleted><Key>a &amp; b</Key></Deleted><Error><Key>b/c</Key><Code>AccessDenied</Code><Message>no</Message></Error></DeleteResult>"#;
         assert_eq!(
-            parse_delete_errors(body),
-            vec![(
-                "b/c".to_owned(),
-                ("AccessDenied".to_owned(), "no".to_owned())
-            )]
+            parse_delete_result(body).unwrap(),
+            DeleteResult {
+                deleted: vec!["a & b".into()],
+                errors: vec![("b/c".into(), "AccessDenied".into(), "no".into())],
+            }
         );
+        assert_eq!(
+            parse_delete_result(b"<DeleteResult/>").unwrap(),
+            DeleteResult::default()
+        );
+    }
+
+    #[test]
+    fn garbled_delete_results_are_errors_never_successes() {
+        for garbled in [
+            &b""[..],
+            b"not xml at all",
+            b"<DeleteResult><Deleted><Key>a</Key></Deleted>",
+            b"<DeleteResult><Deleted><Key>a</Key></Deleted></Oops>",
+            b"<Error><Code>InternalError</Code></Error>",
+            b"<DeleteResult><Deleted></Deleted></DeleteResult>",
+            b"<DeleteResult><Error><Key>a</Key></Error></DeleteResult>",
+            b"<DeleteResult></DeleteResult><DeleteResult></DeleteResult>",
+            b"<html><body>502 Bad Gateway</body></html>",
+        ] {
+            let r = parse_delete_result(garbled);
+            assert!(
+                r.is_err(),
+                "{:?} gave {r:?}",
+                String::from_utf8_lossy(garbled)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn delete_result_parser_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse_delete_result(&bytes);
+        }
     }
 }

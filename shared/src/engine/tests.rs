@@ -15,13 +15,13 @@ use crate::config::*;
 use crate::store::{MemoryStore, MetadataStore};
 use crate::testing::{MemBody, MemoryS3};
 
-const ENDPOINTS: [&str; 3] = [
+pub(super) const ENDPOINTS: [&str; 3] = [
     "http://127.0.0.1:9001",
     "http://127.0.0.1:9002",
     "http://127.0.0.1:9003",
 ];
 
-fn backend(i: usize) -> BackendConfig {
+pub(super) fn backend(i: usize) -> BackendConfig {
     BackendConfig {
         name: format!("b{}", i + 1),
         bucket: format!("real{}", i + 1),
@@ -39,7 +39,7 @@ fn backend(i: usize) -> BackendConfig {
     }
 }
 
-fn config(strategy: Strategy) -> Config {
+pub(super) fn config(strategy: Strategy) -> Config {
     Config {
         server: ServerConfig {
             host: "127.0.0.1".into(),
@@ -74,6 +74,9 @@ fn config(strategy: Strategy) -> Config {
             rise: 1,
             fall: 1,
             probe_timeout: Duration::from_secs(2),
+            circuit_failures: 3,
+            circuit_retry: Duration::from_secs(10),
+            retry_buffer: 1024 * 1024,
         },
         metrics: MetricsConfig {
             enabled: true,
@@ -103,32 +106,32 @@ fn config(strategy: Strategy) -> Config {
     }
 }
 
-struct Harness {
-    engine: Engine<MemoryStore, MemoryS3>,
-    now: SystemTime,
+pub(super) struct Harness {
+    pub engine: Engine<MemoryStore, MemoryS3>,
+    pub now: SystemTime,
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
+pub(super) struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
 }
 
 impl Answer {
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
 impl Harness {
-    fn new(strategy: Strategy) -> Self {
+    pub fn new(strategy: Strategy) -> Self {
         Self::with_config(config(strategy))
     }
 
-    fn with_config(config: Config) -> Self {
+    pub fn with_config(config: Config) -> Self {
         let s3 = MemoryS3::new();
         for (i, endpoint) in ENDPOINTS.iter().enumerate() {
             s3.add_endpoint(endpoint, &format!("key{}", i + 1));
@@ -142,11 +145,17 @@ impl Harness {
         }
     }
 
-    fn s3(&self) -> &MemoryS3 {
+    pub fn s3(&self) -> &MemoryS3 {
         self.engine.client()
     }
 
-    fn send(&self, method: Method, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    pub fn send(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Answer {
         let mut builder = http::Request::builder()
             .method(method)
             .uri(target)
@@ -177,16 +186,16 @@ impl Harness {
         }
     }
 
-    fn put(&self, target: &str, body: &[u8]) -> Answer {
+    pub fn put(&self, target: &str, body: &[u8]) -> Answer {
         self.send(Method::PUT, target, &[], body)
     }
 
-    fn get(&self, target: &str) -> Answer {
+    pub fn get(&self, target: &str) -> Answer {
         self.send(Method::GET, target, &[], b"")
     }
 
     /// Which backend endpoints hold `real_key`.
-    fn holders(&self, real_key: &str) -> Vec<usize> {
+    pub fn holders(&self, real_key: &str) -> Vec<usize> {
         (0..3)
             .filter(|&i| {
                 self.s3()
@@ -199,6 +208,30 @@ impl Harness {
 }
 
 fn assert_send<T: Send>(_: &T) {}
+
+/// The Content-MD5 header value of `body`.
+pub(super) fn content_md5(body: &[u8]) -> String {
+    use base64::Engine as _;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))
+}
+
+impl Harness {
+    /// DeleteObjects of `keys` in `bucket`, with Content-MD5.
+    pub fn delete_keys(&self, bucket: &str, keys: &[&str]) -> Answer {
+        let objects: String = keys
+            .iter()
+            .map(|k| format!("<Object><Key>{}</Key></Object>", crate::xml::escape(k)))
+            .collect();
+        let xml = format!("<Delete>{objects}</Delete>");
+        self.send(
+            Method::POST,
+            &format!("/{bucket}?delete"),
+            &[("content-md5", &content_md5(xml.as_bytes()))],
+            xml.as_bytes(),
+        )
+    }
+}
 
 #[test]
 fn handle_future_is_send_for_send_store_and_client() {
@@ -466,7 +499,7 @@ fn listings_merge_backends_exactly_with_paging_and_delimiters() {
 }
 
 /// The texts of every `<name>` element.
-fn tags(xml: &str, name: &str) -> Vec<String> {
+pub(super) fn tags(xml: &str, name: &str) -> Vec<String> {
     let (open, close) = (format!("<{name}>"), format!("</{name}>"));
     let mut out = Vec::new();
     let mut rest = xml;
@@ -611,14 +644,16 @@ fn delete_objects_across_backends() {
     let body: String = (0..30)
         .map(|i| format!("<Object><Key>d{i}</Key></Object>"))
         .collect();
+    let xml = format!("<Delete>{body}<Object><Key>never</Key></Object></Delete>");
     let r = h.send(
         Method::POST,
         "/photos?delete",
-        &[],
-        format!("<Delete>{body}<Object><Key>never</Key></Object></Delete>").as_bytes(),
+        &[("content-md5", &content_md5(xml.as_bytes()))],
+        xml.as_bytes(),
     );
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(tags(&r.text(), "Key").len(), 31);
+    assert_eq!(tags(&r.text(), "Deleted").len(), 31, "{}", r.text());
     for (i, endpoint) in ENDPOINTS.iter().enumerate() {
         assert!(h
             .s3()

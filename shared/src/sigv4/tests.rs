@@ -25,16 +25,9 @@ use crate::S3ErrorCode;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// The folder of shared test vectors. In a checkout at `/work/main` it is `/work/shared/...`;
-/// CI puts a copy of `shared/` beside the clone. Searching the ancestors of the crate finds it
-/// in both layouts (and in worktrees one level deeper) and fails loudly when it is missing.
+/// The test vectors, carried in the repository (`shared/test-vectors/`).
 fn vectors_dir() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|a| a.join("shared").join("test-vectors"))
-        .find(|p| p.join("s3-examples.json").is_file())
-        .expect("shared/test-vectors not found beside the checkout")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("test-vectors")
 }
 
 fn s3_examples() -> serde_json::Value {

@@ -143,7 +143,20 @@ struct Endpoint {
     access_key: String,
     down: bool,
     failure: Option<S3ErrorCode>,
+    faults: Vec<Fault>,
     buckets: BTreeMap<String, Bucket>,
+}
+
+/// A fault injected into one endpoint (see [`MemoryS3::add_fault`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Requests with this method answer this error and change nothing.
+    Fail(Method, S3ErrorCode),
+    /// Requests with this method are carried out, but the answer never arrives: `send` fails
+    /// with `TransportErrorKind::Timeout` (a write may have happened).
+    TimeoutAfter(Method),
+    /// Successful answers to requests with this method arrive with their body cut in half.
+    Garble(Method),
 }
 
 #[derive(Default)]
@@ -231,6 +244,7 @@ impl MemoryS3 {
             access_key: access_key.to_string(),
             down: false,
             failure: None,
+            faults: Vec::new(),
             buckets: BTreeMap::new(),
         };
         self.lock()
@@ -253,6 +267,15 @@ impl MemoryS3 {
     /// `InternalError`, ...).
     pub fn set_failure(&self, endpoint: &str, failure: Option<S3ErrorCode>) {
         self.with_endpoint(endpoint, |ep, _| ep.failure = failure)
+    }
+
+    /// Adds a fault to the endpoint, until [`MemoryS3::clear_faults`].
+    pub fn add_fault(&self, endpoint: &str, fault: Fault) {
+        self.with_endpoint(endpoint, |ep, _| ep.faults.push(fault))
+    }
+
+    pub fn clear_faults(&self, endpoint: &str) {
+        self.with_endpoint(endpoint, |ep, _| ep.faults.clear())
     }
 
     /// Sets the logical clock; the next write is stamped with `now`.
@@ -407,7 +430,40 @@ impl HttpClient for MemoryS3 {
             headers: parts.headers,
             body,
         };
-        Ok(ep.handle(world, &req))
+        for fault in &ep.faults {
+            if let Fault::Fail(method, code) = fault {
+                if *method == req.method {
+                    return Ok(ep.finish(
+                        world,
+                        &req,
+                        Err(S3Error::new(*code, "Injected failure")),
+                    ));
+                }
+            }
+        }
+        let mut response = ep.handle(world, &req);
+        for fault in &ep.faults {
+            match fault {
+                Fault::TimeoutAfter(method) if *method == req.method => {
+                    return Err(TransportError::new(
+                        TransportErrorKind::Timeout,
+                        format!("timed out waiting for {}", ep.url),
+                    ));
+                }
+                Fault::Garble(method)
+                    if *method == req.method && response.status().is_success() =>
+                {
+                    let bytes = response.body().bytes().cloned().unwrap_or_default();
+                    let half = bytes.slice(..bytes.len() / 2);
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(half.len()));
+                    *response.body_mut() = MemBody::from_bytes(half);
+                }
+                _ => {}
+            }
+        }
+        Ok(response)
     }
 }
 
@@ -480,9 +536,13 @@ fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
 
 impl Endpoint {
     fn handle(&mut self, world: &mut World, req: &Req) -> Response<MemBody> {
-        let mut response = self
-            .route(world, req)
-            .unwrap_or_else(|e| error_response(&e));
+        let reply = self.route(world, req);
+        self.finish(world, req, reply)
+    }
+
+    /// The response to `req` as S3 sends it: error body, request id, date, length.
+    fn finish(&self, world: &mut World, req: &Req, reply: Reply) -> Response<MemBody> {
+        let mut response = reply.unwrap_or_else(|e| error_response(&e));
         let status = response.status();
         if req.method == Method::HEAD && !status.is_success() {
             // HEAD answers carry no body, errors included.
@@ -887,12 +947,23 @@ fn check_copy_conditions(req: &Req, source: &StoredObject) -> Result<(), S3Error
 
 /// DeleteObject: 204 whether or not the key existed.
 /// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObject.html>
+/// With `If-Match`, only the version with that ETag is deleted: 404 when there is none, 412
+/// when another version is there (conditional deletes).
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObject.html>
 fn delete_object(buckets: &mut Buckets, req: &Req) -> Reply {
-    buckets
+    let objects = &mut buckets
         .get_mut(&req.bucket)
         .expect("routed to an existing bucket")
-        .objects
-        .remove(&req.key);
+        .objects;
+    if let Some(tags) = req.header("if-match") {
+        let existing = objects
+            .get(&req.key)
+            .ok_or_else(|| S3Error::no_such_key(&req.key))?;
+        if !etag_matches(tags, &existing.etag) {
+            return Err(precondition_failed());
+        }
+    }
+    objects.remove(&req.key);
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
@@ -2344,6 +2415,20 @@ mod tests {
         assert!(s3.object_keys(EP, "bkt").is_empty());
         assert_eq!(call(&s3, "DELETE", "/bkt/k").status(), 204);
         assert_eq!(call(&s3, "DELETE", "/nobucket/k").status(), 404);
+    }
+
+    #[test]
+    fn conditional_delete_removes_only_the_named_version() {
+        let s3 = server();
+        s3.put_direct(EP, "bkt", "k", "data");
+        let etag = s3.object(EP, "bkt", "k").unwrap().etag;
+        let delete_if =
+            |tag: &str| call_with(&s3, "DELETE", "/bkt/k", &[("if-match", tag)]).status();
+        assert_eq!(delete_if("\"other\""), 412);
+        assert_eq!(s3.object_keys(EP, "bkt"), ["k"]);
+        assert_eq!(delete_if(&etag), 204);
+        assert!(s3.object_keys(EP, "bkt").is_empty());
+        assert_eq!(delete_if(&etag), 404);
     }
 
     #[test]

@@ -7,4 +7,4 @@ mod body;
 mod memory_s3;
 
 pub use body::MemBody;
-pub use memory_s3::{MemoryS3, StoredObject};
+pub use memory_s3::{Fault, MemoryS3, StoredObject};

@@ -1,0 +1,888 @@
+//! The promise that nothing is lost, stale or resurrected, tested against the in-memory S3
+//! with faults injected: one regression test per way it was seen to break, and a model-based
+//! property test that drives random operations, index loss, stale entries, outages and
+//! failing removals, and checks every answer against a model.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_executor::block_on;
+use http::{Method, StatusCode};
+use proptest::prelude::*;
+
+use super::tests::{backend, config, content_md5, tags, Answer, Harness, ENDPOINTS};
+use crate::config::{Config, KeyLayout, Strategy as Placement};
+use crate::error::S3ErrorCode;
+use crate::store::{MetadataStore, ObjectRecord};
+use crate::testing::Fault;
+
+/// Only the `{bucket}/{key}` bucket: a `{key}` layout bucket would adopt every key.
+fn photos_only(strategy: Placement) -> Config {
+    let mut c = config(strategy);
+    c.virtual_buckets.retain(|b| b.name == "photos");
+    c
+}
+
+fn bucket_of(i: usize) -> String {
+    format!("real{}", i + 1)
+}
+
+impl Harness {
+    fn holders_of(&self, key: &str) -> Vec<usize> {
+        self.holders(&format!("photos/{key}"))
+    }
+
+    fn entry(&self, key: &str) -> Option<ObjectRecord> {
+        block_on(self.engine.store().get_object("photos", key)).unwrap()
+    }
+
+    fn stale_copies(&self) -> usize {
+        block_on(self.engine.store().list_stale_copies(10_000))
+            .unwrap()
+            .len()
+    }
+
+    fn maintain(&self) -> usize {
+        block_on(self.engine.remove_stale_copies(10_000, self.now)).unwrap()
+    }
+
+    fn set_config(&self, change: impl FnOnce(&mut Config)) {
+        let mut c = Config::clone(&self.engine.config());
+        change(&mut c);
+        self.engine.set_config(Arc::new(c));
+    }
+
+    /// Brings every backend up, clears faults and lets the health probe close the circuits.
+    fn all_up(&self) {
+        for e in ENDPOINTS {
+            self.s3().set_down(e, false);
+            self.s3().clear_faults(e);
+        }
+        let now = self.now;
+        block_on(self.engine.check_health(&|| now)).unwrap();
+    }
+}
+
+fn body(a: &Answer) -> String {
+    a.text()
+}
+
+#[test]
+fn an_overwrite_after_index_loss_stays_on_the_holder_and_a_delete_is_final() {
+    // The drill: index lost, clients overwrite, DELETE, then GET returned old bytes.
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    for i in 0..9 {
+        h.put(&format!("/photos/k{i}"), format!("old{i}").as_bytes());
+    }
+    h.engine.store().forget_objects();
+    for i in 0..9 {
+        let before = h.holders_of(&format!("k{i}"));
+        assert_eq!(
+            h.put(&format!("/photos/k{i}"), format!("new{i}").as_bytes())
+                .status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            h.holders_of(&format!("k{i}")),
+            before,
+            "k{i}: written where it was"
+        );
+        assert_eq!(body(&h.get(&format!("/photos/k{i}"))), format!("new{i}"));
+    }
+    h.engine.store().forget_objects();
+    for i in 0..9 {
+        assert_eq!(
+            h.send(Method::DELETE, &format!("/photos/k{i}"), &[], b"")
+                .status,
+            StatusCode::NO_CONTENT
+        );
+        assert!(
+            h.holders_of(&format!("k{i}")).is_empty(),
+            "k{i}: no copy left anywhere"
+        );
+        assert_eq!(
+            h.get(&format!("/photos/k{i}")).status,
+            StatusCode::NOT_FOUND
+        );
+    }
+}
+
+#[test]
+fn a_key_on_a_backend_that_stops_taking_writes_moves_and_the_old_copy_goes() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    h.put("/photos/k", b"v1");
+    let from = h.holders_of("k")[0];
+    h.set_config(|c| c.backends[from].read_only = true);
+    assert_eq!(h.put("/photos/k", b"v2").status, StatusCode::OK);
+    let now_on = h.holders_of("k");
+    assert_eq!(now_on.len(), 1, "one live copy");
+    assert_ne!(now_on[0], from, "moved off the read-only backend");
+    assert_eq!(body(&h.get("/photos/k")), "v2");
+    // And again with the index lost: the move still finds and removes the old copy.
+    h.set_config(|c| {
+        c.backends[from].read_only = false;
+        c.backends[now_on[0]].read_only = true;
+    });
+    h.engine.store().forget_objects();
+    assert_eq!(h.put("/photos/k", b"v3").status, StatusCode::OK);
+    assert_eq!(h.holders_of("k").len(), 1);
+    assert_eq!(body(&h.get("/photos/k")), "v3");
+}
+
+#[test]
+fn an_old_copy_that_cannot_be_removed_is_recorded_and_settled_later() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    h.put("/photos/k", b"v1");
+    let from = h.holders_of("k")[0];
+    h.set_config(|c| c.backends[from].read_only = true);
+    h.s3().add_fault(
+        ENDPOINTS[from],
+        Fault::Fail(Method::DELETE, S3ErrorCode::InternalError),
+    );
+    assert_eq!(h.put("/photos/k", b"v2").status, StatusCode::OK);
+    assert_eq!(h.holders_of("k").len(), 2, "the removal failed");
+    assert_eq!(h.stale_copies(), 1, "and was recorded, not dropped");
+    assert_eq!(body(&h.get("/photos/k")), "v2", "reads go to the live copy");
+    // Even with the index lost, the newest copy wins.
+    h.engine.store().forget_objects();
+    assert_eq!(body(&h.get("/photos/k")), "v2");
+    assert_eq!(h.maintain(), 0, "still failing: the record stays");
+    assert_eq!(h.stale_copies(), 1);
+    h.s3().clear_faults(ENDPOINTS[from]);
+    assert_eq!(h.maintain(), 1);
+    assert_eq!(h.stale_copies(), 0);
+    assert_eq!(h.holders_of("k").len(), 1);
+    assert_eq!(body(&h.get("/photos/k")), "v2");
+}
+
+#[test]
+fn a_read_that_finds_two_copies_serves_the_newest_and_records_the_other() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    h.put("/photos/k", b"new");
+    // An older copy on another backend, as an earlier failure could leave.
+    let live = h.holders_of("k")[0];
+    let other = (live + 1) % 3;
+    h.s3()
+        .set_time(SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000));
+    h.s3()
+        .put_direct(ENDPOINTS[other], &bucket_of(other), "photos/k", "old");
+    assert_eq!(h.holders_of("k").len(), 2);
+    h.engine.store().forget_objects();
+    assert_eq!(body(&h.get("/photos/k")), "new");
+    assert_eq!(h.stale_copies(), 1);
+    let list = h.get("/photos?list-type=2");
+    assert_eq!(tags(&list.text(), "Key"), ["k"], "listed once");
+    h.maintain();
+    assert_eq!(h.holders_of("k"), [live]);
+    assert_eq!(body(&h.get("/photos/k")), "new");
+}
+
+#[test]
+fn a_delete_that_cannot_reach_every_backend_fails_rather_than_leave_a_copy() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    h.put("/photos/k", b"v1");
+    let holder = h.holders_of("k")[0];
+    let other = (holder + 1) % 3;
+    h.engine.store().forget_objects();
+    h.s3().set_down(ENDPOINTS[other], true);
+    let r = h.send(Method::DELETE, "/photos/k", &[], b"");
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    h.all_up();
+    assert_eq!(
+        h.send(Method::DELETE, "/photos/k", &[], b"").status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(h.holders_of("k").is_empty());
+    assert_eq!(h.get("/photos/k").status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn upload_ids_are_bound_to_their_bucket_and_key() {
+    let h = Harness::new(Placement::RoundRobin);
+    let created = h.send(Method::POST, "/photos/owner.bin?uploads", &[], b"");
+    let id = tags(&created.text(), "UploadId").remove(0);
+    let part = h.send(
+        Method::PUT,
+        &format!("/photos/owner.bin?partNumber=1&uploadId={id}"),
+        &[],
+        b"owner bytes",
+    );
+    assert_eq!(part.status, StatusCode::OK);
+    // The same id under another bucket or key: NoSuchUpload, nothing touched.
+    for target in [
+        format!("/plain/owner.bin?partNumber=1&uploadId={id}"),
+        format!("/photos/other.bin?partNumber=1&uploadId={id}"),
+    ] {
+        let r = h.send(Method::PUT, &target, &[], b"attacker bytes");
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{target}: {}", r.text());
+        assert!(r.text().contains("<Code>NoSuchUpload</Code>"));
+    }
+    let complete_xml = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
+        part.header("etag").unwrap()
+    );
+    let r = h.send(
+        Method::POST,
+        &format!("/plain/owner.bin?uploadId={id}"),
+        &[],
+        complete_xml.as_bytes(),
+    );
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = h.send(
+        Method::DELETE,
+        &format!("/photos/other.bin?uploadId={id}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = h.send(
+        Method::GET,
+        &format!("/plain/owner.bin?uploadId={id}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // The owner's upload is intact.
+    let r = h.send(
+        Method::POST,
+        &format!("/photos/owner.bin?uploadId={id}"),
+        &[],
+        complete_xml.as_bytes(),
+    );
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(body(&h.get("/photos/owner.bin")), "owner bytes");
+    assert_eq!(h.get("/plain/owner.bin").status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_garbled_delete_result_deletes_nothing() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    for k in ["a", "b", "c"] {
+        h.put(&format!("/photos/{k}"), k.as_bytes());
+    }
+    for e in ENDPOINTS {
+        h.s3().add_fault(e, Fault::Garble(Method::POST));
+    }
+    let r = h.delete_keys("photos", &["a", "b", "c"]);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(tags(&r.text(), "Deleted").is_empty(), "{}", r.text());
+    assert_eq!(tags(&r.text(), "Code"), ["InternalError"; 3]);
+    for k in ["a", "b", "c"] {
+        assert!(
+            h.entry(k).is_some(),
+            "{k}: index entry kept: nothing is known deleted"
+        );
+    }
+    // The client retries once the backends answer properly.
+    h.all_up();
+    let r = h.delete_keys("photos", &["a", "b", "c"]);
+    assert_eq!(tags(&r.text(), "Deleted").len(), 3, "{}", r.text());
+    for k in ["a", "b", "c"] {
+        assert!(h.entry(k).is_none());
+        assert_eq!(h.get(&format!("/photos/{k}")).status, StatusCode::NOT_FOUND);
+    }
+}
+
+#[test]
+fn delete_objects_checks_every_key_and_the_body_digest() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    h.put("/photos/ok", b"x");
+    let xml = "<Delete><Object><Key>ok</Key></Object></Delete>";
+    let r = h.send(Method::POST, "/photos?delete", &[], xml.as_bytes());
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.text().contains("<Code>InvalidRequest</Code>"),
+        "{}",
+        r.text()
+    );
+    let r = h.send(
+        Method::POST,
+        "/photos?delete",
+        &[("content-md5", &content_md5(b"other"))],
+        xml.as_bytes(),
+    );
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("<Code>BadDigest</Code>"));
+    let r = h.send(
+        Method::POST,
+        "/photos?delete",
+        &[("x-amz-checksum-crc32", "AAAAAA==")],
+        xml.as_bytes(),
+    );
+    assert!(r.text().contains("<Code>BadDigest</Code>"), "{}", r.text());
+    assert_eq!(
+        body(&h.get("/photos/ok")),
+        "x",
+        "nothing deleted by refused requests"
+    );
+    let long = "k".repeat(1024 - "photos/".len() + 1);
+    let r = h.delete_keys("photos", &["ok", "h/../x", &long]);
+    assert_eq!(r.status, StatusCode::OK);
+    let text = r.text();
+    assert_eq!(tags(&text, "Deleted").len(), 1, "{text}");
+    assert!(text.contains("<Code>InvalidArgument</Code>"), "{text}");
+    assert!(text.contains("<Code>KeyTooLongError</Code>"), "{text}");
+    assert_eq!(h.get("/photos/ok").status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn keys_too_long_for_the_backend_are_refused() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    let fits = "k".repeat(1024 - "photos/".len());
+    assert_eq!(
+        h.put(&format!("/photos/{fits}"), b"x").status,
+        StatusCode::OK
+    );
+    let r = h.put(&format!("/photos/{fits}k"), b"x");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("<Code>KeyTooLongError</Code>"));
+}
+
+#[test]
+fn a_write_that_times_out_moves_on_and_the_maybe_written_copy_is_settled() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    // Round-robin's next pick is b1: make its PUTs time out after they landed.
+    h.s3()
+        .add_fault(ENDPOINTS[0], Fault::TimeoutAfter(Method::PUT));
+    for i in 0..3 {
+        let r = h.put(&format!("/photos/t{i}"), b"data");
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    assert!(
+        h.stale_copies() >= 1,
+        "the backend that timed out may hold a copy"
+    );
+    h.all_up();
+    h.maintain();
+    assert_eq!(h.stale_copies(), 0);
+    for i in 0..3 {
+        assert_eq!(h.holders_of(&format!("t{i}")).len(), 1, "t{i}");
+        assert_eq!(body(&h.get(&format!("/photos/t{i}"))), "data");
+    }
+}
+
+#[test]
+fn a_backend_that_keeps_failing_is_not_waited_on() {
+    let h = Harness::with_config(photos_only(Placement::ConsistentHash));
+    for i in 0..30 {
+        h.put(&format!("/photos/c{i}"), b"x");
+    }
+    let on_b1: Vec<usize> = (0..30)
+        .filter(|i| h.holders_of(&format!("c{i}")) == [0])
+        .collect();
+    assert!(on_b1.len() > 3);
+    h.s3().set_down(ENDPOINTS[0], true);
+    h.s3().clear_requests();
+    for i in &on_b1 {
+        assert_eq!(
+            h.get(&format!("/photos/c{i}")).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    let sent_to_b1 = h
+        .s3()
+        .requests()
+        .iter()
+        .filter(|(_, uri)| uri.starts_with(ENDPOINTS[0]))
+        .count();
+    assert_eq!(
+        sent_to_b1, 3,
+        "after 3 failures in a row the circuit is open"
+    );
+    // New objects go elsewhere at once.
+    assert_eq!(h.put("/photos/new", b"x").status, StatusCode::OK);
+    assert!(!h.holders_of("new").contains(&0));
+    h.all_up();
+    assert_eq!(
+        h.get(&format!("/photos/c{}", on_b1[0])).status,
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn reindex_keeps_newer_entries_removes_older_copies_and_reports_on_a_dry_run() {
+    let mut h = Harness::with_config(photos_only(Placement::RoundRobin));
+    for i in 0..20 {
+        h.put(&format!("/photos/r{i:02}"), format!("v{i}").as_bytes());
+    }
+    // An older duplicate of r05 on another backend than its live copy.
+    let live = h.holders_of("r05")[0];
+    let other = (live + 1) % 3;
+    h.s3()
+        .set_time(SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000));
+    h.s3()
+        .put_direct(ENDPOINTS[other], &bucket_of(other), "photos/r05", "stale");
+    h.engine.store().forget_objects();
+
+    let dry = block_on(async {
+        let mut c = h.engine.reindex_start(h.now, true, false).await.unwrap();
+        while h.engine.reindex_step(&mut c, h.now).await.unwrap() {}
+        c.report
+    });
+    assert_eq!(
+        (dry.objects, dry.duplicates, dry.older_copies_removed),
+        (20, 1, 1)
+    );
+    assert_eq!(dry.duplicate_keys[0].1, "r05");
+    assert_eq!(h.holders_of("r05").len(), 2, "a dry run removes nothing");
+    assert!(h.entry("r00").is_none(), "and writes no entry");
+
+    // A reindex starts; a client overwrites r10 while it runs.
+    let mut cursor = block_on(h.engine.reindex_start(h.now, false, false)).unwrap();
+    h.now += Duration::from_secs(5);
+    h.put("/photos/r10", b"written during the reindex");
+    let written = h.entry("r10").unwrap();
+    while block_on(h.engine.reindex_step(&mut cursor, h.now)).unwrap() {}
+    let report = cursor.report;
+    assert_eq!(report.objects, 20);
+    assert_eq!(report.duplicates, 1);
+    assert_eq!(report.older_copies_removed, 1);
+    assert_eq!(report.entries_kept_newer, 1, "{report:?}");
+    assert_eq!(
+        h.entry("r10").unwrap(),
+        written,
+        "never replaced by what the listing saw"
+    );
+    assert_eq!(h.holders_of("r05"), [live]);
+    assert_eq!(body(&h.get("/photos/r05")), "v5");
+    assert_eq!(body(&h.get("/photos/r10")), "written during the reindex");
+    // Entries of keys that no backend holds are dropped.
+    block_on(h.engine.store().put_object(
+        "photos",
+        "ghost",
+        &ObjectRecord {
+            backend: "b1".into(),
+            size: 1,
+            etag: "\"g\"".into(),
+            last_modified: 1,
+        },
+    ))
+    .unwrap();
+    let report = block_on(h.engine.reindex(h.now + Duration::from_secs(1))).unwrap();
+    assert_eq!(report.entries_dropped, 1);
+    assert!(h.entry("ghost").is_none());
+}
+
+#[test]
+fn a_reindex_with_a_backend_down_skips_its_buckets_instead_of_guessing() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    for i in 0..6 {
+        h.put(&format!("/photos/d{i}"), b"x");
+    }
+    h.s3().set_down(ENDPOINTS[1], true);
+    let report = block_on(h.engine.reindex(h.now)).unwrap();
+    assert_eq!(report.backends_failed, ["b2"]);
+    assert_eq!(
+        report.entries_dropped, 0,
+        "no entry dropped on a partial view"
+    );
+    for i in 0..6 {
+        assert!(h.entry(&format!("d{i}")).is_some());
+    }
+    let err = block_on(async {
+        let mut c = h.engine.reindex_start(h.now, false, false).await.unwrap();
+        h.engine.reindex_step(&mut c, h.now).await
+    });
+    assert!(
+        matches!(err, Err(super::ReindexError::Backend { ref backend, .. }) if backend == "b2"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_killed_reindex_resumes_from_its_cursor() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    // Over 1,000 keys per backend: a step covers one page of each.
+    for i in 0..3300 {
+        h.put(&format!("/photos/p{i:04}"), b"x");
+    }
+    h.engine.store().forget_objects();
+    block_on(async {
+        let mut first = h.engine.reindex_start(h.now, false, false).await.unwrap();
+        assert!(h.engine.reindex_step(&mut first, h.now).await.unwrap());
+        let done_first = first.report.objects;
+        assert!(done_first > 0 && done_first < 3300, "{done_first}");
+        drop(first); // killed
+        let mut resumed = h.engine.reindex_start(h.now, false, true).await.unwrap();
+        assert!(!resumed.after.is_empty(), "resumed where it stopped");
+        while h.engine.reindex_step(&mut resumed, h.now).await.unwrap() {}
+        assert_eq!(resumed.report.objects, 3300);
+        let fresh = h.engine.reindex_start(h.now, false, true).await.unwrap();
+        assert!(
+            fresh.after.is_empty() && fresh.bucket == 0,
+            "a finished reindex is not resumed"
+        );
+    });
+    assert!(h.entry("p3299").is_some());
+    let _ = backend(0);
+}
+
+// ---------------------------------------------------------------------------------------
+// The model-based test.
+
+const KEYS: [&str; 5] = ["a", "b", "c", "d/e", "f g"];
+
+#[derive(Debug, Clone)]
+enum Step {
+    Put(usize),
+    Get(usize),
+    Delete(usize),
+    DeleteMany(Vec<usize>),
+    Copy(usize, usize),
+    Multipart(usize),
+    LoseIndex,
+    StaleEntry(usize, usize),
+    Down(usize),
+    Up,
+    FailDeletes(usize),
+    TimeoutPuts(usize),
+    ReadOnly(usize, bool),
+    Strategy(usize),
+    Maintain,
+    Reindex,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    let k = 0..KEYS.len();
+    prop_oneof![
+        6 => k.clone().prop_map(Step::Put),
+        4 => k.clone().prop_map(Step::Get),
+        3 => k.clone().prop_map(Step::Delete),
+        1 => proptest::collection::vec(0..KEYS.len(), 1..4).prop_map(Step::DeleteMany),
+        2 => (k.clone(), k.clone()).prop_map(|(a, b)| Step::Copy(a, b)),
+        1 => k.clone().prop_map(Step::Multipart),
+        1 => Just(Step::LoseIndex),
+        1 => (k.clone(), 0..3usize).prop_map(|(a, b)| Step::StaleEntry(a, b)),
+        1 => (0..3usize).prop_map(Step::Down),
+        2 => Just(Step::Up),
+        1 => (0..3usize).prop_map(Step::FailDeletes),
+        1 => (0..3usize).prop_map(Step::TimeoutPuts),
+        1 => (0..3usize, any::<bool>()).prop_map(|(b, on)| Step::ReadOnly(b, on)),
+        1 => (0..4usize).prop_map(Step::Strategy),
+        1 => Just(Step::Maintain),
+        1 => Just(Step::Reindex),
+    ]
+}
+
+/// What a key may hold: `current`, the values a read may return now (more than one after an
+/// answer that does not say whether a change happened), and `pending`, values of writes and
+/// deletes that failed without saying whether they landed: such an operation never completed,
+/// so it may take effect at any later time (as on S3 itself), until an acknowledged write or
+/// delete supersedes it. A read narrows `current` to what it saw.
+#[derive(Debug, Clone)]
+struct Possible {
+    current: BTreeSet<Option<String>>,
+    pending: BTreeSet<Option<String>>,
+}
+
+struct Model {
+    keys: BTreeMap<&'static str, Possible>,
+}
+
+impl Model {
+    fn new() -> Self {
+        Self {
+            keys: KEYS
+                .iter()
+                .map(|k| {
+                    (
+                        *k,
+                        Possible {
+                            current: BTreeSet::from([None]),
+                            pending: BTreeSet::new(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+    /// An acknowledged write or delete.
+    fn set(&mut self, key: &'static str, v: Option<String>) {
+        self.keys.insert(
+            key,
+            Possible {
+                current: BTreeSet::from([v]),
+                pending: BTreeSet::new(),
+            },
+        );
+    }
+    /// A write or delete that failed and may have landed.
+    fn maybe(&mut self, key: &'static str, v: Option<String>) {
+        self.keys.get_mut(key).unwrap().pending.insert(v);
+    }
+    /// The values a read may return now.
+    fn readable(&self, key: &str) -> BTreeSet<Option<String>> {
+        let p = &self.keys[key];
+        p.current.union(&p.pending).cloned().collect()
+    }
+    fn observe(&mut self, key: &'static str, v: Option<String>, context: &str) {
+        let readable = self.readable(key);
+        assert!(
+            readable.contains(&v),
+            "{context}: {key} read {v:?}, model allows {readable:?}"
+        );
+        self.keys.get_mut(key).unwrap().current = BTreeSet::from([v]);
+    }
+}
+
+fn path(key: &str) -> String {
+    format!("/photos/{}", key.replace(' ', "%20"))
+}
+
+fn run_model(steps: Vec<Step>) {
+    let mut c = photos_only(Placement::RoundRobin);
+    c.balancer.retry_attempts = 2;
+    let mut h = Harness::with_config(c);
+    let mut model = Model::new();
+    let mut down: BTreeSet<usize> = BTreeSet::new();
+    for (n, step) in steps.into_iter().enumerate() {
+        h.now += Duration::from_secs(1);
+        let ctx = format!("step {n} {step:?}");
+        match step {
+            Step::Put(k) => {
+                let v = format!("{}#{n}", KEYS[k]);
+                let r = h.put(&path(KEYS[k]), v.as_bytes());
+                match r.status {
+                    StatusCode::OK => model.set(KEYS[k], Some(v)),
+                    // A write that timed out may have landed.
+                    StatusCode::SERVICE_UNAVAILABLE => model.maybe(KEYS[k], Some(v)),
+                    StatusCode::INSUFFICIENT_STORAGE => {}
+                    s => panic!("{ctx}: PUT {s} {}", r.text()),
+                }
+            }
+            Step::Get(k) => {
+                let r = h.get(&path(KEYS[k]));
+                match r.status {
+                    StatusCode::OK => model.observe(KEYS[k], Some(r.text()), &ctx),
+                    StatusCode::NOT_FOUND => model.observe(KEYS[k], None, &ctx),
+                    StatusCode::SERVICE_UNAVAILABLE => {
+                        assert!(!down.is_empty(), "{ctx}: 503 with every backend up")
+                    }
+                    s => panic!("{ctx}: GET {s} {}", r.text()),
+                }
+            }
+            Step::Delete(k) => {
+                let r = h.send(Method::DELETE, &path(KEYS[k]), &[], b"");
+                match r.status {
+                    StatusCode::NO_CONTENT => model.set(KEYS[k], None),
+                    StatusCode::SERVICE_UNAVAILABLE | StatusCode::INTERNAL_SERVER_ERROR => {
+                        model.maybe(KEYS[k], None)
+                    }
+                    s => panic!("{ctx}: DELETE {s} {}", r.text()),
+                }
+            }
+            Step::DeleteMany(ks) => {
+                let keys: Vec<&str> = ks.iter().map(|k| KEYS[*k]).collect();
+                let r = h.delete_keys("photos", &keys);
+                assert_eq!(r.status, StatusCode::OK, "{ctx}: {}", r.text());
+                let text = r.text();
+                let deleted: BTreeSet<String> = text
+                    .split("<Deleted>")
+                    .skip(1)
+                    .map(|d| tags(d, "Key")[0].clone())
+                    .collect();
+                for k in &ks {
+                    if deleted.contains(KEYS[*k]) {
+                        model.set(KEYS[*k], None);
+                    } else {
+                        model.maybe(KEYS[*k], None);
+                    }
+                }
+            }
+            Step::Copy(from, to) => {
+                let source = format!("/photos/{}", KEYS[from].replace(' ', "%20"));
+                // Copying a key onto itself needs REPLACE (AWS refuses it otherwise).
+                let r = h.send(
+                    Method::PUT,
+                    &path(KEYS[to]),
+                    &[
+                        ("x-amz-copy-source", &source),
+                        ("x-amz-metadata-directive", "REPLACE"),
+                    ],
+                    b"",
+                );
+                match r.status {
+                    StatusCode::OK => {
+                        // The copy read one of the source's readable values.
+                        let src: BTreeSet<Option<String>> = model
+                            .readable(KEYS[from])
+                            .into_iter()
+                            .filter(Option::is_some)
+                            .collect();
+                        model.keys.insert(
+                            KEYS[to],
+                            Possible {
+                                current: src,
+                                pending: BTreeSet::new(),
+                            },
+                        );
+                    }
+                    StatusCode::NOT_FOUND => model.observe(KEYS[from], None, &ctx),
+                    StatusCode::SERVICE_UNAVAILABLE => {
+                        // A copy across backends that timed out may have landed.
+                        for v in model.readable(KEYS[from]).into_iter().flatten() {
+                            model.maybe(KEYS[to], Some(v));
+                        }
+                    }
+                    StatusCode::INSUFFICIENT_STORAGE => {}
+                    s => panic!("{ctx}: COPY {s} {}", r.text()),
+                }
+            }
+            Step::Multipart(k) => {
+                let v = format!("{}#mp{n}", KEYS[k]);
+                let created = h.send(
+                    Method::POST,
+                    &format!("{}?uploads", path(KEYS[k])),
+                    &[],
+                    b"",
+                );
+                if created.status != StatusCode::OK {
+                    continue;
+                }
+                let id = tags(&created.text(), "UploadId").remove(0);
+                let part = h.send(
+                    Method::PUT,
+                    &format!("{}?partNumber=1&uploadId={id}", path(KEYS[k])),
+                    &[],
+                    v.as_bytes(),
+                );
+                if part.status != StatusCode::OK {
+                    continue;
+                }
+                let xml = format!(
+                    "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
+                    part.header("etag").unwrap()
+                );
+                let r = h.send(
+                    Method::POST,
+                    &format!("{}?uploadId={id}", path(KEYS[k])),
+                    &[],
+                    xml.as_bytes(),
+                );
+                match r.status {
+                    StatusCode::OK => model.set(KEYS[k], Some(v)),
+                    StatusCode::SERVICE_UNAVAILABLE => {}
+                    s => panic!("{ctx}: Complete {s} {}", r.text()),
+                }
+            }
+            Step::LoseIndex => h.engine.store().forget_objects(),
+            Step::StaleEntry(k, b) => {
+                let rec = ObjectRecord {
+                    backend: format!("b{}", b + 1),
+                    size: 1,
+                    etag: "\"stale\"".into(),
+                    last_modified: 1,
+                };
+                block_on(h.engine.store().put_object("photos", KEYS[k], &rec)).unwrap();
+            }
+            Step::Down(b) => {
+                h.s3().set_down(ENDPOINTS[b], true);
+                down.insert(b);
+            }
+            Step::Up => {
+                h.all_up();
+                down.clear();
+            }
+            Step::FailDeletes(b) => {
+                h.s3().add_fault(
+                    ENDPOINTS[b],
+                    Fault::Fail(Method::DELETE, S3ErrorCode::InternalError),
+                );
+            }
+            Step::TimeoutPuts(b) => {
+                h.s3()
+                    .add_fault(ENDPOINTS[b], Fault::TimeoutAfter(Method::PUT));
+            }
+            Step::ReadOnly(b, on) => h.set_config(|c| c.backends[b].read_only = on),
+            Step::Strategy(s) => h.set_config(|c| {
+                c.balancer.strategy = [
+                    Placement::RoundRobin,
+                    Placement::LeastSpace,
+                    Placement::Weighted,
+                    Placement::ConsistentHash,
+                ][s]
+            }),
+            Step::Maintain => {
+                block_on(h.engine.remove_stale_copies(1000, h.now)).unwrap();
+            }
+            Step::Reindex => {
+                block_on(h.engine.reindex(h.now)).unwrap();
+            }
+        }
+        if std::env::var("MODEL_DEBUG").is_ok() {
+            let holders: Vec<(&str, Vec<usize>)> =
+                KEYS.iter().map(|k| (*k, h.holders_of(k))).collect();
+            eprintln!("{ctx}: holders {holders:?} stale {}", h.stale_copies());
+        }
+        // Reads must be right whenever every backend is up, failing removals or not.
+        if down.is_empty() {
+            check_reads(&h, &mut model, &ctx);
+        }
+    }
+    // Settle everything with all backends up: one copy per key, the model's value.
+    h.all_up();
+    h.now += Duration::from_secs(1);
+    h.maintain();
+    check_reads(&h, &mut model, "end");
+    for key in KEYS {
+        let holders = h.holders_of(key);
+        assert!(holders.len() <= 1, "end: {key} held by {holders:?}");
+    }
+    block_on(h.engine.reindex(h.now + Duration::from_secs(1))).unwrap();
+    check_reads(&h, &mut model, "after reindex");
+    for key in KEYS {
+        assert!(h.holders_of(key).len() <= 1, "after reindex: {key}");
+    }
+}
+
+/// Every key reads as the model allows, and the listing shows exactly the keys that exist.
+fn check_reads(h: &Harness, model: &mut Model, ctx: &str) {
+    for key in KEYS {
+        let r = h.get(&path(key));
+        match r.status {
+            StatusCode::OK => model.observe(key, Some(r.text()), ctx),
+            StatusCode::NOT_FOUND => model.observe(key, None, ctx),
+            s => panic!("{ctx}: check GET {key}: {s} {}", r.text()),
+        }
+    }
+    let list = h.get("/photos?list-type=2");
+    assert_eq!(list.status, StatusCode::OK, "{ctx}: {}", list.text());
+    let listed: BTreeSet<String> = tags(&list.text(), "Key").into_iter().collect();
+    // Every key was just read: its current value is the one seen.
+    let expected: BTreeSet<String> = model
+        .keys
+        .iter()
+        .filter(|(_, p)| p.current.iter().next().is_some_and(Option::is_some))
+        .map(|(k, _)| k.to_string())
+        .collect();
+    assert_eq!(listed, expected, "{ctx}: listing");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    #[test]
+    fn nothing_is_lost_stale_or_resurrected(steps in proptest::collection::vec(step(), 1..60)) {
+        run_model(steps);
+    }
+}
+
+#[test]
+fn model_smoke() {
+    run_model(vec![
+        Step::Put(0),
+        Step::LoseIndex,
+        Step::Put(0),
+        Step::Down(1),
+        Step::Put(1),
+        Step::Delete(0),
+        Step::Up,
+        Step::ReadOnly(0, true),
+        Step::Put(1),
+        Step::Copy(1, 2),
+        Step::Multipart(3),
+        Step::Reindex,
+        Step::Get(1),
+    ]);
+    let _ = KeyLayout::Plain;
+}
