@@ -5,6 +5,7 @@ mod body;
 mod check;
 mod client;
 mod dev;
+mod healthcheck;
 mod http_server;
 mod setup;
 mod store;
@@ -62,6 +63,14 @@ enum Command {
     Reindex {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// GET /health of a running gateway; exit 0 on 200 (the container's HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
     },
 }
 
@@ -138,6 +147,9 @@ fn main() -> ExitCode {
             Command::Dev { data, port } => dev::run(data, port).await,
             Command::Check { config } => check::check(&config).await,
             Command::Reindex { config } => check::reindex(&config).await,
+            Command::Healthcheck { url, timeout } => {
+                healthcheck::run(&url, std::time::Duration::from_secs(timeout)).await
+            }
         }
     });
     // Background loops and idle connections must not hold the exit.
