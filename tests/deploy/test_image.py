@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -24,8 +25,6 @@ IMAGE_ARCHIVE_NAME = "s3-balance-image.tar"
 
 
 def image_archive() -> Path:
-    import os
-
     path = Path(os.environ.get("S3_BALANCE_IMAGE_ARCHIVE") or target_dir() / "image-context" / IMAGE_ARCHIVE_NAME)
     if not path.exists():
         message = f"image archive {path} not found (scripts/build-image --save {path})"

@@ -19,7 +19,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from deploy_support import DEPLOY, ROOT, need
