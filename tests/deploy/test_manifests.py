@@ -212,14 +212,19 @@ CHECKOV_SKIPS = {
 
 
 def test_checkov_finds_nothing_unexplained():
-    need("helm")  # checkov's Helm framework renders the chart with it
+    # checkov's Helm framework renders the chart with the `helm` on its PATH.
+    helm_dir = str(Path(need("helm")).parent)
+    env = dict(os.environ, PATH=helm_dir + os.pathsep + os.environ.get("PATH", ""))
     skips = ",".join(CHECKOV_SKIPS)
     r = subprocess.run(
         [need("checkov"), "--directory", DEPLOY, "--framework", "kubernetes", "dockerfile", "helm",
          "--skip-check", skips, "--compact", "--quiet", "--output", "cli", "--skip-download"],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
     )
     assert r.returncode == 0, r.stdout[-8000:] + r.stderr[-4000:]
+    # Each framework really ran (a missing helm would drop the chart silently).
+    for framework in ("kubernetes", "dockerfile", "helm"):
+        assert f"{framework} scan results:" in r.stdout, r.stdout[-4000:]
 
 
 def test_yamllint():
