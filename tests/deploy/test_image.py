@@ -95,7 +95,7 @@ def test_healthcheck_subcommand_of_the_image_binary(logs, moto1, static_binary, 
     monkeypatch.setenv("S3_BALANCE_BIN", str(static_binary))
     b = h.Backend("i1", moto1, "image-one")
     moto1.create_bucket(b.bucket)
-    gw = h.Gateway(logs / "gateway-image", [b], [h.VBucket("img", [b])])
+    gw = h.Gateway(logs / "gateway-image", [b], [h.VBucket("img", [b])], {"probe_timeout": "5s", "fall": 3})
     try:
         gw.start()
         ok = subprocess.run(

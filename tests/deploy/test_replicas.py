@@ -84,7 +84,8 @@ def test_two_replicas_behind_nginx_share_one_metadata_store(
     r2 = h.Backend("r2", moto2, "replicas-two")
     for b in (r1, r2):
         b.moto.create_bucket(b.bucket)
-    options = {"health_check_period": "1s", "update_stats_period": "2s"}
+    # Probes patient enough for a loaded 2-core machine: a backend must not flap.
+    options = {"health_check_period": "1s", "update_stats_period": "2s", "probe_timeout": "5s", "fall": 3}
     replicas = [
         SharedGateway(logs / f"gateway-replica-{i}", [r1, r2], [h.VBucket("shared", [r1, r2])], dict(options))
         for i in (1, 2)
