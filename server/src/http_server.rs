@@ -243,6 +243,8 @@ async fn handle(
         streamed: None,
         expected: None,
         complete: false,
+        whole: None,
+        engine,
     };
     Ok(response.map(|body| entry.attach(body)))
 }
@@ -260,6 +262,10 @@ struct AccessLog {
     /// Length of the streamed body: hyper stops polling once it is sent.
     expected: Option<u64>,
     complete: bool,
+    /// Length of a body sent in one piece.
+    whole: Option<u64>,
+    /// For `s3_balance_s3_bytes_total`, counted when the body is done.
+    engine: Arc<ServerEngine>,
 }
 
 impl AccessLog {
@@ -277,6 +283,7 @@ impl AccessLog {
                 }
             }
             body => {
+                self.whole = body.exact_len();
                 self.log.bytes = self.log.bytes.or(body.exact_len());
                 self.complete = true;
                 body // logged now, as `self` drops
@@ -287,6 +294,19 @@ impl AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
+        if !self.log.operation.is_empty() && self.log.operation != "Admin" {
+            // In: the object bytes of an upload the gateway accepted (a redirected or failed
+            // PUT carried none through it). Out: what was actually sent.
+            let received = if self.method == http::Method::PUT && self.status < 300 {
+                self.log.bytes.unwrap_or(0)
+            } else {
+                0
+            };
+            let sent = self.streamed.or(self.whole).unwrap_or(0);
+            self.engine
+                .metrics()
+                .record_transfer(self.log.operation, received, sent);
+        }
         tracing::info!(
             request_id = %self.request_id,
             method = %self.method,

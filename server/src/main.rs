@@ -5,6 +5,7 @@ mod body;
 mod check;
 mod client;
 mod dev;
+mod healthcheck;
 mod http_server;
 mod reindex;
 mod setup;
@@ -70,6 +71,14 @@ enum Command {
         /// Start over instead of resuming a run that was killed.
         #[arg(long)]
         restart: bool,
+    },
+    /// GET /health of a running gateway; exit 0 on 200 (the container's HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
     },
 }
 
@@ -150,6 +159,9 @@ fn main() -> ExitCode {
                 dry_run,
                 restart,
             } => reindex::run(&config, reindex::Options { dry_run, restart }).await,
+            Command::Healthcheck { url, timeout } => {
+                healthcheck::run(&url, std::time::Duration::from_secs(timeout)).await
+            }
         }
     });
     // Background loops and idle connections must not hold the exit.

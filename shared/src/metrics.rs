@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
+use crate::config::BackendConfig;
 use crate::health::HealthSnapshot;
-use crate::store::BackendUsage;
+use crate::store::{BackendUsage, OperationCounts};
 
 /// Request counters and latency histograms of one process (or isolate).
 #[derive(Debug, Default)]
@@ -26,6 +27,8 @@ struct MetricsInner {
     decisions: BTreeMap<(String, String), u64>,
     /// (backend, operation, result) -> count
     backend_operations: BTreeMap<(String, String, String), u64>,
+    /// (operation, direction) -> bytes
+    transferred: BTreeMap<(String, &'static str), u64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -154,19 +157,39 @@ impl Metrics {
         });
     }
 
-    /// The whole exposition: the counters above plus, per backend,
-    /// `s3_balance_bucket_healthy`, `s3_balance_bucket_usage_bytes`,
-    /// `s3_balance_bucket_capacity_bytes` from `health`, `usage` and `capacities`
-    /// (backend -> max size).
+    /// Bytes of one client request: `s3_balance_s3_bytes_total{operation,direction}`,
+    /// `direction` being `in` (object bytes the gateway accepted from the client) or `out`
+    /// (response body bytes it sent). Not in the Go s3-balance; the dashboard's traffic panel
+    /// reads it.
+    pub fn record_transfer(&self, operation: &str, received: u64, sent: u64) {
+        self.with(|m| {
+            for (direction, n) in [("in", received), ("out", sent)] {
+                if n > 0 {
+                    *m.transferred
+                        .entry((operation.to_owned(), direction))
+                        .or_default() += n;
+                }
+            }
+        });
+    }
+
+    /// The whole exposition: the counters above plus, per configured backend (`backends`, in
+    /// that order), `s3_balance_bucket_healthy`, `s3_balance_bucket_usage_bytes`,
+    /// `s3_balance_bucket_capacity_bytes` and this month's operations against their budgets,
+    /// `s3_balance_bucket_monthly_operations{class}` and
+    /// `s3_balance_bucket_monthly_operation_limit{class}` (`class` A: writes and lists, B:
+    /// reads, as R2 and B2 bill them), from `health`, `usage` and `operations` (backend ->
+    /// this month's counts).
     ///
-    /// Gauges cover the backends of `capacities` (the configured ones), in that order. An
-    /// unlimited backend has no capacity series: the Go s3-balance exported 0 there, which
-    /// made its `usage / capacity` alerts fire on every unlimited bucket.
+    /// An unlimited backend has no capacity series, and a backend without a budget no limit
+    /// series: the Go s3-balance exported 0 for an unlimited capacity, which made its
+    /// `usage / capacity` alerts fire on every unlimited bucket.
     pub fn render(
         &self,
         health: &HealthSnapshot,
         usage: &[BackendUsage],
-        capacities: &[(String, Option<u64>)],
+        operations: &BTreeMap<String, OperationCounts>,
+        backends: &[BackendConfig],
     ) -> String {
         let mut out = String::new();
         self.with(|m| {
@@ -224,6 +247,16 @@ impl Metrics {
                 ]);
                 let _ = writeln!(out, "s3_balance_backend_operations_total{l} {n}");
             }
+            header(
+                &mut out,
+                "s3_balance_s3_bytes_total",
+                "counter",
+                "Bytes of S3 requests (in: object bytes received, out: response bytes sent)",
+            );
+            for ((operation, direction), n) in &m.transferred {
+                let l = labels(&[("operation", operation), ("direction", direction)]);
+                let _ = writeln!(out, "s3_balance_s3_bytes_total{l} {n}");
+            }
         });
 
         header(
@@ -232,12 +265,12 @@ impl Metrics {
             "gauge",
             "Health status of S3 bucket (1 = healthy, 0 = unhealthy)",
         );
-        for (backend, _) in capacities {
-            let up = u8::from(health.is_healthy(backend));
+        for b in backends {
+            let up = u8::from(health.is_healthy(&b.name));
             let _ = writeln!(
                 out,
                 "s3_balance_bucket_healthy{} {up}",
-                labels(&[("bucket", backend)])
+                labels(&[("bucket", &b.name)])
             );
         }
         header(
@@ -246,16 +279,16 @@ impl Metrics {
             "gauge",
             "Current usage of S3 bucket in bytes",
         );
-        for (backend, _) in capacities {
+        for b in backends {
             let used = usage
                 .iter()
-                .find(|u| u.backend == *backend)
+                .find(|u| u.backend == b.name)
                 .map(|u| u.used_bytes.max(0))
                 .unwrap_or(0);
             let _ = writeln!(
                 out,
                 "s3_balance_bucket_usage_bytes{} {used}",
-                labels(&[("bucket", backend)])
+                labels(&[("bucket", &b.name)])
             );
         }
         header(
@@ -264,13 +297,40 @@ impl Metrics {
             "gauge",
             "Maximum capacity of S3 bucket in bytes",
         );
-        for (backend, capacity) in capacities {
-            if let Some(capacity) = capacity {
+        for b in backends {
+            if let Some(capacity) = b.max_size {
                 let _ = writeln!(
                     out,
                     "s3_balance_bucket_capacity_bytes{} {capacity}",
-                    labels(&[("bucket", backend)])
+                    labels(&[("bucket", &b.name)])
                 );
+            }
+        }
+        header(
+            &mut out,
+            "s3_balance_bucket_monthly_operations",
+            "gauge",
+            "Operations sent to the bucket this calendar month (UTC), by billing class",
+        );
+        for b in backends {
+            let counts = operations.get(&b.name).cloned().unwrap_or_default();
+            for (class, n) in [("A", counts.class_a), ("B", counts.class_b)] {
+                let l = labels(&[("bucket", &b.name), ("class", class)]);
+                let _ = writeln!(out, "s3_balance_bucket_monthly_operations{l} {n}");
+            }
+        }
+        header(
+            &mut out,
+            "s3_balance_bucket_monthly_operation_limit",
+            "gauge",
+            "Monthly operation budget of the bucket, by billing class",
+        );
+        for b in backends {
+            for (class, limit) in [("A", b.limit_class_a), ("B", b.limit_class_b)] {
+                if let Some(limit) = limit {
+                    let l = labels(&[("bucket", &b.name), ("class", class)]);
+                    let _ = writeln!(out, "s3_balance_bucket_monthly_operation_limit{l} {limit}");
+                }
             }
         }
         out
@@ -286,8 +346,31 @@ mod tests {
         Metrics,
         HealthSnapshot,
         Vec<BackendUsage>,
-        Vec<(String, Option<u64>)>,
+        BTreeMap<String, OperationCounts>,
+        Vec<BackendConfig>,
     );
+
+    fn backend(
+        name: &str,
+        max_size: Option<u64>,
+        limits: (Option<u64>, Option<u64>),
+    ) -> BackendConfig {
+        BackendConfig {
+            name: name.into(),
+            bucket: name.into(),
+            endpoint: "http://127.0.0.1:9000".into(),
+            region: "us-east-1".into(),
+            access_key: "k".into(),
+            secret_key: crate::config::Secret::new("s".to_owned()),
+            path_style: true,
+            max_size,
+            weight: 1,
+            enabled: true,
+            read_only: false,
+            limit_class_a: limits.0,
+            limit_class_b: limits.1,
+        }
+    }
 
     fn sample() -> Sample {
         let m = Metrics::new();
@@ -298,6 +381,9 @@ mod tests {
         m.record_decision("r2", "least-space");
         m.record_backend("r2", "PutObject", true);
         m.record_backend("b\"2\\x\ny", "GetObject", false);
+        m.record_transfer("PutObject", 1000, 0);
+        m.record_transfer("PutObject", 24, 0);
+        m.record_transfer("GetObject", 0, 4096);
         let mut health = HealthSnapshot::default();
         health.backends.insert(
             "b2".into(),
@@ -311,16 +397,23 @@ mod tests {
             used_bytes: 1024,
             objects: 3,
         }];
-        let capacities = vec![
-            ("r2".to_owned(), Some(10_737_418_240)),
-            ("b2".to_owned(), None),
+        let operations = BTreeMap::from([(
+            "r2".to_owned(),
+            OperationCounts {
+                class_a: 7,
+                class_b: 9,
+            },
+        )]);
+        let backends = vec![
+            backend("r2", Some(10_737_418_240), (Some(1_000_000), None)),
+            backend("b2", None, (None, None)),
         ];
-        (m, health, usage, capacities)
+        (m, health, usage, operations, backends)
     }
 
     #[test]
     fn exact_text() {
-        let (m, health, usage, capacities) = sample();
+        let (m, health, usage, operations, backends) = sample();
         let want = r#"# HELP s3_balance_s3_operations_total Total number of S3 operations
 # TYPE s3_balance_s3_operations_total counter
 s3_balance_s3_operations_total{operation="GET",status="error"} 1
@@ -349,6 +442,10 @@ s3_balance_balancer_decisions_total{bucket="r2",strategy="least-space"} 2
 # TYPE s3_balance_backend_operations_total counter
 s3_balance_backend_operations_total{bucket="b\"2\\x\ny",operation="GetObject",result="error"} 1
 s3_balance_backend_operations_total{bucket="r2",operation="PutObject",result="success"} 1
+# HELP s3_balance_s3_bytes_total Bytes of S3 requests (in: object bytes received, out: response bytes sent)
+# TYPE s3_balance_s3_bytes_total counter
+s3_balance_s3_bytes_total{operation="GetObject",direction="out"} 4096
+s3_balance_s3_bytes_total{operation="PutObject",direction="in"} 1024
 # HELP s3_balance_bucket_healthy Health status of S3 bucket (1 = healthy, 0 = unhealthy)
 # TYPE s3_balance_bucket_healthy gauge
 s3_balance_bucket_healthy{bucket="r2"} 1
@@ -360,13 +457,22 @@ s3_balance_bucket_usage_bytes{bucket="b2"} 0
 # HELP s3_balance_bucket_capacity_bytes Maximum capacity of S3 bucket in bytes
 # TYPE s3_balance_bucket_capacity_bytes gauge
 s3_balance_bucket_capacity_bytes{bucket="r2"} 10737418240
+# HELP s3_balance_bucket_monthly_operations Operations sent to the bucket this calendar month (UTC), by billing class
+# TYPE s3_balance_bucket_monthly_operations gauge
+s3_balance_bucket_monthly_operations{bucket="r2",class="A"} 7
+s3_balance_bucket_monthly_operations{bucket="r2",class="B"} 9
+s3_balance_bucket_monthly_operations{bucket="b2",class="A"} 0
+s3_balance_bucket_monthly_operations{bucket="b2",class="B"} 0
+# HELP s3_balance_bucket_monthly_operation_limit Monthly operation budget of the bucket, by billing class
+# TYPE s3_balance_bucket_monthly_operation_limit gauge
+s3_balance_bucket_monthly_operation_limit{bucket="r2",class="A"} 1000000
 "#;
-        assert_eq!(m.render(&health, &usage, &capacities), want);
+        assert_eq!(m.render(&health, &usage, &operations, &backends), want);
     }
 
     #[test]
     fn empty_metrics_still_name_every_family() {
-        let text = Metrics::new().render(&HealthSnapshot::default(), &[], &[]);
+        let text = Metrics::new().render(&HealthSnapshot::default(), &[], &BTreeMap::new(), &[]);
         for name in [
             "s3_balance_s3_operations_total",
             "s3_balance_s3_operation_duration_seconds",
@@ -375,6 +481,9 @@ s3_balance_bucket_capacity_bytes{bucket="r2"} 10737418240
             "s3_balance_bucket_healthy",
             "s3_balance_bucket_usage_bytes",
             "s3_balance_bucket_capacity_bytes",
+            "s3_balance_s3_bytes_total",
+            "s3_balance_bucket_monthly_operations",
+            "s3_balance_bucket_monthly_operation_limit",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
         }
@@ -396,8 +505,8 @@ s3_balance_bucket_capacity_bytes{bucket="r2"} 10737418240
     fn promtool_accepts_the_output() {
         use std::io::Write;
         use std::process::{Command, Stdio};
-        let (m, health, usage, capacities) = sample();
-        let text = m.render(&health, &usage, &capacities);
+        let (m, health, usage, operations, backends) = sample();
+        let text = m.render(&health, &usage, &operations, &backends);
         let child = Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(Stdio::piped())

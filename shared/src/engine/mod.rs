@@ -389,14 +389,12 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     return Some(Err(S3Error::access_denied()));
                 }
             }
-            let capacities: Vec<(String, Option<u64>)> = config
-                .backends
-                .iter()
-                .map(|b| (b.name.clone(), b.max_size))
-                .collect();
-            let text = self
-                .metrics
-                .render(&state.health, &state.usage, &capacities);
+            let text = self.metrics.render(
+                &state.health,
+                &state.usage,
+                &state.operations,
+                &config.backends,
+            );
             let mut r = http::Response::new(C::Body::from_bytes(Bytes::from(text)));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
