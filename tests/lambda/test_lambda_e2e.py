@@ -334,3 +334,85 @@ def test_health_function_marks_a_stopped_backend_and_placement_avoids_it(stack):
             assert index_entry(stack, f"h{i}.txt")["backend"]["S"] == "back-a"
     finally:
         stack["b_proc"].send_signal(signal.SIGCONT)
+
+
+def invoke_health(stack):
+    r = subprocess.run(
+        ["cargo", "lambda", "invoke", "s3-balance-health", "-A", "127.0.0.1",
+         "-P", str(stack["health_port"]), "--data-file", FIXTURE],
+        cwd=ROOT, capture_output=True, timeout=120, env=stack["env"],
+    )
+    assert r.returncode == 0, r
+    return json.loads(r.stdout)
+
+
+def test_drill_with_an_outage_and_the_index_lost_and_rebuilt(stack, tmp_path):
+    """The integrity drill (tests/drill.py) through the Lambda: DynamoDB as the index, one
+    provider stopped for 5 s, then every index entry of the drill deleted and rebuilt by
+    `s3-balance reindex` on the same table while the clients go on."""
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import drill
+    import harness
+
+    invoke_health(stack)  # an earlier test may have left a backend marked down
+    time.sleep(6)
+    prefix = "drill/"
+    reindex_config = tmp_path / "reindex.yaml"
+    reindex_config.write_text(
+        stack["env"]["S3_BALANCE_CONFIG"] + f"metadata:\n  type: dynamodb\n  table: {TABLE}\n"
+    )
+    reindexed = []
+
+    def list_real(bucket, endpoint):
+        r = aws("s3", endpoint).list_objects_v2(Bucket=bucket, Prefix="files/" + prefix)
+        return [o["Key"] for o in r.get("Contents", [])]
+
+    def outage():
+        stack["b_proc"].send_signal(signal.SIGSTOP)
+        time.sleep(5)
+        stack["b_proc"].send_signal(signal.SIGCONT)
+        invoke_health(stack)
+
+    def lose_index_and_reindex():
+        ddb = aws("dynamodb", stack["ddb"])
+        items = ddb.query(
+            TableName=TABLE, KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            ExpressionAttributeValues={":pk": {"S": "o#files"}, ":p": {"S": prefix}},
+        )["Items"]
+        for item in items:
+            ddb.delete_item(TableName=TABLE, Key={"pk": item["pk"], "sk": item["sk"]})
+        r = subprocess.run(
+            [harness.gateway_binary(), "reindex", "--config", str(reindex_config)],
+            capture_output=True, text=True, timeout=300, env=stack["env"],
+        )
+        reindexed.append((len(items), r))
+
+    def settle():
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            invoke_health(stack)  # settles recorded older copies
+            keys = [k for ks in backend_keys(stack).values() for k in ks if k.startswith("files/" + prefix)]
+            if len(keys) == len(set(keys)):
+                return
+            time.sleep(1)
+
+    target = drill.Target(
+        client=lambda: gw(stack),
+        backends={
+            name: (lambda name=name, ep=ep: list_real(name, ep))
+            for name, ep in [("back-a", stack["a"]), ("back-b", stack["b"])]
+        },
+        real_key=lambda k: "files/" + k,
+        faults=[(0.3, "stop a provider", outage), (0.6, "lose the index, reindex", lose_index_and_reindex)],
+        settle=settle,
+        bucket="files",
+        key_prefix=prefix,
+        put_args={"ContentType": "application/octet-stream"},
+    )
+    result = drill.run(target, clients=6, operations=500, keys_per_client=15, max_size=32 * 1024)
+    print(result.line())
+    assert result.ok(), "\n".join([result.line(), *result.problems])
+    assert reindexed and reindexed[0][1].returncode == 0, reindexed
+    assert reindexed[0][0] > 0, "the drill's index entries existed before they were deleted"
+    assert result.acked > 200, result.line()

@@ -200,13 +200,13 @@ class Gateway:
         return Path(self.log).read_text()
 
 
-def start_gateway(bundle, motos, tmp, index="on", strategy="round-robin"):
+def start_gateway(bundle, motos, tmp, index="on", strategy="round-robin", extra_bucket=None):
     tmp = Path(tmp)
     port = free_port()
     inspector = free_port()
     state = tmp / "state"
     vars = {
-        "S3_BALANCE_CONFIG": config_yaml(motos, strategy=strategy),
+        "S3_BALANCE_CONFIG": config_yaml(motos, strategy=strategy, extra_bucket=extra_bucket),
         "S3_BALANCE_MAX_BODY_BYTES": str(MAX_BODY),
         "S3_BALANCE_INDEX": index,
         "S3_BALANCE_TEST_ROUTES": "1",
