@@ -492,7 +492,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 continue;
             }
             let real: Vec<String> = keys.iter().map(|k| call.real_key(k)).collect();
-            let xml_body = delete_request_xml(&real);
+            let xml_body = crate::xml::delete_objects(&crate::xml::DeleteRequest {
+                quiet: false,
+                keys: real.clone(),
+            });
             let md5 = base64::Engine::encode(
                 &base64::engine::general_purpose::STANDARD,
                 md5_digest(xml_body.as_bytes()),
@@ -502,25 +505,22 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     .with_bytes(Bytes::from(xml_body));
             backend::insert_header(&mut request.headers, "content-md5", &md5);
             backend::insert_header(&mut request.headers, "content-type", "application/xml");
-            let outcome = match self.send(call, backend, "DeleteObjects", request).await {
+            let answer = match self.send(call, backend, "DeleteObjects", request).await {
                 Ok(response) if response.status().is_success() => {
                     let body = response.into_body().collect(16 * 1024 * 1024).await?;
-                    parse_delete_errors(&body)
+                    crate::xml::parse_delete_result(&body)
                 }
-                Ok(response) => {
-                    let e = backend_error(&backend.name, response).await;
-                    real.iter()
-                        .map(|k| (k.clone(), (e.code.as_str().to_owned(), e.message.clone())))
-                        .collect()
-                }
-                Err(e) => real
-                    .iter()
-                    .map(|k| (k.clone(), (e.code.as_str().to_owned(), e.message.clone())))
-                    .collect(),
+                Ok(response) => Err(backend_error(&backend.name, response).await),
+                Err(e) => Err(e),
             };
-            let prefix_len = call.real_key("").len();
-            for (real_key, err) in outcome {
-                failed.insert(real_key[prefix_len.min(real_key.len())..].to_owned(), err);
+            let outcome = match answer {
+                Ok(answer) => crate::xml::account_deletes(&real, &answer),
+                Err(e) => vec![Some((e.code.as_str().to_owned(), e.message)); real.len()],
+            };
+            for (key, failure) in keys.iter().zip(outcome) {
+                if let Some(err) = failure {
+                    failed.insert(key.clone(), err);
+                }
             }
         }
         let mut outcomes = Vec::new();
@@ -825,68 +825,6 @@ fn md5_digest(bytes: &[u8]) -> [u8; 16] {
     md5::Md5::digest(bytes).into()
 }
 
-/// The DeleteObjects body sent to a backend, quiet (only failures come back).
-fn delete_request_xml(real_keys: &[String]) -> String {
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>");
-    for k in real_keys {
-        s.push_str("<Object><Key>");
-        s.push_str(&crate::xml::escape(k));
-        s.push_str("</Key></Object>");
-    }
-    s.push_str("</Delete>");
-    s
-}
-
-/// The `<Error>` entries of a backend's DeleteResult: real key -> (code, message).
-fn parse_delete_errors(xml: &[u8]) -> Vec<(String, (String, String))> {
-    use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_reader(xml);
-    let mut out = Vec::new();
-    let (mut in_error, mut field, mut key, mut code, mut message) = (
-        false,
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-    );
-    let mut buf = Vec::new();
-    loop {
-        match reader.read_event_into(&mut buf) {
-            Ok(Event::Start(e)) => {
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                if name == "Error" {
-                    in_error = true;
-                    (key, code, message) = (String::new(), String::new(), String::new());
-                }
-                field = name;
-            }
-            Ok(Event::Text(t)) if in_error => {
-                let text = t.unescape().map(|c| c.into_owned()).unwrap_or_default();
-                match field.as_str() {
-                    "Key" => key.push_str(&text),
-                    "Code" => code.push_str(&text),
-                    "Message" => message.push_str(&text),
-                    _ => {}
-                }
-            }
-            Ok(Event::End(e)) => {
-                if e.local_name().as_ref() == b"Error" {
-                    in_error = false;
-                    out.push((
-                        std::mem::take(&mut key),
-                        (std::mem::take(&mut code), std::mem::take(&mut message)),
-                    ));
-                }
-                field.clear();
-            }
-            Ok(Event::Eof) | Err(_) => break,
-            _ => {}
-        }
-        buf.clear();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -904,17 +842,5 @@ mod tests {
         assert!(parse_copy_source("b").is_err());
         assert!(parse_copy_source("/b/").is_err());
         assert!(parse_copy_source("b/k?versionId=abc").is_err());
-    }
-
-    #[test]
-    fn delete_errors_are_read() {
-        let body = br#"<DeleteResult><Deleted><Key>a</Key></Deleted><Error><Key>b/c</Key><Code>AccessDenied</Code><Message>no</Message></Error></DeleteResult>"#;
-        assert_eq!(
-            parse_delete_errors(body),
-            vec![(
-                "b/c".to_owned(),
-                ("AccessDenied".to_owned(), "no".to_owned())
-            )]
-        );
     }
 }

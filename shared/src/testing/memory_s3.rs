@@ -143,6 +143,8 @@ struct Endpoint {
     access_key: String,
     down: bool,
     failure: Option<S3ErrorCode>,
+    /// A canned DeleteObjects answer (200, this body; nothing deleted): a misbehaving backend.
+    delete_answer: Option<String>,
     buckets: BTreeMap<String, Bucket>,
 }
 
@@ -231,6 +233,7 @@ impl MemoryS3 {
             access_key: access_key.to_string(),
             down: false,
             failure: None,
+            delete_answer: None,
             buckets: BTreeMap::new(),
         };
         self.lock()
@@ -253,6 +256,13 @@ impl MemoryS3 {
     /// `InternalError`, ...).
     pub fn set_failure(&self, endpoint: &str, failure: Option<S3ErrorCode>) {
         self.with_endpoint(endpoint, |ep, _| ep.failure = failure)
+    }
+
+    /// While set, DeleteObjects on the endpoint deletes nothing and answers 200 with this body
+    /// (a backend whose answer is malformed, or does not match the request).
+    pub fn set_delete_answer(&self, endpoint: &str, body: Option<&str>) {
+        let body = body.map(str::to_owned);
+        self.with_endpoint(endpoint, |ep, _| ep.delete_answer = body)
     }
 
     /// Sets the logical clock; the next write is stamped with `now`.
@@ -540,7 +550,10 @@ impl Endpoint {
                 list_objects_v2(&buckets[&req.bucket], req)
             }
             ("GET", false) => list_objects_v1(&buckets[&req.bucket], req),
-            ("POST", false) if req.has_q("delete") => delete_objects(buckets, req),
+            ("POST", false) if req.has_q("delete") => match &self.delete_answer {
+                Some(body) => Ok(xml_response(body.clone())),
+                None => delete_objects(buckets, req),
+            },
             ("GET", true) if req.has_q("uploadId") => list_parts(buckets, req),
             ("GET" | "HEAD", true) => get_object(buckets, req),
             ("PUT", true) if req.has_q("uploadId") => match copy_source {
