@@ -298,12 +298,14 @@ pub fn parse_error(xml: &[u8]) -> Option<(String, String)> {
 /// The UploadId of a backend's InitiateMultipartUploadResult.
 pub fn parse_initiate_multipart_result(xml: &[u8]) -> Result<String, S3Error> {
     let el = backend_root(xml, &["InitiateMultipartUploadResult"])?;
-    match el.text_of("UploadId") {
-        Some(id) if !id.is_empty() => Ok(id.to_owned()),
-        _ => Err(bad_backend_answer(
-            "InitiateMultipartUploadResult without UploadId",
-        )),
-    }
+    required_text(&el, "UploadId").map(str::to_owned)
+}
+
+/// The trimmed, non-empty text of `el`'s child `name` in a backend's answer.
+fn required_text<'e>(el: &'e Element, name: &str) -> Result<&'e str, S3Error> {
+    el.text_of(name)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad_backend_answer(&format!("{} without {name}", el.name)))
 }
 
 /// One part of a CompleteMultipartUpload request.
@@ -372,12 +374,7 @@ pub fn parse_complete_multipart(xml: &[u8]) -> Result<Vec<CompletedPart>, S3Erro
 /// keep-alive while it assembles the parts) is ignored.
 pub fn parse_complete_multipart_result(xml: &[u8]) -> Result<String, S3Error> {
     let el = backend_root(xml, &["CompleteMultipartUploadResult"])?;
-    match el.text_of("ETag") {
-        Some(etag) if !etag.is_empty() => Ok(etag.to_owned()),
-        _ => Err(bad_backend_answer(
-            "CompleteMultipartUploadResult without ETag",
-        )),
-    }
+    required_text(&el, "ETag").map(str::to_owned)
 }
 
 /// A DeleteObjects request.
@@ -464,11 +461,7 @@ pub fn parse_delete_result(xml: &[u8]) -> Result<Vec<DeleteOutcome>, S3Error> {
             "Deleted" => outcomes.push(DeleteOutcome::Deleted { key: key()? }),
             "Error" => outcomes.push(DeleteOutcome::Failed {
                 key: key()?,
-                code: entry
-                    .text_of("Code")
-                    .filter(|c| !c.is_empty())
-                    .ok_or_else(|| bad_backend_answer("DeleteResult: Error without Code"))?
-                    .to_owned(),
+                code: required_text(entry, "Code")?.to_owned(),
                 message: entry.text_of("Message").unwrap_or_default().to_owned(),
             }),
             _ => {}
@@ -510,10 +503,7 @@ pub fn account_deletes(sent: &[String], answer: &[DeleteOutcome]) -> Vec<Option<
 /// `(ETag, LastModified)` of a backend's CopyObjectResult or CopyPartResult.
 pub fn parse_copy_result(xml: &[u8]) -> Result<(String, SystemTime), S3Error> {
     let el = backend_root(xml, &["CopyObjectResult", "CopyPartResult"])?;
-    let etag = el
-        .text_of("ETag")
-        .filter(|e| !e.is_empty())
-        .ok_or_else(|| bad_backend_answer("CopyObjectResult without ETag"))?;
+    let etag = required_text(&el, "ETag")?;
     let modified = el
         .text_of("LastModified")
         .and_then(parse_iso8601)
