@@ -1400,11 +1400,13 @@ fn sim_uploads(held: &SimUploads, raw_query: &str, cap: usize) -> String {
     );
     for (name, u) in &items {
         match u {
-            Some((_, secs, id)) => x += &format!(
+            Some((_, secs, id)) => {
+                x += &format!(
                 "<Upload><Key>{}</Key><UploadId>{id}</UploadId><Initiated>{}</Initiated></Upload>",
                 s3_url(name),
                 crate::time::iso8601(from_unix_secs(*secs))
-            ),
+            )
+            }
             None => {
                 x += &format!(
                     "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
