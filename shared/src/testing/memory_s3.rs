@@ -37,7 +37,7 @@ use super::body::MemBody;
 use crate::body::Body;
 use crate::error::{S3Error, S3ErrorCode};
 use crate::http::{HttpClient, TransportError, TransportErrorKind};
-use crate::xml::{escape, Element, Writer};
+use crate::xml::{Element, Writer};
 /// What S3 stores as Content-Type when a PUT names none.
 const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 /// S3's minimum size of every multipart part but the last.
@@ -1713,6 +1713,7 @@ fn parse_xml(bytes: &[u8]) -> Result<Element, S3Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xml::escape;
     use futures_executor::block_on;
 
     const EP: &str = "http://127.0.0.1:9001";
