@@ -68,12 +68,9 @@ pub async fn probe(
             .collect(64 * 1024)
             .await
             .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body);
-        let code = text
-            .split("<Code>")
-            .nth(1)
-            .and_then(|s| s.split("</Code>").next())
-            .unwrap_or("");
+        let code = shared::xml::parse_error(&body)
+            .map(|(code, _)| code)
+            .unwrap_or_default();
         Err(format!("HTTP {} {code}", status.as_u16())
             .trim_end()
             .to_owned())

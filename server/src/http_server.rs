@@ -212,7 +212,7 @@ async fn handle(
                 .copied()
                 .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
             tracing::error!(request_id = %ctx.request_id, panic = what.unwrap_or("?"), "request handler panicked");
-            internal_error(&ctx.request_id)
+            internal_error(&ctx.request_id, method == http::Method::HEAD)
         }
     };
     let mut response = response;
@@ -346,18 +346,40 @@ impl futures_core::Stream for LoggedStream {
     }
 }
 
-fn internal_error(request_id: &str) -> http::Response<ServerBody> {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code>\
-         <Message>We encountered an internal error. Please try again.</Message>\
-         <RequestId>{request_id}</RequestId></Error>"
-    );
-    http::Response::builder()
-        .status(500)
-        .header("content-type", "application/xml")
-        .header("x-amz-request-id", request_id)
-        .body(ServerBody::from_bytes(body.into()))
-        .unwrap_or_else(|_| http::Response::new(ServerBody::Empty))
+/// The InternalError answer of a request whose handler panicked: the engine's error response
+/// (no body on HEAD), with the request id.
+fn internal_error(request_id: &str, head: bool) -> http::Response<ServerBody> {
+    let mut response =
+        shared::engine::error_response(&shared::S3Error::internal(), request_id, head);
+    if let Ok(id) = http::HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-amz-request-id", id);
+    }
+    response
+}
+
+#[cfg(test)]
+mod internal_error_tests {
+    use super::*;
+
+    #[test]
+    fn panics_answer_internal_error_with_no_body_on_head() {
+        let get = internal_error("ID1", false);
+        assert_eq!(get.status(), 500);
+        assert_eq!(get.headers()["x-amz-request-id"], "ID1");
+        let ServerBody::Full(body) = get.into_body() else {
+            panic!("a GET error carries its XML body");
+        };
+        assert_eq!(
+            shared::xml::parse_error(&body)
+                .map(|(code, _)| code)
+                .as_deref(),
+            Some("InternalError")
+        );
+        let head = internal_error("ID2", true);
+        assert_eq!(head.status(), 500);
+        assert_eq!(head.headers()["x-amz-request-id"], "ID2");
+        assert_eq!(head.into_body().exact_len(), Some(0));
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@ pub mod body;
 pub mod config;
 pub mod engine;
 pub mod error;
+// The fuzz targets' properties (`fuzz/`), replayed over the kept inputs by `cargo test`.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod listing;

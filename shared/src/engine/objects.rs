@@ -730,14 +730,16 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         backend: &BackendConfig,
         keys: &[String],
     ) -> BTreeMap<String, (String, String)> {
-        let real: BTreeMap<String, &String> = keys.iter().map(|k| (call.real_key(k), k)).collect();
         let fail_all = |e: &S3Error| -> BTreeMap<String, (String, String)> {
             keys.iter()
                 .map(|k| (k.clone(), (e.code.as_str().to_owned(), e.message.clone())))
                 .collect()
         };
-        let real_keys: Vec<&str> = real.keys().map(String::as_str).collect();
-        let xml_body = delete_request_xml(&real_keys);
+        let real: Vec<String> = keys.iter().map(|k| call.real_key(k)).collect();
+        let xml_body = crate::xml::delete_objects(&crate::xml::DeleteRequest {
+            quiet: false,
+            keys: real.clone(),
+        });
         let md5 = base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
             md5_digest(xml_body.as_bytes()),
@@ -749,46 +751,30 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let mut request = BackendRequest::new(Method::POST, uri).with_bytes(Bytes::from(xml_body));
         backend::insert_header(&mut request.headers, "content-md5", &md5);
         backend::insert_header(&mut request.headers, "content-type", "application/xml");
-        let response = match self.send(call, backend, "DeleteObjects", request).await {
-            Ok(r) => r,
-            Err(e) => return fail_all(&e),
-        };
-        if !response.status().is_success() {
-            return fail_all(&backend_error(&backend.name, response).await);
-        }
-        let result = match response.into_body().collect(16 * 1024 * 1024).await {
-            Ok(body) => parse_delete_result(&body),
+        let answer = match self.send(call, backend, "DeleteObjects", request).await {
+            Ok(response) if response.status().is_success() => {
+                match response.into_body().collect(16 * 1024 * 1024).await {
+                    Ok(body) => crate::xml::parse_delete_result(&body),
+                    Err(e) => Err(e),
+                }
+            }
+            Ok(response) => Err(backend_error(&backend.name, response).await),
             Err(e) => Err(e),
         };
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(backend = %backend.name, error = %e, "unreadable DeleteObjects answer: no key counts as deleted");
-                return fail_all(&S3Error::internal());
-            }
+        let answer = match answer {
+            Ok(a) => a,
+            // Logged where it was read; no key counts as deleted.
+            Err(e) => return fail_all(&e),
         };
-        let mut not_deleted = BTreeMap::new();
-        let mut accounted: std::collections::BTreeSet<&str> = Default::default();
-        for real_key in &result.deleted {
-            accounted.insert(real_key.as_str());
-        }
-        for (real_key, code, message) in &result.errors {
-            accounted.insert(real_key.as_str());
-            if code == "NoSuchKey" {
-                continue;
-            }
-            if let Some(key) = real.get(real_key) {
-                not_deleted.insert((*key).clone(), (code.clone(), message.clone()));
-            }
-        }
-        for (real_key, key) in &real {
-            if !accounted.contains(real_key.as_str()) {
-                tracing::error!(backend = %backend.name, key = %real_key, "DeleteObjects answer does not account for a key: not counted as deleted");
-                let e = S3Error::internal();
-                not_deleted.insert((*key).clone(), (e.code.as_str().to_owned(), e.message));
-            }
-        }
-        not_deleted
+        keys.iter()
+            .zip(crate::xml::account_deletes(&real, &answer))
+            // A key the backend never had is deleted as far as the client can tell.
+            .filter_map(|(key, failure)| {
+                failure
+                    .filter(|(code, _)| code != "NoSuchKey")
+                    .map(|f| (key.clone(), f))
+            })
+            .collect()
     }
 
     pub(crate) async fn copy_object(
@@ -1101,109 +1087,6 @@ fn md5_digest(bytes: &[u8]) -> [u8; 16] {
     md5::Md5::digest(bytes).into()
 }
 
-/// The DeleteObjects body sent to a backend. Not quiet: every key must come back as
-/// `Deleted` or `Error`, so a key the answer forgets is not taken as deleted.
-fn delete_request_xml(real_keys: &[&str]) -> String {
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>false</Quiet>");
-    for k in real_keys {
-        s.push_str("<Object><Key>");
-        s.push_str(&crate::xml::escape(k));
-        s.push_str("</Key></Object>");
-    }
-    s.push_str("</Delete>");
-    s
-}
-
-/// A backend's DeleteResult: the real keys deleted, and the ones that failed with their code
-/// and message.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct DeleteResult {
-    deleted: Vec<String>,
-    errors: Vec<(String, String, String)>,
-}
-
-/// Parses a backend's DeleteResult. Anything but a well-formed `DeleteResult` document is an
-/// error: an answer that cannot be read never turns into keys reported deleted.
-/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html#API_DeleteObjects_ResponseSyntax>
-fn parse_delete_result(xml: &[u8]) -> Result<DeleteResult, S3Error> {
-    use quick_xml::events::Event;
-    let bad = |why: String| {
-        tracing::error!(why, "malformed DeleteResult from a backend");
-        S3Error::internal()
-    };
-    let mut reader = quick_xml::Reader::from_reader(xml);
-    let mut out = DeleteResult::default();
-    // Element names from the root down, and the text of the current leaf.
-    let mut path: Vec<String> = Vec::new();
-    let mut text = String::new();
-    let (mut key, mut code, mut message) = (None::<String>, String::new(), String::new());
-    let mut root_seen = false;
-    let mut buf = Vec::new();
-    loop {
-        let event = reader
-            .read_event_into(&mut buf)
-            .map_err(|e| bad(e.to_string()))?;
-        match event {
-            Event::Start(e) => {
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                if path.is_empty() {
-                    if name != "DeleteResult" || root_seen {
-                        return Err(bad(format!("root element {name}")));
-                    }
-                    root_seen = true;
-                }
-                if path.len() == 1 {
-                    (key, code, message) = (None, String::new(), String::new());
-                }
-                path.push(name);
-                text.clear();
-            }
-            // An empty `<DeleteResult/>` is valid only when nothing was asked.
-            Event::Empty(e) if path.is_empty() => {
-                if e.local_name().as_ref() != b"DeleteResult" || root_seen {
-                    return Err(bad("empty root".into()));
-                }
-                root_seen = true;
-            }
-            Event::Text(t) => {
-                text.push_str(&t.unescape().map_err(|e| bad(e.to_string()))?);
-            }
-            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
-            Event::End(_) => {
-                let Some(name) = path.pop() else {
-                    return Err(bad("unbalanced end".into()));
-                };
-                match (path.len(), name.as_str()) {
-                    (2, "Key") => key = Some(std::mem::take(&mut text)),
-                    (2, "Code") => code = std::mem::take(&mut text),
-                    (2, "Message") => message = std::mem::take(&mut text),
-                    (1, "Deleted") => match key.take() {
-                        Some(k) => out.deleted.push(k),
-                        None => return Err(bad("Deleted without Key".into())),
-                    },
-                    (1, "Error") => match key.take() {
-                        Some(k) if !code.is_empty() => out.errors.push((
-                            k,
-                            std::mem::take(&mut code),
-                            std::mem::take(&mut message),
-                        )),
-                        _ => return Err(bad("Error without Key or Code".into())),
-                    },
-                    _ => {}
-                }
-                text.clear();
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-        buf.clear();
-    }
-    if !root_seen || !path.is_empty() {
-        return Err(bad("truncated document".into()));
-    }
-    Ok(out)
-}
-
 /// DeleteObjects must carry `Content-MD5` or an `x-amz-checksum-*` header, and the body must
 /// match it, as AWS requires.
 /// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html>
@@ -1279,51 +1162,5 @@ mod tests {
         assert!(parse_copy_source("b").is_err());
         assert!(parse_copy_source("/b/").is_err());
         assert!(parse_copy_source("b/k?versionId=abc").is_err());
-    }
-
-    #[test]
-    fn delete_results_are_read() {
-        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
-<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Deleted><Key>a &amp; b</Key></Deleted><Error><Key>b/c</Key><Code>AccessDenied</Code><Message>no</Message></Error></DeleteResult>"#;
-        assert_eq!(
-            parse_delete_result(body).unwrap(),
-            DeleteResult {
-                deleted: vec!["a & b".into()],
-                errors: vec![("b/c".into(), "AccessDenied".into(), "no".into())],
-            }
-        );
-        assert_eq!(
-            parse_delete_result(b"<DeleteResult/>").unwrap(),
-            DeleteResult::default()
-        );
-    }
-
-    #[test]
-    fn garbled_delete_results_are_errors_never_successes() {
-        for garbled in [
-            &b""[..],
-            b"not xml at all",
-            b"<DeleteResult><Deleted><Key>a</Key></Deleted>",
-            b"<DeleteResult><Deleted><Key>a</Key></Deleted></Oops>",
-            b"<Error><Code>InternalError</Code></Error>",
-            b"<DeleteResult><Deleted></Deleted></DeleteResult>",
-            b"<DeleteResult><Error><Key>a</Key></Error></DeleteResult>",
-            b"<DeleteResult></DeleteResult><DeleteResult></DeleteResult>",
-            b"<html><body>502 Bad Gateway</body></html>",
-        ] {
-            let r = parse_delete_result(garbled);
-            assert!(
-                r.is_err(),
-                "{:?} gave {r:?}",
-                String::from_utf8_lossy(garbled)
-            );
-        }
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn delete_result_parser_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
-            let _ = parse_delete_result(&bytes);
-        }
     }
 }

@@ -662,6 +662,38 @@ fn delete_objects_across_backends() {
     }
 }
 
+/// A backend's DeleteResult is checked against the keys sent to it: an answer naming a key
+/// outside the bucket's layout prefix (here one whose byte offset falls inside a character)
+/// or an unreadable answer leaves the keys failed and indexed, never a panic nor a false
+/// "Deleted".
+#[test]
+fn delete_objects_checks_every_backend_answer() {
+    let odd = "<DeleteResult><Error><Key>photo\u{20ac}s</Key><Code>AccessDenied</Code><Message>no</Message></Error></DeleteResult>";
+    let truncated = "<DeleteResult><Deleted><Key>photos/k1</Key></Deleted>";
+    for answer in [odd, truncated] {
+        let h = Harness::new(Strategy::RoundRobin);
+        h.put("/photos/k1", b"keep");
+        for endpoint in ENDPOINTS {
+            h.s3().set_delete_answer(endpoint, Some(answer));
+        }
+        let r = h.delete_keys("photos", &["k1", "never"]);
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let text = r.text();
+        assert!(tags(&text, "Deleted").is_empty(), "{answer}: {text}");
+        assert_eq!(
+            tags(&text, "Code"),
+            vec!["InternalError", "InternalError"],
+            "{text}"
+        );
+        assert_eq!(tags(&text, "Key"), vec!["k1", "never"]);
+        // Still there, and still found through the index.
+        assert_eq!(h.get("/photos/k1").text(), "keep");
+        assert!(block_on(h.engine.store().get_object("photos", "k1"))
+            .unwrap()
+            .is_some());
+    }
+}
+
 #[test]
 fn unimplemented_subresources_never_touch_the_object() {
     let h = Harness::new(Strategy::RoundRobin);

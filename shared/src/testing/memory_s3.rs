@@ -37,8 +37,7 @@ use super::body::MemBody;
 use crate::body::Body;
 use crate::error::{S3Error, S3ErrorCode};
 use crate::http::{HttpClient, TransportError, TransportErrorKind};
-
-const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+use crate::xml::{Element, Writer};
 /// What S3 stores as Content-Type when a PUT names none.
 const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 /// S3's minimum size of every multipart part but the last.
@@ -144,6 +143,8 @@ struct Endpoint {
     down: bool,
     failure: Option<S3ErrorCode>,
     faults: Vec<Fault>,
+    /// A canned DeleteObjects answer (200, this body; nothing deleted): a misbehaving backend.
+    delete_answer: Option<String>,
     buckets: BTreeMap<String, Bucket>,
 }
 
@@ -245,6 +246,7 @@ impl MemoryS3 {
             down: false,
             failure: None,
             faults: Vec::new(),
+            delete_answer: None,
             buckets: BTreeMap::new(),
         };
         self.lock()
@@ -276,6 +278,13 @@ impl MemoryS3 {
 
     pub fn clear_faults(&self, endpoint: &str) {
         self.with_endpoint(endpoint, |ep, _| ep.faults.clear())
+    }
+
+    /// While set, DeleteObjects on the endpoint deletes nothing and answers 200 with this body
+    /// (a backend whose answer is malformed, or does not match the request).
+    pub fn set_delete_answer(&self, endpoint: &str, body: Option<&str>) {
+        let body = body.map(str::to_owned);
+        self.with_endpoint(endpoint, |ep, _| ep.delete_answer = body)
     }
 
     /// Sets the logical clock; the next write is stamped with `now`.
@@ -600,7 +609,10 @@ impl Endpoint {
                 list_objects_v2(&buckets[&req.bucket], req)
             }
             ("GET", false) => list_objects_v1(&buckets[&req.bucket], req),
-            ("POST", false) if req.has_q("delete") => delete_objects(buckets, req),
+            ("POST", false) if req.has_q("delete") => match &self.delete_answer {
+                Some(body) => Ok(xml_response(body.clone())),
+                None => delete_objects(buckets, req),
+            },
             ("GET", true) if req.has_q("uploadId") => list_parts(buckets, req),
             ("GET" | "HEAD", true) => get_object(buckets, req),
             ("PUT", true) if req.has_q("uploadId") => match copy_source {
@@ -987,7 +999,7 @@ fn delete_objects(buckets: &mut Buckets, req: &Req) -> Reply {
     }
     let quiet = doc.child("Quiet").is_some_and(|q| q.text.trim() == "true");
     let keys: Vec<String> = doc
-        .children("Object")
+        .all("Object")
         .map(|o| o.child("Key").map(|k| k.text.clone()))
         .collect::<Option<_>>()
         .ok_or_else(malformed_xml)?;
@@ -1358,7 +1370,7 @@ fn complete_multipart_upload(
         return Err(malformed_xml());
     }
     let listed: Vec<(u32, String)> = doc
-        .children("Part")
+        .all("Part")
         .map(|p| {
             Some((
                 p.child("PartNumber")?.text.trim().parse().ok()?,
@@ -1711,147 +1723,68 @@ fn xml_response(xml: String) -> Response<MemBody> {
 /// An error as S3 renders it.
 /// <https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html>
 fn error_response(error: &S3Error) -> Response<MemBody> {
-    let mut xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>",
-        error.code,
-        escape(&error.message)
-    );
+    let mut xml = Writer::new("Error", false);
+    xml.el("Code", error.code.as_str())
+        .el("Message", &error.message);
     if let Some(resource) = &error.resource {
-        xml.push_str(&format!("<Resource>{}</Resource>", escape(resource)));
+        xml.el("Resource", resource);
     }
-    xml.push_str("<RequestId>MEMORYS3</RequestId></Error>");
+    xml.el("RequestId", "MEMORYS3");
     Response::builder()
         .status(error.status())
         .header(header::CONTENT_TYPE, "application/xml")
-        .body(MemBody::from(Bytes::from(xml)))
+        .body(MemBody::from(Bytes::from(xml.finish("Error"))))
         .expect("valid response")
 }
 
 // ---------------------------------------------------------------------------------------------
-// XML
-
-/// Escapes text for XML element content and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+// XML: the gateway's one writer and reader (`crate::xml`), behind the small by-value builder
+// the handlers above use.
 
 /// Builds an answer document in the S3 namespace.
 struct Xml {
-    buf: String,
+    writer: Writer,
     root: &'static str,
 }
 
 impl Xml {
     fn new(root: &'static str) -> Self {
         Xml {
-            buf: format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{S3_NS}\">"),
+            writer: Writer::new(root, true),
             root,
         }
     }
 
     fn el(mut self, name: &str, text: &str) -> Self {
-        self.buf
-            .push_str(&format!("<{name}>{}</{name}>", escape(text)));
+        self.writer.el(name, text);
         self
     }
 
     fn open(mut self, name: &str) -> Self {
-        self.buf.push_str(&format!("<{name}>"));
+        self.writer.open(name);
         self
     }
 
     fn close(mut self, name: &str) -> Self {
-        self.buf.push_str(&format!("</{name}>"));
+        self.writer.close(name);
         self
     }
 
     /// Closes the root element.
-    fn finish(mut self) -> String {
-        self.buf.push_str(&format!("</{}>", self.root));
-        self.buf
+    fn finish(self) -> String {
+        self.writer.finish(self.root)
     }
 }
 
-/// A parsed request document: element local names, text (unescaped, untrimmed), children.
-struct Node {
-    name: String,
-    text: String,
-    children: Vec<Node>,
-}
-
-impl Node {
-    fn child(&self, name: &str) -> Option<&Node> {
-        self.children.iter().find(|c| c.name == name)
-    }
-
-    fn children<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
-        self.children.iter().filter(move |c| c.name == name)
-    }
-}
-
-fn parse_xml(bytes: &[u8]) -> Result<Node, S3Error> {
-    use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_reader(bytes);
-    let mut buf = Vec::new();
-    let mut stack: Vec<Node> = Vec::new();
-    let new_node = |name: &[u8]| Node {
-        name: String::from_utf8_lossy(name).into_owned(),
-        text: String::new(),
-        children: Vec::new(),
-    };
-    loop {
-        match reader
-            .read_event_into(&mut buf)
-            .map_err(|_| malformed_xml())?
-        {
-            Event::Start(e) => stack.push(new_node(e.local_name().as_ref())),
-            Event::Empty(e) => {
-                let node = new_node(e.local_name().as_ref());
-                stack
-                    .last_mut()
-                    .ok_or_else(malformed_xml)?
-                    .children
-                    .push(node);
-            }
-            Event::Text(t) => {
-                if let Some(top) = stack.last_mut() {
-                    top.text
-                        .push_str(&t.unescape().map_err(|_| malformed_xml())?);
-                }
-            }
-            Event::CData(t) => {
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&String::from_utf8_lossy(&t));
-                }
-            }
-            Event::End(_) => {
-                let node = stack.pop().ok_or_else(malformed_xml)?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
-                    None => return Ok(node),
-                }
-            }
-            Event::Eof => return Err(malformed_xml()),
-            _ => {}
-        }
-        buf.clear();
-    }
+/// A request document; `MalformedXML` when it is not well-formed.
+fn parse_xml(bytes: &[u8]) -> Result<Element, S3Error> {
+    crate::xml::parse(bytes).map_err(|_| malformed_xml())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xml::escape;
     use futures_executor::block_on;
 
     const EP: &str = "http://127.0.0.1:9001";
@@ -2930,7 +2863,7 @@ mod tests {
             parse_xml(b"<a xmlns='x'><b> sp &amp; &#65; </b><c/><b><![CDATA[<raw>]]></b></a>")
                 .unwrap();
         assert_eq!(doc.name, "a");
-        let texts: Vec<_> = doc.children("b").map(|b| b.text.as_str()).collect();
+        let texts: Vec<_> = doc.all("b").map(|b| b.text.as_str()).collect();
         assert_eq!(texts, vec![" sp & A ", "<raw>"]);
         assert!(doc.child("c").is_some());
         assert_eq!(

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `shared::fuzzing::listing` for the input format and the properties checked.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shared::fuzzing::listing(data));
