@@ -80,7 +80,9 @@ pub fn dev_config(backends: Vec<BackendConfig>, db: &Path, port: u16) -> Config 
             host: "127.0.0.1".into(),
             port,
             shutdown_timeout: Duration::from_secs(10),
+            ..ServerConfig::default()
         },
+        backend_client: Default::default(),
         virtual_buckets: vec![VirtualBucketConfig {
             name: DEV_BUCKET.into(),
             backends: backends.iter().map(|b| b.name.clone()).collect(),
