@@ -16,9 +16,8 @@ use shared::http::HttpClient;
 use shared::sigv4::sign::{presign, sign_request, PayloadHash};
 use tokio::net::TcpListener;
 
-use crate::body::ServerBody;
-use crate::client::BackendClient;
 use crate::store::AnyStore;
+use native::{BackendClient, NativeBody};
 
 /// The gateway's dev credential (documented in the README and printed at start).
 pub const DEV_ACCESS_KEY: &str = "devkey";
@@ -155,7 +154,7 @@ async fn put_sample(
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body));
     let request = http::Request::put(uri)
         .header("content-type", "text/plain")
-        .body(ServerBody::Full(body.into()))
+        .body(NativeBody::Full(body.into()))
         .map_err(|e| e.to_string())?;
     let (mut parts, body) = request.into_parts();
     sign_request(
@@ -282,7 +281,7 @@ mod tests {
                     .uri(&uri)
                     .header("x-amz-content-sha256", &hash)
                     .header("content-length", body.len())
-                    .body(ServerBody::Full(body.into()))
+                    .body(NativeBody::Full(body.into()))
                     .unwrap();
                 sign_with_aws_sigv4(&mut req, "k1", secret, &hash);
                 let resp = client.send(req).await.unwrap();
@@ -312,7 +311,7 @@ mod tests {
         );
     }
 
-    fn sign_with_aws_sigv4(req: &mut http::Request<ServerBody>, ak: &str, sk: &str, hash: &str) {
+    fn sign_with_aws_sigv4(req: &mut http::Request<NativeBody>, ak: &str, sk: &str, hash: &str) {
         use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
         let identity = aws_credential_types::Credentials::new(ak, sk, None, None, "test").into();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
@@ -395,7 +394,7 @@ mod tests {
             let (mut parts, body) = http::Request::builder()
                 .method(method.clone())
                 .uri(&uri)
-                .body(ServerBody::Empty)
+                .body(NativeBody::Empty)
                 .unwrap()
                 .into_parts();
             sign_request(
@@ -434,7 +433,7 @@ mod tests {
         let resp = client
             .send(
                 http::Request::get(presigned)
-                    .body(ServerBody::Empty)
+                    .body(NativeBody::Empty)
                     .unwrap(),
             )
             .await
@@ -448,7 +447,7 @@ mod tests {
         let resp = client
             .send(
                 http::Request::get(location)
-                    .body(ServerBody::Empty)
+                    .body(NativeBody::Empty)
                     .unwrap(),
             )
             .await
