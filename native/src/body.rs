@@ -93,8 +93,13 @@ impl NativeBody {
         if len == Some(0) {
             return NativeBody::Empty;
         }
+        // Only a body with a Content-Length ends early: the engine can tell it from a whole
+        // one by its length. A chunked body cut short stays an error.
+        let announced = len.is_some();
         let stream = http_body_util::BodyDataStream::new(body)
-            .take_while(|r| std::future::ready(!r.as_ref().is_err_and(ends_short)))
+            .take_while(move |r| {
+                std::future::ready(!(announced && r.as_ref().is_err_and(ends_short)))
+            })
             .map(|r| r.map_err(|e| BodyError::Transport(e.into())));
         let stream: ByteStream = match read_timeout {
             Some(t) => Box::pin(StallStream::new(stream, t, BodyError::ClientStalled)),
@@ -541,6 +546,16 @@ mod tests {
         )
         .await;
         assert_eq!(result.unwrap(), Bytes::from_static(b"abcd"));
+
+        // Chunked, cut short: no length to check, so the cut stays an error.
+        let (len, result) = client_body(
+            b"PUT /b/k HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n",
+            true,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(len, None);
+        assert_eq!(result.unwrap_err().code, S3ErrorCode::IncompleteBody);
     }
 
     #[tokio::test]
