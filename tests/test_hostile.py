@@ -131,6 +131,7 @@ class Watcher:
         self.sockets: dict[int, socket.socket] = {}
         self.started: dict[int, float] = {}
         self.closed: dict[int, float] = {}
+        self.answers: dict[int, bytes] = {}
 
     def add(self, s: socket.socket, started: float):
         s.setblocking(False)
@@ -155,6 +156,8 @@ class Watcher:
                 data = b""
             if not data:
                 self.closed[fd] = now
+            elif fd not in self.answers:
+                self.answers[fd] = data
 
     def ages_at_close(self) -> list[float]:
         return sorted(self.closed[fd] - self.started[fd] for fd in self.closed)
@@ -232,6 +235,8 @@ def test_idle_slow_header_and_stalled_body_connections_are_closed_in_time_while_
         }
         for name, ages in report.items():
             print(f"{name}: {len(ages)} closed, after {ages[0]:.2f}..{ages[-1]:.2f} s" if ages else f"{name}: none closed")
+        answers = sorted({str(status_and_code(a)) for a in stalled.answers.values()})
+        print(f"stalled bodies were answered: {answers or 'nothing'}")
         ok = [r for r in results if r[0]]
         latencies = sorted(r[1] for r in ok)
         print(
