@@ -559,6 +559,36 @@ mod tests {
         assert_eq!(table.open_count(), 0);
     }
 
+    #[tokio::test]
+    async fn out_of_descriptors_accept_backs_off_and_frees_idle_connections() {
+        let table = ConnectionTable::new(1 << 20);
+        let idle: Vec<Conn> = (0..20).map(|_| table.admit(100).unwrap()).collect();
+        let emfile = io::Error::from_raw_os_error(24);
+        let mut backoff = AcceptBackoff::default();
+        let started = std::time::Instant::now();
+        for _ in 0..6 {
+            backoff.failed(&emfile, &table).await;
+        }
+        // 1 + 2 + 4 + 8 + 16 + 32 ms of pauses, not a spin.
+        assert!(
+            started.elapsed() >= Duration::from_millis(63),
+            "{:?}",
+            started.elapsed()
+        );
+        // Each failure closes up to 16 idle connections: all 20 are told to close.
+        assert_eq!(table.open_count(), 0);
+        assert!(idle.iter().all(|c| c.state.close.load(Ordering::Acquire)));
+        backoff.succeeded();
+        assert_eq!(backoff.pause, Duration::ZERO);
+
+        // Another error (a connection aborted before accept) does not wait.
+        let started = std::time::Instant::now();
+        backoff
+            .failed(&io::Error::from(io::ErrorKind::ConnectionAborted), &table)
+            .await;
+        assert!(started.elapsed() < Duration::from_millis(50));
+    }
+
     #[test]
     fn refusals_in_progress_are_bounded() {
         let table = ConnectionTable::new(1024);
