@@ -289,9 +289,12 @@ def make_config(
     base_domains: Iterable[str] = (BASE_DOMAIN,),
     metrics_token: str | None = None,
     shutdown_timeout: str = "5s",
+    server: dict | None = None,
+    backend_client: dict | None = None,
 ) -> str:
     """The gateway's config.yaml (the Go s3-balance keys plus ours, see
-    config/config.example.yaml). Returns YAML text."""
+    config/config.example.yaml). `server` adds keys to the `server` section (timeouts,
+    max_connections); `backend_client` is that section. Returns YAML text."""
     if credentials is None:
         credentials = [
             {"access_key": ADMIN_KEY, "secret_key": ADMIN_SECRET},
@@ -332,7 +335,7 @@ def make_config(
         buckets.append(entry)
     base_domains = list(base_domains)
     doc = {
-        "server": {"host": HOST, "port": port, "shutdown_timeout": shutdown_timeout},
+        "server": {"host": HOST, "port": port, "shutdown_timeout": shutdown_timeout, **(server or {})},
         "metadata": {"type": "sqlite", "path": str(db_path)},
         "buckets": buckets,
         "balancer": {
@@ -363,6 +366,8 @@ def make_config(
             doc["s3api"]["base_domains"] = base_domains[1:]
     if metrics_token:
         doc["metrics"]["token"] = metrics_token
+    if backend_client:
+        doc["backend_client"] = backend_client
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
@@ -381,6 +386,8 @@ class Gateway:
     options: dict = field(default_factory=dict)
     port: int = 0
     proc: Proc | None = None
+    # Words run before the binary, which they must exec (limits: `sh -c 'ulimit ...; exec "$@"'`).
+    command_prefix: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -414,7 +421,7 @@ class Gateway:
         assert self.proc is None or not self.proc.alive()
         self.proc = Proc(
             f"gateway-{self.dir.name}",
-            [gateway_binary(), "serve", "--config", str(self.config_path)],
+            [*self.command_prefix, gateway_binary(), "serve", "--config", str(self.config_path)],
             self.dir,
             env={"RUST_LOG": os.environ.get("RUST_LOG", "info"), "RUST_BACKTRACE": "1"},
         )

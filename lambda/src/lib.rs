@@ -11,8 +11,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod body;
-pub mod client;
 pub mod setup;
 
 use std::sync::{Arc, Mutex};

@@ -1,12 +1,14 @@
 //! Building the [`App`] of a Lambda instance from its environment.
 
+use std::time::Duration;
+
+use native::{BackendClient, ClientSettings, PoolScope};
 use shared::config::Config;
 
-use crate::client::ReqwestClient;
 use crate::{parse_config, App, DynamoStore};
 
 /// The app as the two functions build it.
-pub type LambdaApp = App<DynamoStore, ReqwestClient>;
+pub type LambdaApp = App<DynamoStore, BackendClient>;
 
 /// Reads `S3_BALANCE_CONFIG` (YAML or TOML, `${VAR}` from the environment) and
 /// `S3_BALANCE_TABLE`, and builds the app over DynamoDB (the SDK's standard environment:
@@ -23,8 +25,18 @@ pub async fn from_env() -> Result<LambdaApp, String> {
         tracing::warn!(warning = %w, "S3_BALANCE_CONFIG");
     }
     let store = DynamoStore::new(DynamoStore::client_from_env().await, &table);
-    let client = ReqwestClient::new().map_err(|e| format!("building the HTTP client: {e}"))?;
+    let client = backend_client(&config)?;
     Ok(App::new(config, &table, store, client))
+}
+
+/// The HTTP client to backends, with the config's `backend_client` timeouts (read at start:
+/// a changed `config` document does not change them). One pool for the instance: the runtime
+/// is multi-threaded, and Lambda freezes idle instances, so pooled connections are dropped
+/// sooner than the server's (one may be dead when the instance thaws).
+pub fn backend_client(config: &Config) -> Result<BackendClient, String> {
+    let settings = ClientSettings::new(&config.backend_client, PoolScope::Shared)
+        .pool_idle_timeout(Duration::from_secs(30));
+    BackendClient::with_settings(settings).map_err(|e| format!("building the HTTP client: {e}"))
 }
 
 /// JSON logs to stdout (CloudWatch), level from `RUST_LOG` (default `info`).

@@ -9,9 +9,8 @@ use shared::config::BackendConfig;
 use shared::http::{HttpClient, RequestTimeout};
 use shared::sigv4::sign::{sign_request, PayloadHash};
 
-use crate::body::ServerBody;
-use crate::client::BackendClient;
 use crate::setup::load_config;
+use native::{BackendClient, NativeBody};
 
 /// SHA-256 of the empty body.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -44,7 +43,7 @@ pub async fn probe(
             .parse()
             .map_err(|e| format!("bad endpoint: {e}"))?;
         let (mut parts, body) = http::Request::get(uri)
-            .body(ServerBody::Empty)
+            .body(NativeBody::Empty)
             .map_err(|e| e.to_string())?
             .into_parts();
         sign_request(

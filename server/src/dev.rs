@@ -16,9 +16,8 @@ use shared::http::HttpClient;
 use shared::sigv4::sign::{presign, sign_request, PayloadHash};
 use tokio::net::TcpListener;
 
-use crate::body::ServerBody;
-use crate::client::BackendClient;
 use crate::store::AnyStore;
+use native::{BackendClient, NativeBody};
 
 /// The gateway's dev credential (documented in the README and printed at start).
 pub const DEV_ACCESS_KEY: &str = "devkey";
@@ -80,7 +79,9 @@ pub fn dev_config(backends: Vec<BackendConfig>, db: &Path, port: u16) -> Config 
             host: "127.0.0.1".into(),
             port,
             shutdown_timeout: Duration::from_secs(10),
+            ..ServerConfig::default()
         },
+        backend_client: Default::default(),
         virtual_buckets: vec![VirtualBucketConfig {
             name: DEV_BUCKET.into(),
             backends: backends.iter().map(|b| b.name.clone()).collect(),
@@ -156,7 +157,7 @@ async fn put_sample(
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body));
     let request = http::Request::put(uri)
         .header("content-type", "text/plain")
-        .body(ServerBody::Full(body.into()))
+        .body(NativeBody::Full(body.into()))
         .map_err(|e| e.to_string())?;
     let (mut parts, body) = request.into_parts();
     sign_request(
@@ -283,7 +284,7 @@ mod tests {
                     .uri(&uri)
                     .header("x-amz-content-sha256", &hash)
                     .header("content-length", body.len())
-                    .body(ServerBody::Full(body.into()))
+                    .body(NativeBody::Full(body.into()))
                     .unwrap();
                 sign_with_aws_sigv4(&mut req, "k1", secret, &hash);
                 let resp = client.send(req).await.unwrap();
@@ -313,7 +314,7 @@ mod tests {
         );
     }
 
-    fn sign_with_aws_sigv4(req: &mut http::Request<ServerBody>, ak: &str, sk: &str, hash: &str) {
+    fn sign_with_aws_sigv4(req: &mut http::Request<NativeBody>, ak: &str, sk: &str, hash: &str) {
         use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
         let identity = aws_credential_types::Credentials::new(ak, sk, None, None, "test").into();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
@@ -396,7 +397,7 @@ mod tests {
             let (mut parts, body) = http::Request::builder()
                 .method(method.clone())
                 .uri(&uri)
-                .body(ServerBody::Empty)
+                .body(NativeBody::Empty)
                 .unwrap()
                 .into_parts();
             sign_request(
@@ -435,7 +436,7 @@ mod tests {
         let resp = client
             .send(
                 http::Request::get(presigned)
-                    .body(ServerBody::Empty)
+                    .body(NativeBody::Empty)
                     .unwrap(),
             )
             .await
@@ -449,7 +450,7 @@ mod tests {
         let resp = client
             .send(
                 http::Request::get(location)
-                    .body(ServerBody::Empty)
+                    .body(NativeBody::Empty)
                     .unwrap(),
             )
             .await

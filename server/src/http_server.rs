@@ -8,14 +8,15 @@ use std::time::{Instant, SystemTime};
 
 use futures_util::FutureExt;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use native::NativeBody;
 use shared::body::Body as _;
 use shared::engine::{RequestContext, RequestLog};
 use tokio::net::TcpListener;
 
-use crate::body::ServerBody;
+use crate::connections::{self, AcceptBackoff, ClientIo, Conn, ConnectionTable, Deadlines};
 use crate::setup::ServerEngine;
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish for up to the config's
@@ -40,12 +41,14 @@ pub async fn serve_threads(
     threads: usize,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    let table = connection_table(&engine);
     tracing::info!(address = %listener.local_addr()?, threads, "listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut finished = Vec::new();
     for i in 0..threads.max(1) {
         let listener = listener.try_clone()?;
         let engine = engine.clone();
+        let table = table.clone();
         let mut stop_rx = stop_rx.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         std::thread::Builder::new()
@@ -60,7 +63,7 @@ pub async fn serve_threads(
                             let stop = async move {
                                 let _ = stop_rx.wait_for(|stop| *stop).await;
                             };
-                            serve_connections(engine, listener, stop).await
+                            serve_connections(engine, listener, table, stop).await
                         });
                         // Idle keep-alive connections must not hold the exit.
                         runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -102,45 +105,74 @@ pub async fn serve_until(
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "listening");
-    serve_connections(engine, listener, stop).await
+    let table = connection_table(&engine);
+    serve_connections(engine, listener, table, stop).await
+}
+
+/// The process's connection table, after raising the open-files limit it is sized by.
+fn connection_table(engine: &ServerEngine) -> Arc<ConnectionTable> {
+    let open_files = connections::raise_open_files_limit();
+    let table = ConnectionTable::new(open_files);
+    let server = &engine.config().server;
+    tracing::info!(
+        open_files,
+        max_connections = table.cap(server.max_connections),
+        read_header_timeout_ms = server.read_header_timeout.as_millis() as u64,
+        read_timeout_ms = server.read_timeout.as_millis() as u64,
+        write_timeout_ms = server.write_timeout.as_millis() as u64,
+        idle_timeout_ms = server.idle_timeout.as_millis() as u64,
+        "client connections"
+    );
+    table
 }
 
 /// The accept loop: one task per connection on the current runtime; when `stop` completes,
-/// accepting ends and in-flight requests get `server.shutdown_timeout` to finish.
+/// accepting ends and in-flight requests get `server.shutdown_timeout` to finish. Each
+/// connection is admitted by `table` (the connection cap) and watched by [`ClientIo`] (the
+/// phase deadlines of `server.*_timeout`, read from the config at its accept).
 async fn serve_connections(
     engine: Arc<ServerEngine>,
     listener: TcpListener,
+    table: Arc<ConnectionTable>,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
+    let mut backoff = AcceptBackoff::default();
     loop {
         let socket = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => socket,
+                Ok((socket, _)) => {
+                    backoff.succeeded();
+                    socket
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    backoff.failed(&e, &table).await;
                     continue;
                 }
             },
             () = stop.as_mut() => break,
         };
-        let _ = socket.set_nodelay(true);
-        let engine = engine.clone();
-        let service = service_fn(move |req| handle(engine.clone(), req));
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(socket), service)
-                .into_owned(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let config = engine.config();
+        let Some(conn) = table.admit(config.server.max_connections) else {
+            if let Some(refusal) = table.refusal() {
+                tokio::spawn(connections::refuse(socket, refusal));
             }
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let state = conn.state().clone();
+        let read_timeout = config.server.read_timeout;
+        let io = ClientIo::new(socket, conn, Deadlines::new(&config.server));
+        let engine = engine.clone();
+        let service = service_fn(move |req| {
+            let request = Conn::request(&state);
+            handle(engine.clone(), req, read_timeout)
+                .map(|r| r.map(|response| response.map(|b| connections::Tracked::new(b, request))))
         });
+        let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+        tokio::spawn(connections::run(conn));
     }
     drop(listener);
     let timeout = engine.config().server.shutdown_timeout;
@@ -180,10 +212,11 @@ pub fn request_id() -> String {
 async fn handle(
     engine: Arc<ServerEngine>,
     req: http::Request<hyper::body::Incoming>,
-) -> Result<http::Response<ServerBody>, Infallible> {
+    read_timeout: std::time::Duration,
+) -> Result<http::Response<NativeBody>, Infallible> {
     let started = Instant::now();
     // The URI is kept as sent (raw path and query): the signature covers it byte for byte.
-    let req = req.map(ServerBody::from_incoming);
+    let req = req.map(|body| NativeBody::client_request(body, Some(read_timeout)));
     let method = req.method().clone();
     // hyper sends "100 Continue" only when the body is read; an empty body never is, and
     // botocore then misreads the next response on that connection. Close it instead.
@@ -269,17 +302,22 @@ struct AccessLog {
 }
 
 impl AccessLog {
-    fn attach(mut self, body: ServerBody) -> ServerBody {
+    fn attach(mut self, body: NativeBody) -> NativeBody {
         match body {
-            ServerBody::Stream { stream, len } => {
+            NativeBody::Stream {
+                stream,
+                len,
+                ends_early,
+            } => {
                 self.streamed = Some(0);
                 self.expected = len;
-                ServerBody::Stream {
+                NativeBody::Stream {
                     stream: Box::pin(LoggedStream {
                         inner: stream,
                         entry: self,
                     }),
                     len,
+                    ends_early,
                 }
             }
             body => {
@@ -323,12 +361,12 @@ impl Drop for AccessLog {
 }
 
 struct LoggedStream {
-    inner: crate::body::ByteStream,
+    inner: native::ByteStream,
     entry: AccessLog,
 }
 
 impl futures_core::Stream for LoggedStream {
-    type Item = Result<bytes::Bytes, crate::body::BodyError>;
+    type Item = Result<bytes::Bytes, native::BodyError>;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
@@ -348,7 +386,7 @@ impl futures_core::Stream for LoggedStream {
 
 /// The InternalError answer of a request whose handler panicked: the engine's error response
 /// (no body on HEAD), with the request id.
-fn internal_error(request_id: &str, head: bool) -> http::Response<ServerBody> {
+fn internal_error(request_id: &str, head: bool) -> http::Response<NativeBody> {
     let mut response =
         shared::engine::error_response(&shared::S3Error::internal(), request_id, head);
     if let Ok(id) = http::HeaderValue::from_str(request_id) {
@@ -366,7 +404,7 @@ mod internal_error_tests {
         let get = internal_error("ID1", false);
         assert_eq!(get.status(), 500);
         assert_eq!(get.headers()["x-amz-request-id"], "ID1");
-        let ServerBody::Full(body) = get.into_body() else {
+        let NativeBody::Full(body) = get.into_body() else {
             panic!("a GET error carries its XML body");
         };
         assert_eq!(
@@ -385,8 +423,8 @@ mod internal_error_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::BackendClient;
     use crate::store::AnyStore;
+    use native::BackendClient;
     use shared::http::HttpClient;
 
     #[tokio::test]
@@ -409,7 +447,7 @@ mod tests {
         let client = BackendClient::new().unwrap();
         let get = |path: &str| {
             http::Request::get(format!("http://{addr}{path}"))
-                .body(ServerBody::Empty)
+                .body(NativeBody::Empty)
                 .unwrap()
         };
         for path in [

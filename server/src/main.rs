@@ -1,9 +1,8 @@
 //! `s3-balance`: the self-hosted S3 Balance server.
 #![forbid(unsafe_code)]
 
-mod body;
 mod check;
-mod client;
+mod connections;
 mod dev;
 mod healthcheck;
 mod http_server;

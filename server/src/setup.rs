@@ -6,7 +6,8 @@ use std::sync::Arc;
 use shared::config::{Config, Warnings};
 use shared::engine::Engine;
 
-use crate::client::BackendClient;
+use native::{BackendClient, ClientSettings, PoolScope};
+
 use crate::store::AnyStore;
 
 /// The engine as this server builds it.
@@ -30,10 +31,14 @@ pub fn load_config(path: &Path) -> Result<(Config, Warnings), String> {
     parse_config(&path.to_string_lossy(), &text)
 }
 
-/// The engine over the store the config names and one pooled HTTP client.
+/// The engine over the store the config names and one HTTP client, pooled per event-loop
+/// thread, with the config's `backend_client` timeouts (read at start: a reload does not
+/// change them).
 pub fn build_engine(config: Config) -> Result<Arc<ServerEngine>, String> {
     let store = AnyStore::open(&config.metadata)?;
-    let client = BackendClient::new().map_err(|e| format!("building the HTTP client: {e}"))?;
+    let settings = ClientSettings::new(&config.backend_client, PoolScope::PerThread);
+    let client = BackendClient::with_settings(settings)
+        .map_err(|e| format!("building the HTTP client: {e}"))?;
     Ok(Arc::new(Engine::new(Arc::new(config), store, client)))
 }
 

@@ -205,7 +205,7 @@ mod tests {
         let engine = Arc::new(shared::engine::Engine::new(
             Arc::new(parse_port("", "1000").unwrap().0),
             AnyStore::open(&MetadataBackend::Memory).unwrap(),
-            crate::client::BackendClient::new().unwrap(),
+            native::BackendClient::new().unwrap(),
         ));
         let period = Duration::from_millis(20);
         let task = tokio::spawn(reload_loop(

@@ -139,12 +139,69 @@ pub struct CredentialConfig {
     pub read_only: bool,
 }
 
+/// The self-hosted server's listener and its defences against slow or idle clients. Every
+/// timeout is an inactivity or phase deadline, never a whole-request one: bodies stream, and a
+/// large upload may rightly take hours.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub host: String,
     pub port: u16,
     /// How long SIGTERM waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// A request's headers must arrive whole within this, counted from the connection's accept
+    /// or from the first byte of a later request (`read_header_timeout`, Go's
+    /// `http.Server.ReadHeaderTimeout`).
+    pub read_header_timeout: Duration,
+    /// The longest pause within a request body (`read_timeout`). Go's is a deadline for the
+    /// whole request; here it is an inactivity timeout.
+    pub read_timeout: Duration,
+    /// The longest the client may leave the response unread (`write_timeout`; Go: a deadline
+    /// for the whole response).
+    pub write_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request (`idle_timeout`, as Go).
+    pub idle_timeout: Duration,
+    /// Client connections open at once, at most (also capped by the open-files limit). At the
+    /// limit the longest-idle connection is closed to make room, or, when every connection is
+    /// busy, the new one is answered `503 SlowDown` and closed.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    /// The defaults of an absent key (Go's `SetDefaults` for the Go keys).
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".to_owned(),
+            port: 8080,
+            shutdown_timeout: Duration::from_secs(30),
+            read_header_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// The HTTP client to the backends (server and Lambda): how long it waits before it gives a
+/// backend up, so a hung provider fails requests fast instead of holding them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendClientConfig {
+    /// TCP connect and TLS handshake.
+    pub connect_timeout: Duration,
+    /// From the request sent (its body included) to the response headers.
+    pub first_byte_timeout: Duration,
+    /// The longest pause in a body streaming to or from a backend.
+    pub stall_timeout: Duration,
+}
+
+impl Default for BackendClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +258,7 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
+    pub backend_client: BackendClientConfig,
     pub backends: Vec<BackendConfig>,
     pub virtual_buckets: Vec<VirtualBucketConfig>,
     pub balancer: BalancerConfig,
@@ -471,9 +529,6 @@ fn expand_line(
 
 const STRATEGIES: &str = "round-robin, least-space, weighted or consistent-hash";
 
-/// Keys of the Go s3-balance that are accepted and ignored, with why.
-const GO_IGNORED_SERVER: [&str; 3] = ["read_timeout", "write_timeout", "idle_timeout"];
-
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
@@ -695,6 +750,7 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
     };
     root.only(&[
         "server",
+        "backend_client",
         "database",
         "buckets",
         "balancer",
@@ -711,7 +767,8 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
         );
     }
 
-    let server = load_server(&root.section("server")?, &mut warnings)?;
+    let server = load_server(&root.section("server")?)?;
+    let backend_client = load_backend_client(&root.section("backend_client")?)?;
     let balancer = load_balancer(&root.section("balancer")?)?;
     let metrics = load_metrics(&root.section("metrics")?, &mut warnings)?;
     let metadata = load_metadata(&root.section("metadata")?, &mut warnings)?;
@@ -771,6 +828,7 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
 
     let config = Config {
         server,
+        backend_client,
         backends,
         virtual_buckets,
         balancer,
@@ -784,7 +842,7 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
     Ok((config, warnings))
 }
 
-fn load_server(s: &Section<'_>, warnings: &mut Warnings) -> Result<ServerConfig, ConfigError> {
+fn load_server(s: &Section<'_>) -> Result<ServerConfig, ConfigError> {
     s.only(&[
         "host",
         "port",
@@ -792,13 +850,16 @@ fn load_server(s: &Section<'_>, warnings: &mut Warnings) -> Result<ServerConfig,
         "write_timeout",
         "idle_timeout",
         "shutdown_timeout",
+        "read_header_timeout",
+        "max_connections",
     ])?;
+    let defaults = ServerConfig::default();
     let host = s
         .string("host")?
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "0.0.0.0".to_owned());
+        .unwrap_or(defaults.host);
     let port = match s.uint("port")? {
-        None => 8080,
+        None => defaults.port,
         Some(0) => {
             return Err(ConfigError::new(
                 s.key("port"),
@@ -809,21 +870,39 @@ fn load_server(s: &Section<'_>, warnings: &mut Warnings) -> Result<ServerConfig,
             ConfigError::new(s.key("port"), format!("{p} is not a port (use 1 to 65535)"))
         })?,
     };
-    for key in GO_IGNORED_SERVER {
-        if s.duration(key)?.is_some() {
-            warnings.push(format!(
-                "{}: ignored; bodies are streamed, so no whole-request timeout applies",
-                s.key(key)
-            ));
-        }
-    }
-    let shutdown_timeout = s
-        .duration("shutdown_timeout")?
-        .unwrap_or(Duration::from_secs(30));
+    // Go's rule: zero (or absent) means the default.
+    let timeout = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        Ok(s.duration(key)?.filter(|d| !d.is_zero()).unwrap_or(default))
+    };
+    let max_connections = match s.uint("max_connections")? {
+        None | Some(0) => defaults.max_connections,
+        Some(n) => usize::try_from(n)
+            .map_err(|_| ConfigError::new(s.key("max_connections"), format!("{n} is too large")))?,
+    };
     Ok(ServerConfig {
         host,
         port,
-        shutdown_timeout,
+        shutdown_timeout: s
+            .duration("shutdown_timeout")?
+            .unwrap_or(defaults.shutdown_timeout),
+        read_header_timeout: timeout("read_header_timeout", defaults.read_header_timeout)?,
+        read_timeout: timeout("read_timeout", defaults.read_timeout)?,
+        write_timeout: timeout("write_timeout", defaults.write_timeout)?,
+        idle_timeout: timeout("idle_timeout", defaults.idle_timeout)?,
+        max_connections,
+    })
+}
+
+fn load_backend_client(s: &Section<'_>) -> Result<BackendClientConfig, ConfigError> {
+    s.only(&["connect_timeout", "first_byte_timeout", "stall_timeout"])?;
+    let defaults = BackendClientConfig::default();
+    let timeout = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        Ok(s.duration(key)?.filter(|d| !d.is_zero()).unwrap_or(default))
+    };
+    Ok(BackendClientConfig {
+        connect_timeout: timeout("connect_timeout", defaults.connect_timeout)?,
+        first_byte_timeout: timeout("first_byte_timeout", defaults.first_byte_timeout)?,
+        stall_timeout: timeout("stall_timeout", defaults.stall_timeout)?,
     })
 }
 
@@ -1376,9 +1455,15 @@ mod tests {
             ServerConfig {
                 host: "127.0.0.1".into(),
                 port: 9000,
-                shutdown_timeout: Duration::from_secs(30)
+                shutdown_timeout: Duration::from_secs(30),
+                // The Go keys keep their values (as inactivity timeouts, see ServerConfig).
+                read_timeout: Duration::from_secs(30),
+                write_timeout: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(90),
+                ..ServerConfig::default()
             }
         );
+        assert_eq!(c.backend_client, BackendClientConfig::default());
 
         let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(
@@ -1486,9 +1571,7 @@ mod tests {
             "{warnings:?}"
         );
         assert!(
-            warnings
-                .iter()
-                .any(|w| w.starts_with("server.read_timeout: ignored")),
+            !warnings.iter().any(|w| w.contains("timeout")),
             "{warnings:?}"
         );
         assert!(
@@ -1508,6 +1591,9 @@ mod tests {
         assert_eq!(Config::from_named("c.yml", EXAMPLE_YAML).unwrap().0, yaml);
 
         let c = yaml;
+        // The example shows the defaults, as it says.
+        assert_eq!(c.server, ServerConfig::default());
+        assert_eq!(c.backend_client, BackendClientConfig::default());
         assert_eq!(c.backend("r2-main").unwrap().bucket, "my-r2-bucket");
         assert_eq!(c.backend("b2-backup").unwrap().max_size, Some(GB * 1536));
         let photos = c.virtual_bucket("photos").unwrap();
@@ -1675,7 +1761,7 @@ mod tests {
             ),
             (
                 base("", "balancr:\n  strategy: weighted\n"),
-                "config: balancr: unknown key (known here: server, database, buckets, balancer, metrics, s3api, data_path, metadata)",
+                "config: balancr: unknown key (known here: server, backend_client, database, buckets, balancer, metrics, s3api, data_path, metadata)",
             ),
             (base("", "balancer:\n  stratgy: weighted\n"), "config: balancer.stratgy: unknown key"),
             (base("  - name: c\n    endpont: http://x\n", ""), "config: buckets[2].endpont: unknown key"),
@@ -1705,6 +1791,52 @@ mod tests {
                 "\n got: {got}\nwant: {want}\nfor:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn connection_and_backend_timeouts_load_with_go_defaults_for_zero() {
+        let (c, _) = Config::from_yaml(&base(
+            "",
+            "server:\n  read_header_timeout: 2s\n  read_timeout: 0s\n  write_timeout: 5s\n  \
+             idle_timeout: 1m\n  max_connections: 64\n\
+             backend_client:\n  connect_timeout: 1s\n  first_byte_timeout: 2500ms\n  stall_timeout: 3s\n",
+        ))
+        .unwrap();
+        let d = ServerConfig::default();
+        assert_eq!(
+            (
+                c.server.read_header_timeout,
+                c.server.read_timeout,
+                c.server.write_timeout,
+                c.server.idle_timeout,
+                c.server.max_connections
+            ),
+            (
+                Duration::from_secs(2),
+                d.read_timeout,
+                Duration::from_secs(5),
+                Duration::from_secs(60),
+                64
+            )
+        );
+        assert_eq!(
+            c.backend_client,
+            BackendClientConfig {
+                connect_timeout: Duration::from_secs(1),
+                first_byte_timeout: Duration::from_millis(2500),
+                stall_timeout: Duration::from_secs(3),
+            }
+        );
+        let (c, _) = Config::from_yaml(&base("", "")).unwrap();
+        assert_eq!(
+            (c.server.clone(), c.backend_client.clone()),
+            (d, BackendClientConfig::default())
+        );
+        assert!(err(&base("", "backend_client:\n  stall: 3s\n")).contains("backend_client.stall"));
+        assert!(err(&base("", "server:\n  idle_timeout: 30\n")).contains("server.idle_timeout"));
+        assert!(
+            err(&base("", "server:\n  max_connections: -1\n")).contains("server.max_connections")
+        );
     }
 
     #[test]

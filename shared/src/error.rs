@@ -61,6 +61,7 @@ codes! {
     NotModified => 304,
     PreconditionFailed => 412,
     RequestTimeTooSkewed => 403,
+    RequestTimeout => 400,
     ServiceUnavailable => 503,
     SignatureDoesNotMatch => 403,
     SlowDown => 503,

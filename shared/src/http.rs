@@ -2,8 +2,10 @@
 
 use crate::body::Body;
 
-/// A transport failure talking to a backend: connection refused, timeout, reset. The engine
-/// logs it with its source and answers `ServiceUnavailable`; it never reaches the client.
+/// A transport failure talking to a backend: connection refused, timeout, stall, reset. The
+/// engine logs it with its source and answers `ServiceUnavailable`; it never reaches the client.
+/// The kind says which phase failed, so that passive health can count the backend's failures
+/// (every kind but [`TransportErrorKind::RequestBody`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{kind:?}: {message}")]
 pub struct TransportError {
@@ -13,8 +15,19 @@ pub struct TransportError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportErrorKind {
+    /// No connection: refused, unreachable, DNS, TLS handshake, or not established within the
+    /// connect timeout.
     Connect,
+    /// Connected and the request sent, but no response headers within the first-byte timeout
+    /// (or the request's [`RequestTimeout`]).
     Timeout,
+    /// A body stopped moving for the stall timeout: the backend took no more bytes of the
+    /// request, or sent no more bytes of its response.
+    Stall,
+    /// The request body failed on the gateway's side (the client's upload broke off, stalled
+    /// or failed a check) while it was being sent: not the backend's fault.
+    RequestBody,
+    /// Anything else: reset, closed mid-response, protocol error.
     Other,
 }
 

@@ -401,6 +401,42 @@ fn a_backend_that_keeps_failing_is_not_waited_on() {
 }
 
 #[test]
+fn clients_whose_uploads_break_off_do_not_mark_a_backend_down() {
+    let h = Harness::with_config(photos_only(Placement::ConsistentHash));
+    for i in 0..6 {
+        let request = http::Request::builder()
+            .method(Method::PUT)
+            .uri(format!("/photos/broken{i}"))
+            .header("host", "gateway.test:8080")
+            .header("content-length", "10")
+            .body(crate::testing::MemBody::failed(crate::S3Error::new(
+                S3ErrorCode::IncompleteBody,
+                "client went away",
+            )))
+            .unwrap();
+        let ctx = super::RequestContext {
+            now: h.now,
+            request_id: "R".into(),
+            random: 0,
+        };
+        let response = block_on(h.engine.handle(request, &ctx));
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    // Every backend still takes requests at once.
+    for i in 0..6 {
+        assert_eq!(
+            h.put(&format!("/photos/ok{i}"), b"x").status,
+            StatusCode::OK
+        );
+    }
+    assert!(block_on(h.engine.check_health(&|| h.now))
+        .unwrap()
+        .backends
+        .values()
+        .all(|b| b.healthy));
+}
+
+#[test]
 fn reindex_keeps_newer_entries_removes_older_copies_and_reports_on_a_dry_run() {
     let mut h = Harness::with_config(photos_only(Placement::RoundRobin));
     for i in 0..20 {

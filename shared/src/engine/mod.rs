@@ -648,6 +648,15 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 }
                 Ok(response)
             }
+            Err(e) if e.kind == crate::http::TransportErrorKind::RequestBody => {
+                // The client's upload broke off or stopped: not the backend's fault, so it
+                // does not count against the backend's health.
+                tracing::info!(backend = %backend.name, operation, error = %e, "client body failed while sent to the backend");
+                Err(S3Error::new(
+                    S3ErrorCode::RequestTimeout,
+                    "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
+                ))
+            }
             Err(e) => {
                 self.metrics.record_backend(&backend.name, operation, false);
                 tracing::warn!(backend = %backend.name, operation, error = %e, "backend request failed");

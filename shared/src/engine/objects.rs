@@ -283,7 +283,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         body: C::Body,
     ) -> Result<(C::Body, BodyVerdict), S3Error> {
         let verdict = BodyVerdict::default();
-        let body = match crate::sigv4::body_filter(&call.verified.payload, &call.parts.headers)? {
+        let mut filter = crate::sigv4::body_filter(&call.verified.payload, &call.parts.headers)?;
+        if let Some(len) = body.length_to_verify() {
+            filter = Some(Box::new(crate::body::LengthCheck::new(len, filter)));
+        }
+        let body = match filter {
             Some(filter) => body.filter(Box::new(Reporting {
                 inner: filter,
                 verdict: verdict.clone(),

@@ -45,7 +45,9 @@ pub(super) fn config(strategy: Strategy) -> Config {
             host: "127.0.0.1".into(),
             port: 8080,
             shutdown_timeout: Duration::from_secs(5),
+            ..ServerConfig::default()
         },
+        backend_client: Default::default(),
         backends: (0..3).map(backend).collect(),
         virtual_buckets: vec![
             VirtualBucketConfig {

@@ -425,7 +425,7 @@ impl HttpClient for MemoryS3 {
         // A failing body stream breaks the request on the wire: the server stores nothing.
         let body = body.into_result().map_err(|e| {
             TransportError::new(
-                TransportErrorKind::Other,
+                TransportErrorKind::RequestBody,
                 format!("request body stream failed: {e}"),
             )
         })?;
