@@ -291,6 +291,8 @@ def make_config(
     shutdown_timeout: str = "5s",
     server: dict | None = None,
     backend_client: dict | None = None,
+    metadata: dict | None = None,
+    allow_create_bucket: bool = False,
 ) -> str:
     """The gateway's config.yaml (the Go s3-balance keys plus ours, see
     config/config.example.yaml). `server` adds keys to the `server` section (timeouts,
@@ -336,7 +338,7 @@ def make_config(
     base_domains = list(base_domains)
     doc = {
         "server": {"host": HOST, "port": port, "shutdown_timeout": shutdown_timeout, **(server or {})},
-        "metadata": {"type": "sqlite", "path": str(db_path)},
+        "metadata": metadata or {"type": "sqlite", "path": str(db_path)},
         "buckets": buckets,
         "balancer": {
             "strategy": strategy,
@@ -354,7 +356,7 @@ def make_config(
             "credentials": credentials,
             "auth_required": True,
             "virtual_host": bool(base_domains),
-            "allow_create_bucket": False,
+            "allow_create_bucket": allow_create_bucket,
             "redirect_status": redirect_status,
             "presign_expiry": presign_expiry,
             "upload_id_secret": "e2e-upload-id-secret",

@@ -31,7 +31,7 @@ pub struct Options {
     /// Scratch folder (configs, SQLite files, logs).
     #[arg(long, default_value = "bench-results/work")]
     work: PathBuf,
-    /// Only these sections (large, small, redirect, memory, scale); all when empty.
+    /// Only these sections (large, small, redirect, memory, scale, stores); all when empty.
     #[arg(long)]
     only: Vec<String>,
 }
@@ -791,6 +791,11 @@ pub async fn run(opts: Options) -> i32 {
         .await;
         report.insert("scale".into(), scale);
     }
+    // ---- 8: metadata stores.
+    if wants(&opts, "stores") {
+        let stores = stores(&opts, &driver, backend_port, bpid, rounds, &mut lines).await;
+        report.insert("stores".into(), stores);
+    }
     drop(backend);
 
     // ---- 4: decision path (criterion).
@@ -1160,4 +1165,204 @@ fn fmt_ns(ns: f64) -> String {
     } else {
         format!("{ns:.0} ns")
     }
+}
+
+/// The metadata section `gateway_config` writes, to be replaced for another store.
+fn sqlite_section(db: &Path) -> String {
+    format!("metadata:\n  type: sqlite\n  path: \"{}\"\n", db.display())
+}
+
+/// A moto_server for the DynamoDB row, with the table created; `None` when moto is missing.
+async fn start_moto_dynamodb(opts: &Options) -> Option<(Proc, String)> {
+    let port = free_port();
+    let log = std::fs::File::create(opts.work.join("moto.log")).ok()?;
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .ok()?;
+    let proc = Proc {
+        name: "moto".into(),
+        child,
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(&url)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "bench", "bench", None, None, "bench",
+        ))
+        .build();
+    let store =
+        dynamo_store::DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), "bench");
+    store.create_table().await.ok()?;
+    Some((proc, url))
+}
+
+/// 4 KiB GET and PUT through one gateway per metadata store (SQLite, PostgreSQL, MySQL
+/// (MariaDB), DynamoDB on moto), interleaved rounds; ratios to SQLite of the same run. Every
+/// GET reads the index; every PUT reads it (existing copy?) and writes it.
+async fn stores(
+    opts: &Options,
+    driver: &Driver,
+    backend_port: u16,
+    bpid: u32,
+    rounds: usize,
+    lines: &mut Vec<String>,
+) -> Value {
+    use shared::config::SqlKind;
+    use sql_store::testing::TestServer;
+
+    let virtuals = "  - name: bench\n    virtual: true\n    backends: [b0]\n";
+    let db = opts.work.join("stores-sqlite.db");
+    let _ = std::fs::remove_file(&db);
+    let config = |port: u16, metadata: Option<String>| {
+        let c = gateway_config(port, &db, backend_port, &["b0".into()], virtuals);
+        match metadata {
+            Some(m) => c.replace(&sqlite_section(&db), &m),
+            None => c,
+        }
+    };
+    // Servers first (kept alive until the end), then one gateway each.
+    let postgres = TestServer::start(SqlKind::Postgres);
+    let mariadb = TestServer::start(SqlKind::MySql);
+    let moto = start_moto_dynamodb(opts).await;
+    let mut metadata: Vec<(&str, Option<String>)> = vec![("sqlite", None)];
+    let mut missing = Vec::new();
+    match &postgres {
+        Some(s) => metadata.push((
+            "postgres",
+            Some(format!(
+                "metadata:\n  type: postgres\n  url: \"{}\"\n",
+                s.create_database("bench")
+            )),
+        )),
+        None => missing.push("postgres (apt-get install postgresql)"),
+    }
+    match &mariadb {
+        Some(s) => metadata.push((
+            "mysql",
+            Some(format!(
+                "metadata:\n  type: mysql\n  url: \"{}\"\n",
+                s.create_database("bench")
+            )),
+        )),
+        None => missing.push("mysql (apt-get install mariadb-server)"),
+    }
+    match &moto {
+        Some((_, url)) => {
+            // Read by the gateways started below (the standard AWS environment).
+            std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", url);
+            std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
+            std::env::set_var("AWS_REGION", "us-east-1");
+            metadata.push((
+                "dynamodb",
+                Some("metadata:\n  type: dynamodb\n  table: bench\n".to_owned()),
+            ));
+        }
+        None => missing.push("dynamodb (moto_server: pip install 'moto[server]')"),
+    }
+    let small = Bytes::from(vec![0x5au8; 4096]);
+    let mut gateways = Vec::new();
+    for (name, m) in metadata {
+        let gw = start_gateway(
+            opts,
+            &format!("store-{name}"),
+            config(free_port(), m),
+            driver,
+        )
+        .await;
+        let o = driver
+            .send(
+                Method::PUT,
+                &format!("{}/bench/small", gw.base),
+                &Payload::Bytes(small.clone()),
+            )
+            .await
+            .expect("seed PUT");
+        assert_eq!(o.status, 200, "seed PUT through the {name} gateway");
+        gateways.push((name, gw));
+    }
+    let time = Duration::from_millis(if opts.quick { 400 } else { 1500 });
+    let mut rows: BTreeMap<(String, usize, String), Row> = BTreeMap::new();
+    for round in 0..rounds {
+        eprintln!("stores round {}/{rounds}", round + 1);
+        for (name, gw) in &gateways {
+            for c in [1usize, 16] {
+                for op in ["GET", "PUT"] {
+                    let base = format!("{}/bench", gw.base);
+                    let small = small.clone();
+                    let s = measure(
+                        driver,
+                        Some(gw.proc.pid()),
+                        bpid,
+                        c,
+                        200_000,
+                        time,
+                        200,
+                        move |i| {
+                            if op == "GET" {
+                                (Method::GET, format!("{base}/small"), Payload::None)
+                            } else {
+                                (
+                                    Method::PUT,
+                                    format!("{base}/put-{}", i % 256),
+                                    Payload::Bytes(small.clone()),
+                                )
+                            }
+                        },
+                    )
+                    .await;
+                    rows.entry((op.to_owned(), c, (*name).to_owned()))
+                        .or_default()
+                        .samples
+                        .push(s);
+                }
+            }
+        }
+    }
+    drop(gateways);
+    drop((postgres, mariadb, moto));
+
+    lines.push(
+        "## Metadata stores (4 KiB through one gateway per store): ops/s, p50/p99 in us; ratio to SQLite in the same run".into(),
+    );
+    lines.push(
+        "| op | c | store | ops/s | ratio to sqlite | p50 us | p99 us | gateway CPU ms/op |".into(),
+    );
+    lines.push("|---|---|---|---|---|---|---|---|".into());
+    let mut out = serde_json::Map::new();
+    for ((op, c, store), row) in &rows {
+        let base = rows
+            .get(&(op.clone(), *c, "sqlite".to_owned()))
+            .map(Row::ops)
+            .unwrap_or(f64::NAN);
+        lines.push(format!(
+            "| {op} | {c} | {store} | {:.0} | {:.2} | {:.0} | {:.0} | {:.3} |",
+            row.ops(),
+            row.ops() / base,
+            row.p50(),
+            row.p99(),
+            row.cpu()
+        ));
+        let mut j = row.json();
+        j["ratio_to_sqlite"] = json!(row.ops() / base);
+        out.insert(format!("{op} c={c} {store}"), j);
+    }
+    for m in &missing {
+        lines.push(format!("not measured: {m}"));
+    }
+    lines.push(String::new());
+    Value::Object(out)
 }

@@ -6,6 +6,7 @@ mod connections;
 mod dev;
 mod healthcheck;
 mod http_server;
+mod migrate;
 mod reindex;
 mod setup;
 mod store;
@@ -70,6 +71,19 @@ enum Command {
         /// Start over instead of resuming a run that was killed.
         #[arg(long)]
         restart: bool,
+    },
+    /// Copy all metadata between stores: sqlite:PATH, postgres://..., mysql://... (stop the
+    /// gateways first). Shows a progress bar on a terminal.
+    Migrate {
+        /// Where the metadata is now, e.g. sqlite:data/s3-balance.db
+        #[arg(long)]
+        from: String,
+        /// Where it goes, e.g. postgres://user:pass@db/s3balance
+        #[arg(long)]
+        to: String,
+        /// Merge into a target that already holds index entries (same keys are replaced).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// GET /health of a running gateway; exit 0 on 200 (the container's HEALTHCHECK).
     Healthcheck {
@@ -158,6 +172,11 @@ fn main() -> ExitCode {
                 dry_run,
                 restart,
             } => reindex::run(&config, reindex::Options { dry_run, restart }).await,
+            Command::Migrate {
+                from,
+                to,
+                overwrite,
+            } => migrate::run(&from, &to, overwrite).await,
             Command::Healthcheck { url, timeout } => {
                 healthcheck::run(&url, std::time::Duration::from_secs(timeout)).await
             }

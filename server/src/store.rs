@@ -1,5 +1,6 @@
 //! Metadata stores of the server: [`SqliteStore`] (one file, the default), the in-memory store,
-//! and [`AnyStore`], the one type the engine is built with.
+//! and [`AnyStore`], the one type the engine is built with (also over DynamoDB, and over
+//! PostgreSQL or MySQL/MariaDB from `sql-store/`).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -11,6 +12,7 @@ use shared::store::{
     BackendUsage, BucketRecord, MemoryStore, MetadataStore, ObjectRecord, OperationCounts,
     StaleCopy, StoreError,
 };
+use sql_store::SqlStore;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
@@ -119,6 +121,102 @@ impl SqliteStore {
 
     fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Connection> {
         self.conns[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What `migrate` needs beyond [`MetadataStore`]: everything listed, and writes in batches.
+impl SqliteStore {
+    /// Buckets that have index entries, in byte order.
+    pub fn object_buckets(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT DISTINCT bucket FROM objects ORDER BY bucket")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+    }
+
+    pub fn count_objects(&self) -> Result<u64, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT COUNT(*) FROM objects", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        })
+    }
+
+    /// Writes many entries of one bucket in one transaction, replacing existing ones.
+    pub fn put_objects(
+        &self,
+        bucket: &str,
+        rows: &[(String, ObjectRecord)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock(0);
+        let tx = conn.transaction().map_err(err)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO objects (bucket, key, backend, size, etag, last_modified)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(err)?;
+            for (key, r) in rows {
+                insert
+                    .execute(params![
+                        bucket,
+                        key,
+                        r.backend,
+                        r.size as i64,
+                        r.etag,
+                        r.last_modified as i64
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Every (backend, month) operation count.
+    pub fn all_operations(&self) -> Result<Vec<(String, String, OperationCounts)>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT backend, month, class_a, class_b FROM operations ORDER BY backend, month",
+            )?
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    OperationCounts {
+                        class_a: r.get::<_, i64>(2)? as u64,
+                        class_b: r.get::<_, i64>(3)? as u64,
+                    },
+                ))
+            })?
+            .collect()
+        })
+    }
+
+    /// Replaces one (backend, month) operation count.
+    pub fn set_operations(
+        &self,
+        backend: &str,
+        month: &str,
+        n: &OperationCounts,
+    ) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO operations (backend, month, class_a, class_b)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![backend, month, n.class_a as i64, n.class_b as i64])
+            .map(drop)
+        })
+    }
+
+    /// Every document, by name.
+    pub fn all_documents(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT name, value FROM documents ORDER BY name")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
     }
 }
 
@@ -430,11 +528,15 @@ pub enum AnyStore {
     Sqlite(SqliteStore),
     Memory(MemoryStore),
     Dynamo(DynamoStore),
+    /// PostgreSQL or MySQL/MariaDB, shared by several instances.
+    Sql(SqlStore),
 }
 
 impl AnyStore {
     /// The store the config names. DynamoDB uses the standard AWS environment (region,
-    /// credentials, `AWS_ENDPOINT_URL_DYNAMODB`), connected on first use.
+    /// credentials, `AWS_ENDPOINT_URL_DYNAMODB`), connected on first use. PostgreSQL and
+    /// MySQL are connected and their schema migrated here (blocking): a database that cannot
+    /// be reached fails the start.
     pub fn open(metadata: &MetadataBackend) -> Result<Self, String> {
         match metadata {
             MetadataBackend::Sqlite { path } => SqliteStore::open(Path::new(path))
@@ -444,6 +546,9 @@ impl AnyStore {
             MetadataBackend::DynamoDb { table } => {
                 Ok(AnyStore::Dynamo(DynamoStore::from_env(table)))
             }
+            MetadataBackend::Sql(db) => SqlStore::open(db)
+                .map(AnyStore::Sql)
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -454,6 +559,7 @@ macro_rules! delegate {
             AnyStore::Sqlite($s) => $call.await,
             AnyStore::Memory($s) => $call.await,
             AnyStore::Dynamo($s) => $call.await,
+            AnyStore::Sql($s) => $call.await,
         }
     };
 }

@@ -85,9 +85,37 @@ impl KeyLayout {
 /// Which store keeps the metadata index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataBackend {
-    Sqlite { path: String },
-    DynamoDb { table: String },
+    Sqlite {
+        path: String,
+    },
+    DynamoDb {
+        table: String,
+    },
+    /// PostgreSQL or MySQL/MariaDB, shared by several gateway instances (server only).
+    Sql(SqlDatabase),
     Memory,
+}
+
+/// Which SQL server a [`SqlDatabase`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SqlKind {
+    Postgres,
+    /// MySQL or MariaDB.
+    MySql,
+}
+
+/// A PostgreSQL or MySQL/MariaDB database holding the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqlDatabase {
+    pub kind: SqlKind,
+    /// A URL (`postgres://user:pass@host/db`, `mysql://...`) or a DSN as the Go s3-balance's
+    /// GORM drivers take it (`host=... user=... dbname=...`, `user:pass@tcp(host:3306)/db`).
+    /// A secret: it usually carries the password.
+    pub url: Secret,
+    /// Pooled connections per gateway process; `None`: the store's default.
+    pub max_connections: Option<u32>,
+    /// Seconds a pooled connection lives before it is replaced; `None`: the store's default.
+    pub max_lifetime_secs: Option<u64>,
 }
 
 /// One real bucket on one provider.
@@ -759,19 +787,19 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
         "data_path",
         "metadata",
     ])?;
-    if root.has("database") {
-        warnings.push(
-            "database: ignored; the Go s3-balance's GORM database is not used (the object index is \
-             configured under `metadata`, default sqlite data/s3-balance.db)"
-                .to_owned(),
-        );
-    }
 
     let server = load_server(&root.section("server")?)?;
     let backend_client = load_backend_client(&root.section("backend_client")?)?;
     let balancer = load_balancer(&root.section("balancer")?)?;
     let metrics = load_metrics(&root.section("metrics")?, &mut warnings)?;
-    let metadata = load_metadata(&root.section("metadata")?, &mut warnings)?;
+    let metadata = if root.has("metadata") || !root.has("database") {
+        if root.has("database") {
+            warnings.push("database: ignored; `metadata` chooses the store".to_owned());
+        }
+        load_metadata(&root.section("metadata")?, &mut warnings)?
+    } else {
+        load_go_database(&root.section("database")?, &mut warnings)?
+    };
 
     // Data path defaults: `data_path` wins; otherwise the Go `s3api.proxy_mode`: true proxies
     // everything; false redirects reads, and writes are still proxied, as the Go s3-balance
@@ -999,12 +1027,103 @@ fn load_metrics(s: &Section<'_>, warnings: &mut Warnings) -> Result<MetricsConfi
     })
 }
 
+/// `type: postgres|mysql` (and their aliases) as a [`SqlKind`].
+fn sql_kind(kind: Option<&str>) -> Option<SqlKind> {
+    match kind? {
+        "postgres" | "postgresql" => Some(SqlKind::Postgres),
+        "mysql" | "mariadb" => Some(SqlKind::MySql),
+        _ => None,
+    }
+}
+
+/// A pool size: at least one connection.
+fn max_connections(s: &Section<'_>, key: &str) -> Result<Option<u32>, ConfigError> {
+    match s.uint(key)? {
+        None => Ok(None),
+        Some(n) if (1..=10_000).contains(&n) => Ok(Some(n as u32)),
+        Some(n) => Err(ConfigError::new(
+            s.key(key),
+            format!("{n} connections: use 1 to 10000"),
+        )),
+    }
+}
+
+/// The Go s3-balance's `database` section (GORM: sqlite, mysql, postgres), used when there
+/// is no `metadata` section: the same database type, with `dsn` as its GORM driver takes it.
+fn load_go_database(
+    s: &Section<'_>,
+    warnings: &mut Warnings,
+) -> Result<MetadataBackend, ConfigError> {
+    s.only(&[
+        "type",
+        "dsn",
+        "max_open_conns",
+        "max_idle_conns",
+        "conn_max_lifetime",
+        "log_level",
+        "auto_migrate",
+    ])?;
+    if s.bool("auto_migrate")? == Some(false) {
+        warnings.push(format!(
+            "{}: ignored; the schema is always created and migrated at start",
+            s.key("auto_migrate")
+        ));
+    }
+    let dsn = s.string("dsn")?.filter(|d| !d.trim().is_empty());
+    let kind = s.string("type")?;
+    if let Some(kind) = sql_kind(kind.as_deref()) {
+        let url = dsn.ok_or_else(|| ConfigError::new(s.key("dsn"), "required for this type"))?;
+        return Ok(MetadataBackend::Sql(SqlDatabase {
+            kind,
+            url: Secret::new(url),
+            // Go takes 0 as "unlimited": the store's default then.
+            max_connections: match s.uint("max_open_conns")? {
+                None | Some(0) => None,
+                Some(_) => max_connections(s, "max_open_conns")?,
+            },
+            max_lifetime_secs: s.uint("conn_max_lifetime")?.filter(|n| *n > 0),
+        }));
+    }
+    match kind.as_deref() {
+        None | Some("") | Some("sqlite") => Ok(MetadataBackend::Sqlite {
+            path: dsn.unwrap_or_else(|| "data/s3-balance.db".to_owned()),
+        }),
+        Some(other) => Err(ConfigError::new(
+            s.key("type"),
+            format!("{other:?} is not a database type (use sqlite, mysql or postgres)"),
+        )),
+    }
+}
+
 fn load_metadata(s: &Section<'_>, warnings: &mut Warnings) -> Result<MetadataBackend, ConfigError> {
-    s.only(&["type", "path", "table"])?;
+    s.only(&["type", "path", "table", "url", "max_connections"])?;
     let path = s.string("path")?;
     let table = s.string("table")?;
     let unused = |key: &str, kind: &str| format!("{}: ignored for type {kind}", s.key(key));
-    Ok(match s.string("type")?.as_deref() {
+    let kind = s.string("type")?;
+    if let Some(sql) = sql_kind(kind.as_deref()) {
+        for key in ["path", "table"] {
+            if s.has(key) {
+                warnings.push(unused(key, kind.as_deref().unwrap_or_default()));
+            }
+        }
+        let url = s
+            .string("url")?
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| ConfigError::new(s.key("url"), "required for this type"))?;
+        return Ok(MetadataBackend::Sql(SqlDatabase {
+            kind: sql,
+            url: Secret::new(url),
+            max_connections: max_connections(s, "max_connections")?,
+            max_lifetime_secs: None,
+        }));
+    }
+    for key in ["url", "max_connections"] {
+        if s.has(key) {
+            warnings.push(unused(key, kind.as_deref().unwrap_or("sqlite")));
+        }
+    }
+    Ok(match kind.as_deref() {
         None | Some("sqlite") => {
             if table.is_some() {
                 warnings.push(unused("table", "sqlite"));
@@ -1036,7 +1155,9 @@ fn load_metadata(s: &Section<'_>, warnings: &mut Warnings) -> Result<MetadataBac
         Some(other) => {
             return Err(ConfigError::new(
                 s.key("type"),
-                format!("{other:?} is not a metadata store (use sqlite, dynamodb or memory)"),
+                format!(
+                    "{other:?} is not a metadata store (use sqlite, postgres, mysql, dynamodb or memory)"
+                ),
             ))
         }
     })
@@ -1567,8 +1688,8 @@ mod tests {
         );
 
         assert!(
-            warnings.iter().any(|w| w.starts_with("database: ignored")),
-            "{warnings:?}"
+            !warnings.iter().any(|w| w.starts_with("database")),
+            "the Go database section chooses the store: {warnings:?}"
         );
         assert!(
             !warnings.iter().any(|w| w.contains("timeout")),
@@ -1847,17 +1968,123 @@ mod tests {
 
     #[test]
     fn known_go_keys_are_ignored_with_a_warning() {
-        let (_, warnings) = Config::from_yaml(&base(
-            "",
-            "metrics:\n  enabled: true\n  port: 9090\ndatabase:\n  type: mysql\n",
-        ))
-        .unwrap();
+        let (_, warnings) =
+            Config::from_yaml(&base("", "metrics:\n  enabled: true\n  port: 9090\n")).unwrap();
         assert!(
             warnings
                 .contains(&"metrics.port: ignored; metrics are served on the main port".to_owned()),
             "{warnings:?}"
         );
-        assert!(warnings.iter().any(|w| w.starts_with("database: ignored")));
+    }
+
+    #[test]
+    fn sql_metadata_from_our_section_or_the_go_database_section() {
+        let load = |extra: &str| Config::from_yaml(&base("", extra));
+        let sql = |kind, url: &str, max_connections, max_lifetime_secs| {
+            MetadataBackend::Sql(SqlDatabase {
+                kind,
+                url: Secret::new(url),
+                max_connections,
+                max_lifetime_secs,
+            })
+        };
+        let (c, warnings) = load(
+            "metadata:\n  type: postgres\n  url: postgres://u:p@db/idx\n  max_connections: 8\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.metadata,
+            sql(SqlKind::Postgres, "postgres://u:p@db/idx", Some(8), None)
+        );
+        assert!(
+            !warnings
+                .iter()
+                .any(|w| w.starts_with("metadata") || w.starts_with("database")),
+            "{warnings:?}"
+        );
+        let (c, _) = load("metadata:\n  type: mariadb\n  url: mysql://u:p@db/idx\n").unwrap();
+        assert_eq!(
+            c.metadata,
+            sql(SqlKind::MySql, "mysql://u:p@db/idx", None, None)
+        );
+        assert!(load("metadata:\n  type: mysql\n")
+            .unwrap_err()
+            .to_string()
+            .contains("metadata.url: required"));
+        assert!(
+            load("metadata:\n  type: mysql\n  url: x\n  max_connections: 0\n")
+                .unwrap_err()
+                .to_string()
+                .contains("metadata.max_connections")
+        );
+
+        // The Go section, its DSN kept as written for the store to read.
+        let go = "database:\n  type: postgresql\n  dsn: \"host=db user=u password=p dbname=idx port=5432 sslmode=disable\"\n  max_open_conns: 25\n  max_idle_conns: 5\n  conn_max_lifetime: 300\n  log_level: warn\n  auto_migrate: true\n";
+        let (c, warnings) = load(go).unwrap();
+        assert_eq!(
+            c.metadata,
+            sql(
+                SqlKind::Postgres,
+                "host=db user=u password=p dbname=idx port=5432 sslmode=disable",
+                Some(25),
+                Some(300)
+            )
+        );
+        assert!(
+            !warnings
+                .iter()
+                .any(|w| w.starts_with("metadata") || w.starts_with("database")),
+            "{warnings:?}"
+        );
+        let (c, warnings) = load(
+            "database:\n  type: mysql\n  dsn: \"u:p@tcp(db:3306)/idx?charset=utf8mb4\"\n  max_open_conns: 0\n  auto_migrate: false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.metadata,
+            sql(
+                SqlKind::MySql,
+                "u:p@tcp(db:3306)/idx?charset=utf8mb4",
+                None,
+                None
+            )
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("database.auto_migrate: ignored")),
+            "{warnings:?}"
+        );
+        let (c, _) = load("database:\n  type: sqlite\n  dsn: /var/lib/go.db\n").unwrap();
+        assert_eq!(
+            c.metadata,
+            MetadataBackend::Sqlite {
+                path: "/var/lib/go.db".into()
+            }
+        );
+        assert!(load("database:\n  type: mysql\n")
+            .unwrap_err()
+            .to_string()
+            .contains("database.dsn: required"));
+        assert!(load("database:\n  type: oracle\n  dsn: x\n")
+            .unwrap_err()
+            .to_string()
+            .contains("database.type"));
+
+        // Both: ours wins, and says so.
+        let (c, warnings) =
+            load("database:\n  type: mysql\n  dsn: x\nmetadata:\n  type: memory\n").unwrap();
+        assert_eq!(c.metadata, MetadataBackend::Memory);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("database: ignored; `metadata` chooses")),
+            "{warnings:?}"
+        );
+        // The URL is a secret: Debug does not print the password.
+        assert!(!format!("{c:?}").contains("password=p"));
+        let (c, _) = load(go).unwrap();
+        assert!(!format!("{c:?}").contains("password=p"));
     }
 
     #[test]
