@@ -2010,7 +2010,8 @@ mod tests {
             )))
             .unwrap();
         let err = block_on(s3.send(broken)).unwrap_err();
-        assert_eq!(err.kind, TransportErrorKind::Other);
+        // The client's side broke, not the backend: the circuit must not count it.
+        assert_eq!(err.kind, TransportErrorKind::RequestBody);
         assert!(
             err.message.contains("XAmzContentSHA256Mismatch"),
             "{}",
