@@ -29,6 +29,7 @@ import botocore.auth
 import botocore.awsrequest
 import botocore.config
 import botocore.credentials
+import pytest
 import requests
 import yaml
 
@@ -60,6 +61,14 @@ def wait_until(what: str, check: Callable[[], object], timeout: float, interval:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
         time.sleep(interval)
+
+
+def missing(message: str):
+    """A tool or service a test needs is not installed: skip the test, but fail it under
+    `CI=true`, where scripts/install-test-deps must have installed everything."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI=true: failing, not skipping)")
+    pytest.skip(message)
 
 
 def free_port() -> int:

@@ -430,3 +430,103 @@ def test_a_stopped_backend_fails_requests_within_the_backend_timeouts(gateways, 
     assert status is None or status >= 500
     assert took < stall + first_byte + SLACK + 2, took
     h.wait_until("the backend serving again", lambda: s3.get_object(Bucket="data", Key="before")["Body"].read() == b"v", 15)
+
+
+def _timed(call):
+    started = time.monotonic()
+    try:
+        outcome = call()
+    except Exception as e:  # noqa: BLE001 - recorded, asserted on below
+        outcome = e
+    return outcome, time.monotonic() - started
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def test_with_one_of_two_backends_stopped_writes_move_reads_of_the_other_stay_fast_and_listings_answer(
+    logs, moto1, stoppable_moto
+):
+    """Issue 11's proof for a pool: one backend SIGSTOPped, the other serving. Reads of keys
+    on the serving backend never wait for the hung one; new objects placed on the hung one
+    move to the next backend within the backend timeouts, and once the circuit breaker has
+    seen `circuit_failures` failures nobody waits at all; a listing (which needs every
+    backend) answers 503 within one probe timeout instead of hanging. Health probes are left
+    at 60 s so that only the request path can notice the hung backend."""
+    probe, first_byte, stall = 1.0, 2.0, 2.0
+    tag = f"hostile{next(_tag)}"
+    hung = h.Backend("hung", stoppable_moto, f"{tag}-hung")
+    live = h.Backend("live", moto1, f"{tag}-live")
+    for b in (hung, live):
+        b.moto.create_bucket(b.bucket)
+    gw = h.Gateway(
+        logs / f"gateway-{tag}",
+        [hung, live],
+        [h.VBucket("data", [hung, live])],
+        {
+            "health_check_period": "60s",
+            "probe_timeout": f"{probe}s",
+            "backend_client": {
+                "connect_timeout": "1s",
+                "first_byte_timeout": f"{first_byte}s",
+                "stall_timeout": f"{stall}s",
+            },
+        },
+    )
+    gw.start()
+    passed = False
+    try:
+        s3 = gw.client()
+        for i in range(20):
+            s3.put_object(Bucket="data", Key=f"before/{i:02}", Body=f"v{i}".encode())
+        placed = gw.vbucket("data").placements("before/")
+        on_live = sorted(k for k, b in placed.items() if b == "live")
+        assert 0 < len(on_live) < 20, placed
+
+        written = {f"during/{i:02}": os.urandom(1024) for i in range(24)}
+        stoppable_moto.proc.signal(signal.SIGSTOP)
+        try:
+            reads = [_timed(lambda k=k: s3.get_object(Bucket="data", Key=k)["Body"].read()) for k in on_live * 3]
+            puts = [_timed(lambda k=k, v=v: s3.put_object(Bucket="data", Key=k, Body=v)) for k, v in written.items()]
+            listings = [_timed(lambda: h.signed_request("GET", f"{gw.endpoint}/data?list-type=2", timeout=30)) for _ in range(3)]
+        finally:
+            stoppable_moto.proc.signal(signal.SIGCONT)
+
+        read_times = [t for _, t in reads]
+        put_times = [t for _, t in puts]
+        print(
+            f"\none of two backends SIGSTOPped (probe_timeout {probe} s, first_byte_timeout {first_byte} s): "
+            f"{len(reads)} GETs of keys on the other backend p50 {_quantile(read_times, 0.5) * 1000:.1f} ms, "
+            f"p99 {_quantile(read_times, 0.99) * 1000:.1f} ms, max {max(read_times) * 1000:.1f} ms; "
+            f"{len(puts)} new 1 KiB PUTs p50 {_quantile(put_times, 0.5) * 1000:.1f} ms, "
+            f"p99 {_quantile(put_times, 0.99) * 1000:.1f} ms, {sum(t > probe for t in put_times)} over {probe} s; "
+            f"listings {[(r.status_code if hasattr(r, 'status_code') else type(r).__name__, round(t, 2)) for r, t in listings]}"
+        )
+        for body, took in reads:
+            assert not isinstance(body, Exception), body
+            # A read that waited for the hung backend would take at least the probe timeout.
+            assert took < probe / 2, took
+        # Under 100 ms as the issue asks (p90: one scheduling hiccup on 2 shared cores is not
+        # a wait for the hung backend).
+        assert _quantile(read_times, 0.9) < 0.1, read_times
+        for (k, (answer, took)) in zip(written, puts):
+            assert not isinstance(answer, Exception), (k, answer)
+            assert took < probe + first_byte + SLACK, (k, took)
+        # The breaker opens after three failed attempts; every later PUT skips the hung backend.
+        assert sum(t > probe for t in put_times) <= 3, put_times
+        for response, took in listings:
+            assert hasattr(response, "status_code"), response
+            assert response.status_code == 503 and h.error_code(response) == "ServiceUnavailable", response.text
+            assert took < probe + SLACK, took
+        # Every acknowledged write is whole, and lives once, on the serving backend.
+        during = gw.vbucket("data").placements("during/")
+        assert during == {k: "live" for k in written}, during
+        for k, v in written.items():
+            assert s3.get_object(Bucket="data", Key=k)["Body"].read() == v
+        passed = True
+    finally:
+        if not passed and gw.proc:
+            print(f"\n--- last lines of {gw.proc.log_path} ---\n{gw.proc.tail(60)}")
+        gw.stop()

@@ -287,8 +287,6 @@ impl HttpClient for FetchClient {
         *out.status_mut() = http::StatusCode::from_u16(response.status_code())
             .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?;
         *out.headers_mut() = headers;
-        // Keep the JS response alive until its body is taken: the stream holds it anyway.
-        let _ = response.headers_mut();
         Ok(out)
     }
 }

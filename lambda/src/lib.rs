@@ -378,7 +378,7 @@ fn is_text(content_type: Option<&HeaderValue>) -> bool {
 }
 
 /// Buffers the engine's response into Lambda's. A body over [`MAX_RESPONSE_BYTES`] that was
-/// not announced (no length) is cut off with a 502 rather than failing the invocation.
+/// not announced (no length) is answered 500 InternalError rather than failing the invocation.
 pub async fn to_lambda_response<B: shared::body::Body>(
     response: http::Response<B>,
 ) -> lambda_http::Response<lambda_http::Body> {
@@ -400,7 +400,7 @@ pub async fn to_lambda_response<B: shared::body::Body>(
             let mut r = lambda_http::Response::new(lambda_http::Body::Text(
                 shared::xml::error_body(&err, &id),
             ));
-            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/xml"),

@@ -366,7 +366,7 @@ fn host_name(host: &str) -> String {
 }
 
 /// The bucket named by the Host header, if it is `<label>.<base domain>`.
-fn virtual_host_bucket(host: &str, base_domains: &[String]) -> Option<String> {
+pub(crate) fn virtual_host_bucket(host: &str, base_domains: &[String]) -> Option<String> {
     let host = host_name(host);
     base_domains
         .iter()

@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -39,10 +40,14 @@ FIXTURE = os.path.join(ROOT, "lambda", "tests", "fixtures", "eventbridge-schedul
 GW_KEY, GW_SECRET = "AKIDLAMBDAE2E", "lambda-e2e-secret"
 TABLE = "s3-balance-e2e"
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("cargo-lambda") and shutil.which("moto_server")),
-    reason="needs cargo-lambda and moto_server (pip install -r tests/lambda/requirements.txt)",
-)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import harness  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tools():
+    if not (shutil.which("cargo-lambda") and shutil.which("moto_server")):
+        harness.missing("needs cargo-lambda and moto_server (pip install -r tests/lambda/requirements.txt)")
 
 
 def free_port():
@@ -350,10 +355,7 @@ def test_drill_with_an_outage_and_the_index_lost_and_rebuilt(stack, tmp_path):
     """The integrity drill (tests/drill.py) through the Lambda: DynamoDB as the index, one
     provider stopped for 5 s, then every index entry of the drill deleted and rebuilt by
     `s3-balance reindex` on the same table while the clients go on."""
-    import sys
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
     import drill
-    import harness
 
     invoke_health(stack)  # an earlier test may have left a backend marked down
     time.sleep(6)

@@ -3,14 +3,16 @@
 import os
 import shutil
 import subprocess
-
-import pytest
+import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import harness  # noqa: E402
 
 
-@pytest.mark.skipif(not shutil.which("sam"), reason="pip install aws-sam-cli cfn-lint")
 def test_sam_validate_lint():
+    if not shutil.which("sam"):
+        harness.missing("sam not found (pip install aws-sam-cli cfn-lint)")
     env = dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x",
                AWS_DEFAULT_REGION="us-east-1", SAM_CLI_TELEMETRY="0")
     r = subprocess.run(

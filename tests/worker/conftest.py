@@ -2,7 +2,8 @@
 Worker under `wrangler dev` (local mode: workerd, local KV in a temp dir, no network, no login).
 
 Needs: `scripts/install-worker-tools` and `scripts/build-worker` (run here when the bundle is
-missing; WORKER_REBUILD=1 forces it). Without the tools every test is skipped with the reason.
+missing; WORKER_REBUILD=1 forces it). Without the tools every test is skipped with the reason
+(fails under CI=true).
 """
 
 import json
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +23,9 @@ import requests
 from botocore.config import Config as BotoConfig
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+import harness as h  # noqa: E402
+
 SHIM = ROOT / "edge-worker" / "build" / "worker" / "shim.mjs"
 WRANGLER = ROOT / "scripts" / "wrangler"
 ACCESS_KEY = "AKIDWORKERTEST000001"
@@ -64,7 +69,7 @@ def tools_missing():
 def bundle():
     reason = tools_missing()
     if reason:
-        pytest.skip(reason)
+        h.missing(reason)
     if os.environ.get("WORKER_REBUILD") == "1" or not SHIM.exists():
         subprocess.run([str(ROOT / "scripts" / "build-worker")], check=True, cwd=ROOT)
     return SHIM
@@ -99,7 +104,7 @@ class Moto:
 def motos(tmp_path_factory):
     reason = tools_missing()
     if reason:
-        pytest.skip(reason)
+        h.missing(reason)
     logs = tmp_path_factory.mktemp("moto")
     servers = []
     for name in ("a", "b"):

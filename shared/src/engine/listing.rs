@@ -66,7 +66,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         Ok(xml(listing::render(&params, call.bucket(), &result)))
     }
 
-    pub(crate) async fn list_uploads(
+    pub(crate) async fn list_multipart_uploads(
         &self,
         call: &mut Call<'_>,
     ) -> Result<http::Response<C::Body>, S3Error> {

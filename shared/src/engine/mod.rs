@@ -347,18 +347,15 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     ) -> Option<Result<http::Response<C::Body>, S3Error>> {
         let config = &state.config;
         let path = parts.uri.path();
-        let virtual_host = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase())
-            .is_some_and(|h| {
-                config
-                    .api
-                    .base_domains
-                    .iter()
-                    .any(|d| h.ends_with(&format!(".{}", d.to_ascii_lowercase())))
-            });
+        // `/health` and `/metrics` belong to the gateway's own host, not to a bucket's
+        // virtual host (the same Host rule as the router's, IPv6 literals included).
+        let virtual_host = config.api.virtual_host
+            && parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| crate::route::virtual_host_bucket(h, &config.api.base_domains))
+                .is_some();
         if virtual_host || parts.method != Method::GET {
             return None;
         }
@@ -518,13 +515,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             Operation::ListObjects => self.list_objects(call, ListKind::V1).await,
             Operation::ListObjectsV2 => self.list_objects(call, ListKind::V2).await,
             Operation::ListObjectVersions => self.list_objects(call, ListKind::Versions).await,
-            Operation::ListMultipartUploads => self.list_uploads(call).await,
+            Operation::ListMultipartUploads => self.list_multipart_uploads(call).await,
             Operation::DeleteObjects => self.delete_objects(call, body).await,
             Operation::GetObject | Operation::HeadObject => self.get_object(call).await,
             Operation::PutObject => self.put_object(call, body).await,
             Operation::CopyObject => self.copy_object(call).await,
             Operation::DeleteObject => self.delete_object(call).await,
-            Operation::CreateMultipartUpload => self.create_upload(call).await,
+            Operation::CreateMultipartUpload => self.create_multipart_upload(call).await,
             Operation::UploadPart {
                 upload_id,
                 part_number,
@@ -534,10 +531,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 part_number,
             } => self.upload_part_copy(call, &upload_id, part_number).await,
             Operation::CompleteMultipartUpload { upload_id } => {
-                self.complete_upload(call, &upload_id, body).await
+                self.complete_multipart_upload(call, &upload_id, body).await
             }
             Operation::AbortMultipartUpload { upload_id } => {
-                self.abort_upload(call, &upload_id).await
+                self.abort_multipart_upload(call, &upload_id).await
             }
             Operation::ListParts { upload_id } => self.list_parts(call, &upload_id).await,
             Operation::Default(answer) => Ok(xml(crate::xml::default_answer(answer))),

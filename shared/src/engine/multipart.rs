@@ -50,7 +50,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         backend_uri(backend, Some(&call.real_key(call.key())), query)
     }
 
-    pub(crate) async fn create_upload(
+    pub(crate) async fn create_multipart_upload(
         &self,
         call: &mut Call<'_>,
     ) -> Result<http::Response<C::Body>, S3Error> {
@@ -172,7 +172,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         Ok(xml(crate::xml::copy_part_result(&etag, last_modified)))
     }
 
-    pub(crate) async fn complete_upload(
+    pub(crate) async fn complete_multipart_upload(
         &self,
         call: &mut Call<'_>,
         upload_id: &str,
@@ -241,7 +241,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         )))
     }
 
-    pub(crate) async fn abort_upload(
+    pub(crate) async fn abort_multipart_upload(
         &self,
         call: &mut Call<'_>,
         upload_id: &str,

@@ -794,6 +794,41 @@ fn health_and_metrics_endpoints() {
     );
 }
 
+/// `/health` on `host`, answered by an engine with virtual-host buckets on or off.
+fn health_on_host(virtual_host: bool, host: &str) -> StatusCode {
+    let mut c = config(Strategy::RoundRobin);
+    c.api.virtual_host = virtual_host;
+    let h = Harness::with_config(c);
+    let request = http::Request::builder()
+        .uri("/health")
+        .header("host", host)
+        .body(MemBody::empty())
+        .unwrap();
+    let ctx = RequestContext {
+        now: h.now,
+        request_id: "r".into(),
+        random: 0,
+    };
+    block_on(h.engine.handle(request, &ctx)).status()
+}
+
+#[test]
+fn health_is_the_gateways_own_host_and_a_buckets_virtual_host_is_the_bucket() {
+    // IPv6 literals and ports are the gateway's host, not a bucket.
+    assert_eq!(health_on_host(true, "[::1]:8080"), StatusCode::OK);
+    assert_eq!(health_on_host(true, "s3.example.com"), StatusCode::OK);
+    // `photos.s3.example.com/health` is the object `health` of bucket `photos`.
+    assert_eq!(
+        health_on_host(true, "photos.s3.example.com:8080"),
+        StatusCode::NOT_FOUND
+    );
+    // With virtual-host buckets off, every host is the gateway's.
+    assert_eq!(
+        health_on_host(false, "photos.s3.example.com"),
+        StatusCode::OK
+    );
+}
+
 #[test]
 fn body_limit_is_enforced_before_any_backend_is_touched() {
     let mut c = config(Strategy::RoundRobin);
