@@ -260,7 +260,7 @@ impl HttpClient for FetchClient {
             }
             None => sent.await,
         };
-        let mut response = response.map_err(|e| {
+        let response = response.map_err(|e| {
             let message = e.to_string();
             let kind = if message.contains("connect") || message.contains("Network connection lost")
             {

@@ -68,30 +68,13 @@ impl WorkerSettings {
     }
 }
 
-/// Whether a config text is TOML rather than YAML: its first meaningful line is a `[table]`
-/// or a `key = value`.
-pub fn looks_like_toml(text: &str) -> bool {
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#') && l != &"---")
-        .is_some_and(|l| {
-            (l.starts_with('[') && l.ends_with(']'))
-                || l.split_once('=').is_some_and(|(k, _)| !k.contains(':'))
-        })
-}
-
 /// Loads a config text (YAML or TOML), after `${NAME}` references are replaced from `var`
 /// (Worker secrets and vars).
 pub fn load_config(
     text: &str,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Config, Warnings), ConfigError> {
-    let expanded = shared::config::expand_env(text, var)?;
-    if looks_like_toml(&expanded) {
-        Config::from_toml(&expanded)
-    } else {
-        Config::from_yaml(&expanded)
-    }
+    Config::from_text(None, text, var)
 }
 
 #[cfg(test)]
@@ -147,15 +130,5 @@ mod tests {
     fn a_missing_secret_is_an_error_naming_it() {
         let err = load_config(MINIMAL, &|_| None).unwrap_err();
         assert!(err.to_string().contains("SECRET"), "{err}");
-    }
-
-    #[test]
-    fn toml_and_yaml_are_told_apart() {
-        assert!(looks_like_toml(
-            "# c\n[balancer]\nstrategy = \"weighted\"\n"
-        ));
-        assert!(looks_like_toml("strategy = \"x\"\n"));
-        assert!(!looks_like_toml("---\nbalancer:\n  strategy: weighted\n"));
-        assert!(!looks_like_toml("s3api:\n  host: \"a=b\"\n"));
     }
 }

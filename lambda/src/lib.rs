@@ -41,18 +41,13 @@ pub const CONFIG_DOCUMENT: &str = "config";
 /// Recorded older copies the scheduled health function settles per run.
 const STALE_COPY_BUDGET: usize = 100;
 
-/// Parses a config document: TOML when it is TOML, else YAML (the Go s3-balance format).
-/// `${VAR}` references are filled from `env` first.
+/// Parses a config document by the one rule of [`Config::from_text`] (no file name: TOML
+/// when it is TOML, else YAML), `${VAR}` references filled from `env` first.
 pub fn parse_config(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Config, Warnings), String> {
-    let text = shared::config::expand_env(text, env).map_err(|e| e.to_string())?;
-    match Config::from_toml(&text) {
-        // Not TOML syntax: YAML (a YAML mapping is never valid TOML: `key: value`).
-        Err(e) if e.key == "toml" => Config::from_yaml(&text).map_err(|e| e.to_string()),
-        other => other.map_err(|e| e.to_string()),
-    }
+    Config::from_text(None, text, env).map_err(|e| e.to_string())
 }
 
 /// What the Lambda runtime changes in any loaded config: the metadata is this table, and

@@ -13,15 +13,10 @@ use crate::store::AnyStore;
 /// The engine as this server builds it.
 pub type ServerEngine = Engine<AnyStore, BackendClient>;
 
-/// `${VAR}` references in the config text, from the process environment (secrets stay out of
-/// the file).
-pub fn expand_env(text: &str) -> Result<String, String> {
-    shared::config::expand_env(text, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())
-}
-
-/// Parses config text as `name` says (`.toml` is TOML, anything else YAML).
+/// Parses config text by the one rule of [`Config::from_text`] (the file name's extension,
+/// else the content), with `${VAR}` from the process environment.
 pub fn parse_config(name: &str, text: &str) -> Result<(Config, Warnings), String> {
-    Config::from_named(name, &expand_env(text)?).map_err(|e| e.to_string())
+    Config::from_text(Some(name), text, &|var| std::env::var(var).ok()).map_err(|e| e.to_string())
 }
 
 /// Reads and parses the config file.

@@ -334,12 +334,27 @@ impl Config {
         load_tree(tree)
     }
 
-    /// By file name: `.toml` is TOML, anything else YAML.
-    pub fn from_named(name: &str, text: &str) -> Result<(Config, Warnings), ConfigError> {
-        if name.ends_with(".toml") {
-            Self::from_toml(text)
-        } else {
-            Self::from_yaml(text)
+    /// The one rule every runtime reads a config document by. `${NAME}` references are first
+    /// replaced from `var` (environment, Worker secrets and vars). Then a `name` ending in
+    /// `.toml` is TOML and one ending in `.yaml` or `.yml` is YAML; a document without such a
+    /// name (the Worker's KV key, the Lambda's DynamoDB item and environment variable) is
+    /// TOML when it parses as TOML, else YAML: a YAML mapping (`key: value`) is never TOML.
+    pub fn from_text(
+        name: Option<&str>,
+        text: &str,
+        var: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Config, Warnings), ConfigError> {
+        let text = expand_env(text, var)?;
+        let extension = name
+            .and_then(|n| n.rsplit_once('.'))
+            .map(|(_, e)| e.to_ascii_lowercase());
+        match extension.as_deref() {
+            Some("toml") => Self::from_toml(&text),
+            Some("yaml" | "yml") => Self::from_yaml(&text),
+            _ => match Self::from_toml(&text) {
+                Err(e) if e.key == "toml" => Self::from_yaml(&text),
+                other => other,
+            },
         }
     }
 
@@ -396,7 +411,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
-    let (number, unit) = (&t[..split], t[split..].trim());
+    let (number, unit) = t.split_at(split);
+    let unit = unit.trim();
     let shift: u32 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
@@ -445,12 +461,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let n_end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let number: f64 = rest[..n_end].parse().map_err(|_| bad())?;
-        rest = &rest[n_end..];
+        let (number, after) = rest.split_at(n_end);
+        let number: f64 = number.parse().map_err(|_| bad())?;
+        rest = after;
         let u_end = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let scale = match &rest[..u_end] {
+        let (unit, after) = rest.split_at(u_end);
+        let scale = match unit {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
             "ms" => 1e6,
@@ -459,7 +477,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3600e9,
             _ => return Err(bad()),
         };
-        rest = &rest[u_end..];
+        rest = after;
         nanos += number * scale;
     }
     if !nanos.is_finite() || nanos > u64::MAX as f64 {
@@ -481,8 +499,9 @@ pub fn expand_env(
     let mut out = String::with_capacity(text.len());
     for (n, line) in text.split_inclusive('\n').enumerate() {
         let code_end = comment_start(line).unwrap_or(line.len());
-        expand_line(&line[..code_end], n + 1, lookup, &mut out)?;
-        out.push_str(&line[code_end..]);
+        let (code, comment) = line.split_at(code_end);
+        expand_line(code, n + 1, lookup, &mut out)?;
+        out.push_str(comment);
     }
     Ok(out)
 }
@@ -516,16 +535,15 @@ fn expand_line(
     let key = || format!("line {line}");
     let mut rest = code;
     while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let tail = &rest[at..];
+        let (before, tail) = rest.split_at(at);
+        out.push_str(before);
         if let Some(after) = tail.strip_prefix("$${") {
             out.push_str("${");
             rest = after;
         } else if let Some(after) = tail.strip_prefix("${") {
-            let end = after
-                .find('}')
+            let (name, after) = after
+                .split_once('}')
                 .ok_or_else(|| ConfigError::new(key(), "`${` is not closed by `}`"))?;
-            let name = &after[..end];
             let valid = name
                 .chars()
                 .next()
@@ -541,10 +559,10 @@ fn expand_line(
                 ConfigError::new(key(), format!("environment variable {name} is not set"))
             })?;
             out.push_str(&value);
-            rest = &after[end + 1..];
+            rest = after;
         } else {
             out.push('$');
-            rest = &tail[1..];
+            rest = tail.strip_prefix('$').unwrap_or_default();
         }
     }
     out.push_str(rest);
@@ -1708,8 +1726,37 @@ mod tests {
         assert_eq!(yaml, toml);
         assert_eq!(yaml_warnings, toml_warnings);
         assert!(yaml_warnings.is_empty(), "{yaml_warnings:?}");
-        assert_eq!(Config::from_named("c.toml", EXAMPLE_TOML).unwrap().0, yaml);
-        assert_eq!(Config::from_named("c.yml", EXAMPLE_YAML).unwrap().0, yaml);
+        let none = &|_: &str| None;
+        for (name, text) in [
+            (Some("c.toml"), EXAMPLE_TOML),
+            (Some("c.yml"), EXAMPLE_YAML),
+            (Some("config.YAML"), EXAMPLE_YAML),
+            // Without a telling name the content decides (KV, DynamoDB, environment).
+            (None, EXAMPLE_TOML),
+            (None, EXAMPLE_YAML),
+            (Some("config.conf"), EXAMPLE_TOML),
+            (Some("config"), EXAMPLE_YAML),
+        ] {
+            assert_eq!(
+                Config::from_text(name, text, none).unwrap().0,
+                yaml,
+                "{name:?}"
+            );
+        }
+        // A name that says TOML is taken at its word: YAML there is a TOML syntax error.
+        assert_eq!(
+            Config::from_text(Some("c.toml"), EXAMPLE_YAML, none)
+                .unwrap_err()
+                .key,
+            "toml"
+        );
+        // A document that is neither reports YAML's error (the format of the Go project).
+        assert_eq!(
+            Config::from_text(None, "buckets: [\n", none)
+                .unwrap_err()
+                .key,
+            "yaml"
+        );
 
         let c = yaml;
         // The example shows the defaults, as it says.

@@ -5,6 +5,11 @@
 //! AWS Lambda, self-hosted server) supply IO through the [`store::MetadataStore`] and
 //! [`http::HttpClient`] traits and call [`engine::Engine::handle`].
 #![forbid(unsafe_code)]
+// Bytes from clients and backends reach most of this crate: a panic there is a dropped
+// request (a dead isolate on the Worker). Unwraps and byte-offset slicing of strings are
+// flagged outside tests; where one is provably safe it says why in an `expect` or an `allow`.
+#![warn(clippy::unwrap_used, clippy::string_slice)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::string_slice))]
 // The traits are used with concrete types by each adapter; Send-ness leaks through there.
 #![allow(async_fn_in_trait)]
 
@@ -14,6 +19,7 @@ pub mod engine;
 pub mod error;
 // The fuzz targets' properties (`fuzz/`), replayed over the kept inputs by `cargo test`.
 #[cfg(any(test, feature = "fuzzing"))]
+#[allow(clippy::unwrap_used, clippy::string_slice)]
 pub mod fuzzing;
 pub mod health;
 pub mod http;
@@ -25,6 +31,7 @@ pub mod route;
 pub mod sigv4;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
+#[allow(clippy::unwrap_used, clippy::string_slice)]
 pub mod testing;
 pub mod time;
 pub mod xml;

@@ -382,6 +382,7 @@ impl MetadataStore for MemoryStore {
 
 /// The contract every [`MetadataStore`] must pass. Call [`contract::run`] with a fresh, empty
 /// store from the store's own tests; it panics with the failed expectation.
+#[allow(clippy::unwrap_used)] // a failed expectation panics: that is the test's report
 pub mod contract {
     use super::*;
 

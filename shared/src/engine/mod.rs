@@ -109,7 +109,9 @@ fn is_class_b(method: &Method) -> bool {
 
 /// `YYYY-MM` of `now`, the key of monthly operation budgets.
 fn month_of(now: SystemTime) -> String {
-    crate::time::iso8601(now)[..7].to_owned()
+    let mut month = crate::time::iso8601(now);
+    month.truncate("YYYY-MM".len());
+    month
 }
 
 /// One request being served: everything the operations need.

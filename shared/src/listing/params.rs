@@ -83,7 +83,7 @@ pub(super) fn common_prefix_of<'k>(
     let delimiter = delimiter.filter(|d| !d.is_empty())?;
     let rest = key.strip_prefix(prefix)?;
     let at = rest.find(delimiter)?;
-    Some(&key[..prefix.len() + at + delimiter.len()])
+    key.get(..prefix.len() + at + delimiter.len())
 }
 
 /// The resume point for a client's marker: a marker that is itself a common prefix means

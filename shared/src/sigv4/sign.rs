@@ -290,7 +290,8 @@ impl SignerCache {
         creq.push(b'\n');
         creq.extend_from_slice(payload_hash.as_bytes());
 
-        let date = &amz_date[..8];
+        // `YYYYMMDD` of `YYYYMMDDTHHMMSSZ`.
+        let date = amz_date.get(..8).unwrap_or_default();
         let scope = format!("{date}/{}/s3/aws4_request", backend.region);
         let sts = canonical::string_to_sign(&amz_date, &scope, &creq);
         let signature = canonical::signature(&self.signing_key(backend, date), &sts);
@@ -318,7 +319,8 @@ impl SignerCache {
         let host = host_header(&uri)?;
         let expires = expires.clamp(Duration::from_secs(1), MAX_PRESIGN).as_secs();
         let amz_date = crate::time::amz_date(now);
-        let date = &amz_date[..8];
+        // `YYYYMMDD` of `YYYYMMDDTHHMMSSZ`.
+        let date = amz_date.get(..8).unwrap_or_default();
         let scope = format!("{date}/{}/s3/aws4_request", backend.region);
         let credential = format!("{}/{scope}", backend.access_key);
         let expires = expires.to_string();
