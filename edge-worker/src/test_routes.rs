@@ -62,6 +62,8 @@ pub async fn handle(rt: &Rc<Runtime>, req: Request, env: &Env) -> Result<Respons
                 .collect();
             let now = runtime::system_time(runtime::now_ms());
             let mut urls = 0usize;
+            // The production path's signer (signing keys cached per backend and day).
+            let signer = shared::sigv4::sign::SignerCache::new();
             for i in 0..n {
                 let key = format!("photos/2026/{i:08}.jpg");
                 let order = placement::probe_order(&states, "bench", &key);
@@ -88,7 +90,7 @@ pub async fn handle(rt: &Rc<Runtime>, req: Request, env: &Env) -> Result<Respons
                 )
                 .parse()
                 .map_err(internal)?;
-                let url = shared::sigv4::sign::presign(
+                let url = signer.presign(
                     &http::Method::GET,
                     &uri,
                     backend,

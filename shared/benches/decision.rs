@@ -18,6 +18,7 @@ use shared::engine::{Engine, RequestContext};
 use shared::listing::{self, BackendPage, ListKind, ObjectEntry};
 use shared::placement::{self, BackendState, Entropy};
 use shared::route::{self, Query, RouteInput};
+use shared::sigv4::oracle;
 use shared::sigv4::sign::{self, PayloadHash};
 use shared::sigv4::{self, canonical, SignedParts};
 use shared::store::{MemoryStore, MetadataStore, ObjectRecord};
@@ -31,7 +32,7 @@ fn now() -> SystemTime {
 }
 
 /// A config with `n` backends; the first uses the gateway's own key pair, so that
-/// `sign::sign_request` for it signs what a client would send to the gateway.
+/// `oracle::sign_request` for it signs what a client would send to the gateway.
 fn config(n: usize) -> Config {
     let mut yaml = String::from("buckets:\n");
     for i in 0..n {
@@ -59,7 +60,7 @@ fn signed_get(config: &Config) -> http::request::Parts {
         .body(())
         .unwrap()
         .into_parts();
-    sign::sign_request(
+    oracle::sign_request(
         &mut parts,
         &config.backends[0],
         &PayloadHash::Unsigned,
@@ -141,7 +142,7 @@ fn bench_verify(c: &mut Criterion) {
         })
     });
 
-    let url = sign::presign(
+    let url = oracle::presign(
         &Method::GET,
         &"http://gateway.test/photos/2024/holiday/img_0042.jpg"
             .parse()
@@ -271,7 +272,7 @@ fn bench_presign(c: &mut Criterion) {
         .unwrap();
     c.bench_function("sigv4/presign", |b| {
         b.iter(|| {
-            sign::presign(
+            oracle::presign(
                 &Method::GET,
                 black_box(&uri),
                 &config.backends[0],
@@ -295,7 +296,7 @@ fn bench_presign(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    let signer = sign::BackendSigner::new(&config.backends[0]);
+    let signer = oracle::BackendSigner::new(&config.backends[0]);
     c.bench_function("sigv4/presign (signer kept)", |b| {
         b.iter(|| {
             signer

@@ -868,7 +868,7 @@ fn signed(
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(body))
     };
-    crate::sigv4::sign::sign_request(
+    crate::sigv4::oracle::sign_request(
         &mut parts,
         &client,
         &crate::sigv4::sign::PayloadHash::Sha256(digest),
@@ -980,7 +980,7 @@ fn a_body_not_matching_its_declared_sha256_stores_nothing() {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(b"good"))
     };
-    crate::sigv4::sign::sign_request(
+    crate::sigv4::oracle::sign_request(
         &mut parts,
         &client,
         &crate::sigv4::sign::PayloadHash::Sha256(digest),

@@ -1,17 +1,9 @@
-//! Signing and presigning requests to backends, with the `aws-sigv4` crate.
+//! Signing and presigning requests to backends ([`SignerCache`]), checked in the tests
+//! against AWS's own implementation, the `aws-sigv4` crate ([`super::oracle`]).
 //!
-//! <https://docs.rs/aws-sigv4>
 //! <https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-authenticating-requests.html>
 
 use std::time::{Duration, SystemTime};
-
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation,
-    SigningSettings, UriPathNormalizationMode,
-};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 
 use super::canonical;
 use crate::config::BackendConfig;
@@ -27,157 +19,15 @@ pub enum PayloadHash {
 }
 
 /// The longest a presigned URL may live (S3's limit).
-const MAX_PRESIGN: Duration = Duration::from_secs(604_800);
+pub(crate) const MAX_PRESIGN: Duration = Duration::from_secs(604_800);
 
-fn signing_failed(what: &str, e: impl std::fmt::Display) -> S3Error {
+pub(crate) fn signing_failed(what: &str, e: impl std::fmt::Display) -> S3Error {
     tracing::error!(error = %e, "{what}");
     S3Error::internal()
 }
 
-/// What signing for one backend needs, built once per backend (cheap to keep in a config
-/// snapshot): the credentials as an `aws-sigv4` identity and the region.
-#[derive(Debug)]
-pub struct BackendSigner {
-    identity: Identity,
-    region: String,
-}
-
-impl BackendSigner {
-    pub fn new(backend: &BackendConfig) -> Self {
-        let credentials = Credentials::new(
-            &backend.access_key,
-            backend.secret_key.expose(),
-            None,
-            None,
-            "s3-balance-backend",
-        );
-        Self {
-            identity: credentials.into(),
-            region: backend.region.clone(),
-        }
-    }
-
-    /// S3's rules: the path is signed as sent (no double encoding, no normalization), and the
-    /// payload hash is declared in `x-amz-content-sha256`.
-    fn settings(location: SignatureLocation, expires_in: Option<Duration>) -> SigningSettings {
-        let mut settings = SigningSettings::default();
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        settings.signature_location = location;
-        settings.expires_in = expires_in;
-        settings
-    }
-
-    fn params(
-        &self,
-        settings: SigningSettings,
-        now: SystemTime,
-    ) -> Result<v4::SigningParams<'_, SigningSettings>, S3Error> {
-        v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name("s3")
-            .time(now)
-            .settings(settings)
-            .build()
-            .map_err(|e| signing_failed("building signing params", e))
-    }
-
-    /// See [`sign_request`].
-    pub fn sign_request(
-        &self,
-        parts: &mut http::request::Parts,
-        payload: &PayloadHash,
-        now: SystemTime,
-    ) -> Result<(), S3Error> {
-        parts.uri = canonical_path_uri(&parts.uri)?;
-        if !parts.headers.contains_key(http::header::HOST) {
-            let host = host_header(&parts.uri)?;
-            parts.headers.insert(
-                http::header::HOST,
-                http::HeaderValue::from_str(&host).map_err(|e| signing_failed("host header", e))?,
-            );
-        }
-        let mut headers = Vec::with_capacity(parts.headers.len());
-        for (name, value) in &parts.headers {
-            let value = value
-                .to_str()
-                .map_err(|e| signing_failed("header value to sign is not text", e))?;
-            headers.push((name.as_str(), value));
-        }
-        let body = match payload {
-            PayloadHash::Unsigned => SignableBody::UnsignedPayload,
-            PayloadHash::Sha256(hash) => SignableBody::Precomputed(hash.clone()),
-        };
-        let uri = parts.uri.to_string();
-        let request = SignableRequest::new(parts.method.as_str(), uri, headers.into_iter(), body)
-            .map_err(|e| signing_failed("signable request", e))?;
-        let params = self
-            .params(Self::settings(SignatureLocation::Headers, None), now)?
-            .into();
-        let (instructions, _signature) = aws_sigv4::http_request::sign(request, &params)
-            .map_err(|e| signing_failed("signing", e))?
-            .into_parts();
-        let (new_headers, _) = instructions.into_parts();
-        for header in new_headers {
-            let mut value = http::HeaderValue::from_str(header.value())
-                .map_err(|e| signing_failed("signed header", e))?;
-            value.set_sensitive(header.sensitive());
-            parts.headers.insert(header.name(), value);
-        }
-        Ok(())
-    }
-
-    /// See [`presign`].
-    pub fn presign(
-        &self,
-        method: &http::Method,
-        uri: &http::Uri,
-        expires: Duration,
-        now: SystemTime,
-    ) -> Result<String, S3Error> {
-        let uri = canonical_path_uri(uri)?;
-        let host = host_header(&uri)?;
-        // S3 accepts 1 second to 7 days.
-        let expires = expires.clamp(Duration::from_secs(1), MAX_PRESIGN);
-        let uri_string = uri.to_string();
-        let request = SignableRequest::new(
-            method.as_str(),
-            uri_string.as_str(),
-            [("host", host.as_str())].into_iter(),
-            SignableBody::UnsignedPayload,
-        )
-        .map_err(|e| signing_failed("signable request", e))?;
-        let params = self
-            .params(
-                Self::settings(SignatureLocation::QueryParams, Some(expires)),
-                now,
-            )?
-            .into();
-        let (instructions, _signature) = aws_sigv4::http_request::sign(request, &params)
-            .map_err(|e| signing_failed("presigning", e))?
-            .into_parts();
-        let mut url = uri_string;
-        if !url.contains('?') {
-            url.push('?');
-        } else if !url.ends_with(['?', '&']) {
-            url.push('&');
-        }
-        for (i, (name, value)) in instructions.params().iter().enumerate() {
-            if i > 0 {
-                url.push('&');
-            }
-            canonical::uri_encode(name.as_bytes(), false, &mut url);
-            url.push('=');
-            canonical::uri_encode(value.as_bytes(), false, &mut url);
-        }
-        Ok(url)
-    }
-}
-
 /// The `Host` header for `uri`: its authority, without the scheme's default port.
-fn host_header(uri: &http::Uri) -> Result<String, S3Error> {
+pub(crate) fn host_header(uri: &http::Uri) -> Result<String, S3Error> {
     let host = uri
         .host()
         .ok_or_else(|| signing_failed("backend uri", "no host"))?;
@@ -201,7 +51,7 @@ const EXCLUDED_HEADERS: &[&str] = &[
 /// The signing keys of the backends, cached per (backend, day): `kSigning` depends only on the
 /// secret, the date and the region, so deriving it (4 HMACs) and building `aws-sigv4`'s signer
 /// state for every request is wasted work. Signs with [`canonical`] and produces exactly what
-/// `aws-sigv4` would ([`BackendSigner`], kept as the oracle in the tests).
+/// `aws-sigv4` would (the property tests compare it with [`super::oracle`]).
 ///
 /// <https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html>
 #[derive(Default, Debug)]
@@ -224,8 +74,9 @@ impl SignerCache {
         )
     }
 
-    /// Same contract as [`sign_request`]: adds `x-amz-date`, `x-amz-content-sha256`,
-    /// `Authorization` (and `host` if missing), rewriting the path to its canonical encoding.
+    /// Signs `parts` (absolute URI, headers to send) for `backend` at `now`: adds
+    /// `x-amz-date`, `x-amz-content-sha256`, `Authorization` (and `host` if missing). The URI's
+    /// path is rewritten to its canonical encoding (same object key, the form that is signed).
     pub fn sign_request(
         &self,
         parts: &mut http::request::Parts,
@@ -306,7 +157,8 @@ impl SignerCache {
         Ok(())
     }
 
-    /// Same contract as [`presign`].
+    /// A presigned URL for `method` on `uri` (absolute, the backend's), valid for `expires`
+    /// (clamped to S3's 1 second ..= 7 days).
     pub fn presign(
         &self,
         method: &http::Method,
@@ -414,7 +266,7 @@ fn push_spaces_trimmed(value: &str, out: &mut Vec<u8>) {
 /// `uri` with its path in canonical form (each segment decoded and encoded again with S3's
 /// rules), so that what is sent is exactly what `aws-sigv4` signs in `Single` mode and what
 /// the backend recomputes, whatever encoding the caller chose (`+`, `%2f`, `$` ...).
-fn canonical_path_uri(uri: &http::Uri) -> Result<http::Uri, S3Error> {
+pub(crate) fn canonical_path_uri(uri: &http::Uri) -> Result<http::Uri, S3Error> {
     let path = canonical::canonical_uri(uri.path());
     if path == uri.path() {
         return Ok(uri.clone());
@@ -436,20 +288,18 @@ fn canonical_path_uri(uri: &http::Uri) -> Result<http::Uri, S3Error> {
         .map_err(|e| signing_failed("backend uri", e))
 }
 
-/// Signs `parts` (absolute URI, headers to send) for `backend` at `now`: adds `Authorization`,
-/// `x-amz-date`, `x-amz-content-sha256` and `host` if missing. The URI's path is rewritten to
-/// its canonical encoding (same object key, the form that is signed).
+/// [`SignerCache::sign_request`] for a one-off request (`check`, the dev mode's client): the
+/// signing key is derived for this request alone.
 pub fn sign_request(
     parts: &mut http::request::Parts,
     backend: &BackendConfig,
     payload: &PayloadHash,
     now: SystemTime,
 ) -> Result<(), S3Error> {
-    BackendSigner::new(backend).sign_request(parts, payload, now)
+    SignerCache::new().sign_request(parts, backend, payload, now)
 }
 
-/// A presigned URL for `method` on `uri` (absolute, the backend's), valid for `expires`
-/// (clamped to S3's 1 second ..= 7 days).
+/// [`SignerCache::presign`] for a one-off URL.
 pub fn presign(
     method: &http::Method,
     uri: &http::Uri,
@@ -457,5 +307,5 @@ pub fn presign(
     expires: Duration,
     now: SystemTime,
 ) -> Result<String, S3Error> {
-    BackendSigner::new(backend).presign(method, uri, expires, now)
+    SignerCache::new().presign(method, uri, backend, expires, now)
 }

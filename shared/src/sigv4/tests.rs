@@ -1478,7 +1478,7 @@ fn sign_request_round_trips_through_verify() {
             .body(())
             .unwrap()
             .into_parts();
-        sign::sign_request(&mut parts, &backend("eu-west-3"), &payload, rt_time()).unwrap();
+        oracle::sign_request(&mut parts, &backend("eu-west-3"), &payload, rt_time()).unwrap();
         assert!(parts.headers.contains_key("authorization"));
         assert_eq!(parts.headers["x-amz-date"], "20240229T120000Z");
         let host = parts.headers["host"].to_str().unwrap();
@@ -1510,7 +1510,7 @@ fn presign_round_trips_through_verify() {
         "https://real.s3.amazonaws.com/k?versionId=3",
         "https://h.example/k?",
     ] {
-        let url = sign::presign(
+        let url = oracle::presign(
             &http::Method::GET,
             &uri.parse().unwrap(),
             &backend("us-west-2"),
@@ -1549,7 +1549,7 @@ fn presign_round_trips_through_verify() {
         assert_eq!(e.code, S3ErrorCode::AccessDenied);
     }
     // Over seven days is clamped to S3's maximum.
-    let url = sign::presign(
+    let url = oracle::presign(
         &http::Method::GET,
         &"https://h.example/k".parse().unwrap(),
         &backend("us-east-1"),
@@ -1561,7 +1561,7 @@ fn presign_round_trips_through_verify() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The cached fast path (`SignerCache`) against aws-sigv4 (`sign::sign_request`/`sign::presign`,
+// The cached fast path (`SignerCache`) against aws-sigv4 (`oracle::sign_request`/`oracle::presign`,
 // which run aws-sigv4): byte for byte the same headers and URLs.
 
 fn fast_path_strategy() -> impl Strategy<Value = (Req, String, u64, String, Vec<(String, String)>)>
@@ -1631,7 +1631,7 @@ proptest! {
             oracle.method = fast.method.clone();
             oracle.uri = fast.uri.clone();
             oracle.headers = fast.headers.clone();
-            sign::sign_request(&mut oracle, &b, &payload, now).unwrap();
+            oracle::sign_request(&mut oracle, &b, &payload, now).unwrap();
             cache.sign_request(&mut fast, &b, &payload, now).unwrap();
             prop_assert_eq!(&fast.uri, &oracle.uri);
             prop_assert_eq!(&fast.headers, &oracle.headers, "{}", uri);
@@ -1641,7 +1641,7 @@ proptest! {
             let parsed: http::Uri = uri.parse().unwrap();
             prop_assert_eq!(
                 cache.presign(&method, &parsed, &b, expires, now).unwrap(),
-                sign::presign(&method, &parsed, &b, expires, now).unwrap()
+                oracle::presign(&method, &parsed, &b, expires, now).unwrap()
             );
         }
     }
@@ -1669,7 +1669,7 @@ fn cached_signing_key_follows_secret_and_region_changes() {
                 rt_time(),
             )
             .unwrap();
-        let oracle = sign::presign(
+        let oracle = oracle::presign(
             &http::Method::GET,
             &uri,
             &b,
