@@ -446,6 +446,16 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _copies_on_both(vbucket: h.VBucket, prefix: str) -> set[str]:
+    """Keys under `prefix` that more than one backend of `vbucket` holds."""
+    seen: dict[str, int] = {}
+    strip = len(vbucket.real_key(""))
+    for b in vbucket.backends:
+        for k in b.keys(vbucket.real_key(prefix)):
+            seen[k[strip:]] = seen.get(k[strip:], 0) + 1
+    return {k for k, n in seen.items() if n > 1}
+
+
 def test_with_one_of_two_backends_stopped_writes_move_reads_of_the_other_stay_fast_and_listings_answer(
     logs, moto1, stoppable_moto
 ):
@@ -520,9 +530,16 @@ def test_with_one_of_two_backends_stopped_writes_move_reads_of_the_other_stay_fa
             assert hasattr(response, "status_code"), response
             assert response.status_code == 503 and h.error_code(response) == "ServiceUnavailable", response.text
             assert took < probe + SLACK, took
-        # Every acknowledged write is whole, and lives once, on the serving backend.
-        during = gw.vbucket("data").placements("during/")
-        assert during == {k: "live" for k in written}, during
+        # Every acknowledged write reads back whole.
+        for k, v in written.items():
+            assert s3.get_object(Bucket="data", Key=k)["Body"].read() == v
+        # A PUT that timed out on the hung backend was sent whole: the backend stores it when
+        # it resumes, after the same bytes were acknowledged from the other one. The failed
+        # attempt was recorded, and the maintenance task (every 10 s) leaves one copy.
+        late = _copies_on_both(gw.vbucket("data"), "during/")
+        print(f"writes that landed late on the resumed backend: {len(late)} {sorted(late)}")
+        h.wait_until("one copy of every key", lambda: not _copies_on_both(gw.vbucket("data"), "during/"), 60, 1)
+        assert set(gw.vbucket("data").placements("during/")) == set(written)
         for k, v in written.items():
             assert s3.get_object(Bucket="data", Key=k)["Body"].read() == v
         passed = True
