@@ -16,7 +16,7 @@ use crate::fetch_client::{header_from_js, headers_to_js, FetchClient, WorkerBody
 use crate::kv_store::KvStore;
 use crate::settings::{self, WorkerSettings};
 use shared::config::Config;
-use shared::engine::{error_response, Engine, RequestContext};
+use shared::engine::{error_response, ConfigUpdate, Engine, RequestContext};
 use shared::error::{S3Error, S3ErrorCode};
 
 /// The KV namespace binding in `wrangler.toml`.
@@ -80,18 +80,23 @@ pub fn env_string(env: &Env, name: &str) -> Option<String> {
 }
 
 fn parse_config(text: &str, env: &Env, settings: &WorkerSettings) -> Result<Config, String> {
-    let (mut config, warnings) =
+    let (config, warnings) =
         settings::load_config(text, &|name| env_string(env, name)).map_err(|e| e.to_string())?;
     for w in warnings {
         tracing::warn!("config: {w}");
     }
+    Ok(for_worker(config, settings))
+}
+
+/// What the Worker runtime changes in any loaded config (see [`WorkerSettings::apply`]).
+fn for_worker(mut config: Config, settings: &WorkerSettings) -> Config {
     settings.apply(&mut config);
     if !settings.index && config.balancer.strategy != shared::config::Strategy::ConsistentHash {
         tracing::warn!(
             "S3_BALANCE_INDEX=off without the consistent-hash strategy: reads probe every backend and an overwrite may land on another backend"
         );
     }
-    Ok(config)
+    config
 }
 
 /// The config text: the KV key `config` when set, else `S3_BALANCE_CONFIG`.
@@ -159,13 +164,24 @@ impl Runtime {
         if *self.config_text.borrow() == text {
             return;
         }
-        match parse_config(&text, env, &self.settings) {
-            Ok(config) => {
-                self.engine.set_config(Arc::new(config));
-                *self.config_text.borrow_mut() = text;
+        let update =
+            self.engine
+                .apply_config_text(None, &text, &|name| env_string(env, name), &|config| {
+                    for_worker(config, &self.settings)
+                });
+        // A broken text is reported once, not at every recheck.
+        *self.config_text.borrow_mut() = text;
+        match update {
+            ConfigUpdate::Unchanged => {}
+            ConfigUpdate::Applied { warnings, .. } => {
+                for w in warnings {
+                    tracing::warn!("config: {w}");
+                }
                 tracing::info!("configuration switched");
             }
-            Err(e) => tracing::error!("new configuration rejected, keeping the one in force: {e}"),
+            ConfigUpdate::Rejected(e) => {
+                tracing::error!("new configuration rejected, keeping the one in force: {e}")
+            }
         }
     }
 

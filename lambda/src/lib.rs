@@ -21,7 +21,7 @@ use http::{HeaderValue, Method, StatusCode};
 use lambda_http::RequestExt;
 use shared::body::Body as _;
 use shared::config::{Config, DataPathMode, MetadataBackend, Warnings};
-use shared::engine::{error_response, Engine, RequestContext};
+use shared::engine::{error_response, ConfigUpdate, Engine, RequestContext};
 use shared::http::HttpClient;
 use shared::store::MetadataStore;
 use shared::{S3Error, S3ErrorCode};
@@ -144,15 +144,21 @@ impl<S: MetadataStore + Clone, C: HttpClient + Clone> App<S, C> {
                 tracing::info!("config document removed: back to S3_BALANCE_CONFIG");
                 self.apply(self.base.clone());
             }
-            Some(text) => match parse_config(text, &env_var) {
-                Ok((config, warnings)) => {
+            Some(text) => match self
+                .engine
+                .apply_config_text(None, text, &env_var, &|config| {
+                    for_lambda(config, &self.table)
+                }) {
+                ConfigUpdate::Unchanged => {}
+                ConfigUpdate::Applied { warnings, .. } => {
                     for w in warnings {
                         tracing::warn!(warning = %w, "config document");
                     }
                     tracing::info!("config document applied");
-                    self.apply(Arc::new(for_lambda(config, &self.table)));
+                    self.redirect
+                        .set_config(Arc::new(redirecting_reads(&self.engine.config())));
                 }
-                Err(e) => {
+                ConfigUpdate::Rejected(e) => {
                     tracing::error!(error = %e, "config document is invalid; keeping the running config");
                 }
             },

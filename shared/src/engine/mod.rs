@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 
 use crate::body::Body;
-use crate::config::{BackendConfig, Config, DataPathMode, VirtualBucketConfig};
+use crate::config::{
+    BackendConfig, Config, ConfigError, DataPathMode, VirtualBucketConfig, Warnings,
+};
 use crate::error::{S3Error, S3ErrorCode};
 use crate::health::{Circuit, HealthSnapshot};
 use crate::http::HttpClient;
@@ -78,6 +80,21 @@ pub struct State {
 }
 
 pub use reindex::{ReindexCursor, ReindexError, ReindexReport};
+
+/// What [`Engine::apply_config_text`] did with a config text.
+#[derive(Debug)]
+pub enum ConfigUpdate {
+    /// It says what the config in force says (perhaps in other words): nothing changed.
+    Unchanged,
+    /// In force from the next request. `restart_needed`: the `server` or `metadata` section
+    /// changed, which only a restart applies (listeners, the store are built at start).
+    Applied {
+        warnings: Warnings,
+        restart_needed: bool,
+    },
+    /// It does not load; the config in force stays.
+    Rejected(ConfigError),
+}
 
 pub struct Engine<S, C> {
     store: S,
@@ -262,6 +279,34 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     /// Hot switch: requests after this call use `config`.
     pub fn set_config(&self, config: Arc<Config>) {
         self.update_state(|s| s.config = config);
+    }
+
+    /// Hot reload, the same on every runtime: `text` (a file, a KV key, a DynamoDB item) is
+    /// read by [`Config::from_text`], passed through `adapt` (the runtime's own rules, such as
+    /// the Lambda's body cap) and put in force for the next request, unless it says what the
+    /// config in force says. A text that does not load changes nothing.
+    pub fn apply_config_text(
+        &self,
+        name: Option<&str>,
+        text: &str,
+        var: &dyn Fn(&str) -> Option<String>,
+        adapt: &dyn Fn(Config) -> Config,
+    ) -> ConfigUpdate {
+        let (config, warnings) = match Config::from_text(name, text, var) {
+            Ok(loaded) => loaded,
+            Err(e) => return ConfigUpdate::Rejected(e),
+        };
+        let config = adapt(config);
+        let current = self.config();
+        if *current == config {
+            return ConfigUpdate::Unchanged;
+        }
+        let restart_needed = current.server != config.server || current.metadata != config.metadata;
+        self.set_config(Arc::new(config));
+        ConfigUpdate::Applied {
+            warnings,
+            restart_needed,
+        }
     }
 
     /// Flushes this process's operation counts to the store, then re-reads the health

@@ -1069,3 +1069,67 @@ fn keys_with_dot_segments_are_refused_not_written_elsewhere() {
     // Dots inside a segment are ordinary.
     assert_eq!(h.put("/photos/a..b/.c/d.", b"fine").status, StatusCode::OK);
 }
+
+#[test]
+fn a_config_text_is_applied_when_it_changes_something_and_rejected_whole_when_broken() {
+    use super::ConfigUpdate;
+    let text = |strategy: &str, db: &str| {
+        format!(
+            "balancer:\n  strategy: {strategy}\nmetadata:\n  type: sqlite\n  path: {db}\nbuckets:\n  - name: one\n    endpoint: http://127.0.0.1:9000\n    access_key_id: k\n    secret_access_key: ${{SECRET}}\n  - name: photos\n    virtual: true\n"
+        )
+    };
+    let var = |name: &str| (name == "SECRET").then(|| "s3cr3t".to_owned());
+    let keep = |c: Config| c;
+    let (first, _) = Config::from_text(None, &text("round-robin", "a.db"), &var).unwrap();
+    let h = Harness::with_config(first);
+    let apply = |t: &str| h.engine.apply_config_text(None, t, &var, &keep);
+
+    // The same config in other words (TOML here) changes nothing.
+    let toml = "[balancer]\nstrategy = \"round-robin\"\n[metadata]\ntype = \"sqlite\"\npath = \"a.db\"\n[[buckets]]\nname = \"one\"\nendpoint = \"http://127.0.0.1:9000\"\naccess_key_id = \"k\"\nsecret_access_key = \"${SECRET}\"\n[[buckets]]\nname = \"photos\"\nvirtual = true\n";
+    assert!(matches!(apply(toml), ConfigUpdate::Unchanged));
+
+    let switched = apply(&text("least-space", "a.db"));
+    assert!(
+        matches!(
+            switched,
+            ConfigUpdate::Applied {
+                restart_needed: false,
+                ..
+            }
+        ),
+        "{switched:?}"
+    );
+    assert_eq!(h.engine.config().balancer.strategy, Strategy::LeastSpace);
+
+    // Broken (YAML syntax, or a `${NAME}` nobody sets): rejected, the config in force stays.
+    assert!(matches!(apply("buckets: [\n"), ConfigUpdate::Rejected(_)));
+    let unset = text("weighted", "a.db").replace("${SECRET}", "${UNSET}");
+    assert!(matches!(apply(&unset), ConfigUpdate::Rejected(e) if e.to_string().contains("UNSET")));
+    assert_eq!(h.engine.config().balancer.strategy, Strategy::LeastSpace);
+
+    // A new metadata store applies only at a restart: said so.
+    let moved = apply(&text("least-space", "b.db"));
+    assert!(
+        matches!(
+            moved,
+            ConfigUpdate::Applied {
+                restart_needed: true,
+                ..
+            }
+        ),
+        "{moved:?}"
+    );
+
+    // The runtime's own rules are applied before the comparison.
+    let capped = h.engine.apply_config_text(
+        None,
+        &text("least-space", "b.db"),
+        &var,
+        &|mut c: Config| {
+            c.api.max_body_bytes = Some(1024);
+            c
+        },
+    );
+    assert!(matches!(capped, ConfigUpdate::Applied { .. }));
+    assert_eq!(h.engine.config().api.max_body_bytes, Some(1024));
+}
