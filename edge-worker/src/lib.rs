@@ -22,5 +22,5 @@ pub mod kv_store;
 mod logging;
 #[cfg(target_arch = "wasm32")]
 mod runtime;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "test-routes"))]
 mod test_routes;

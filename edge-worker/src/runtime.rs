@@ -5,7 +5,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::StatusCode;
 use worker::wasm_bindgen::JsCast;
 use worker::{
@@ -359,8 +358,9 @@ async fn serve(
         tracing::error!("the gateway cannot start: {e}");
         S3Error::unavailable("The gateway is not configured correctly; see the Worker's logs.")
     })?;
-    let path = req.path();
-    if rt.settings.test_routes && path.starts_with("/__test/") {
+    // Compiled into the test bundle only, and served there only with the var set.
+    #[cfg(feature = "test-routes")]
+    if rt.settings.test_routes && req.path().starts_with("/__test/") {
         return crate::test_routes::handle(&rt, req, env).await;
     }
     let request = to_http(&req)?;
@@ -414,11 +414,4 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(rt) => rt.scheduled().await,
         Err(e) => tracing::error!("scheduled run skipped: the gateway cannot start: {e}"),
     }
-}
-
-/// A body from bytes, for the test routes.
-pub fn text_response(status: u16, text: impl Into<String>) -> Response {
-    Response::builder()
-        .with_status(status)
-        .fixed(Bytes::from(text.into()).to_vec())
 }

@@ -1,5 +1,6 @@
-//! Routes for the end-to-end tests, served only when the var `S3_BALANCE_TEST_ROUTES=1` is set
-//! (never in `wrangler.toml`'s production vars). Under `/__test/`:
+//! Routes for the end-to-end tests: compiled only with the feature `test-routes` (the test
+//! bundle, `scripts/build-worker --test-routes`) and served only when the var
+//! `S3_BALANCE_TEST_ROUTES=1` is set too. Under `/__test/`:
 //!
 //! - `GET kv-contract`: runs the shared store contract on [`KvStore`] inside workerd, under a
 //!   fresh key prefix (removed afterwards). 200 `ok`; a failed expectation panics (500).
@@ -18,7 +19,7 @@ use shared::store::{MetadataStore, ObjectRecord};
 use worker::{Env, Request, Response};
 
 use crate::kv_store::KvStore;
-use crate::runtime::{self, text_response, Runtime, KV_BINDING};
+use crate::runtime::{self, Runtime, KV_BINDING};
 
 fn internal(e: impl std::fmt::Display) -> S3Error {
     tracing::error!("test route: {e}");
@@ -142,4 +143,11 @@ pub async fn handle(rt: &Rc<Runtime>, req: Request, env: &Env) -> Result<Respons
         }
         _ => Ok(text_response(404, "no such test route")),
     }
+}
+
+/// A plain-text answer.
+fn text_response(status: u16, text: impl Into<String>) -> Response {
+    Response::builder()
+        .with_status(status)
+        .fixed(text.into().into_bytes())
 }

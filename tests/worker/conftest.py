@@ -1,7 +1,7 @@
 """Harness of the Worker's end-to-end tests: two moto S3 servers as backends, and the built
 Worker under `wrangler dev` (local mode: workerd, local KV in a temp dir, no network, no login).
 
-Needs: `scripts/install-worker-tools` and `scripts/build-worker` (run here when the bundle is
+Needs: `scripts/install-worker-tools` and `scripts/build-worker --test-routes` (run here when the bundle is
 missing; WORKER_REBUILD=1 forces it). Without the tools every test is skipped with the reason
 (fails under CI=true).
 """
@@ -26,7 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 import harness as h  # noqa: E402
 
-SHIM = ROOT / "edge-worker" / "build" / "worker" / "shim.mjs"
+# The test bundle: the production code plus the `/__test/` routes (scripts/build-worker
+# --test-routes); the production bundle in edge-worker/build has no such routes.
+SHIM = ROOT / "edge-worker" / "build-test" / "worker" / "shim.mjs"
+# The production bundle, as `wrangler deploy` builds it (scripts/build-worker).
+PRODUCTION_SHIM = ROOT / "edge-worker" / "build" / "worker" / "shim.mjs"
 WRANGLER = ROOT / "scripts" / "wrangler"
 ACCESS_KEY = "AKIDWORKERTEST000001"
 SECRET_KEY = "worker-test-secret-000001"
@@ -71,7 +75,7 @@ def bundle():
     if reason:
         h.missing(reason)
     if os.environ.get("WORKER_REBUILD") == "1" or not SHIM.exists():
-        subprocess.run([str(ROOT / "scripts" / "build-worker")], check=True, cwd=ROOT)
+        subprocess.run([str(ROOT / "scripts" / "build-worker"), "--test-routes"], check=True, cwd=ROOT)
     return SHIM
 
 

@@ -321,6 +321,26 @@ def test_wrangler_deploy_dry_run(tmp_path):
     assert any(p.suffix == ".wasm" for p in tmp_path.rglob("*")), list(tmp_path.rglob("*"))
 
 
+def test_the_production_bundle_has_no_test_routes(motos, tmp_path):
+    """The bundle `wrangler deploy` ships (scripts/build-worker, without the `test-routes`
+    feature) does not serve `/__test/`, even with the var that enables them set: such a path
+    is an S3 request like any other. The test bundle answers the same request 200
+    (test_kv_store_contract)."""
+    from conftest import PRODUCTION_SHIM, start_gateway, stop_gateway
+
+    if not PRODUCTION_SHIM.exists():  # test_wrangler_deploy_dry_run built it, unless deselected
+        subprocess.run([str(ROOT / "scripts" / "build-worker")], check=True, cwd=ROOT, timeout=900)
+    gw = start_gateway(PRODUCTION_SHIM, motos, tmp_path)
+    try:
+        assert requests.get(f"{gw.url}/health", timeout=30).status_code == 200
+        for method, path in (("GET", "/__test/kv-contract"), ("DELETE", "/__test/index?bucket=photos&key=k")):
+            r = requests.request(method, f"{gw.url}{path}", timeout=30)
+            assert r.status_code in (400, 403), (method, path, r.status_code, r.text)
+            assert "<Error><Code>" in r.text, r.text
+    finally:
+        stop_gateway(gw)
+
+
 # --- index off: serving writes KV not at all ----------------------------------------------------
 
 
