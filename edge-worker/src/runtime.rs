@@ -364,7 +364,12 @@ async fn serve(
         return crate::test_routes::handle(&rt, req, env).await;
     }
     let request = to_http(&req)?;
+    // Workers' clock stands still while the isolate computes: this is the time spent waiting
+    // on KV and the backends, which is most of a request's duration.
+    let started = now_ms();
     let response = rt.engine.handle(request, rc).await;
+    rt.engine
+        .record_response(&response, now_ms().saturating_sub(started) as f64 / 1000.0);
     if let Some(log) = response.extensions().get::<shared::engine::RequestLog>() {
         tracing::info!(
             request_id = %rc.request_id,

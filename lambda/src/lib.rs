@@ -202,6 +202,7 @@ impl<S: MetadataStore + Clone, C: HttpClient + Clone> App<S, C> {
         &self,
         request: lambda_http::Request,
     ) -> lambda_http::Response<lambda_http::Body> {
+        let started = Instant::now();
         self.refresh_if_stale().await;
         let request_id = request
             .lambda_context_ref()
@@ -252,6 +253,9 @@ impl<S: MetadataStore + Clone, C: HttpClient + Clone> App<S, C> {
                     .await;
             }
         }
+        // Counted where `/metrics` is served from (the engine, not the redirect fallback).
+        self.engine
+            .record_response(&response, started.elapsed().as_secs_f64());
         to_lambda_response(response).await
     }
 

@@ -235,6 +235,19 @@ async fn signed_put_through_a_staged_http_api_then_anonymous_get_through_a_funct
     assert_eq!(response.status(), 200);
     assert_eq!(body_bytes(&response), b"public bytes");
     assert!(response.headers().contains_key("x-amz-request-id"));
+
+    // Each answer is counted in the request metrics of this instance.
+    let metrics = app
+        .engine()
+        .metrics()
+        .render(&Default::default(), &[], &Default::default(), &[]);
+    for line in [
+        r#"s3_balance_s3_operations_total{operation="PutObject",status="success"} 1"#,
+        r#"s3_balance_s3_operations_total{operation="PutObject",status="error"} 1"#,
+        r#"s3_balance_s3_operations_total{operation="GetObject",status="success"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]

@@ -255,18 +255,12 @@ async fn handle(
             http::HeaderValue::from_static("close"),
         );
     }
+    engine.record_response(&response, started.elapsed().as_secs_f64());
     let log = response
         .extensions()
         .get::<RequestLog>()
         .cloned()
         .unwrap_or_default();
-    if !log.operation.is_empty() && log.operation != "Admin" {
-        engine.metrics().record_request(
-            log.operation,
-            response.status().as_u16(),
-            started.elapsed().as_secs_f64(),
-        );
-    }
     let entry = AccessLog {
         request_id: ctx.request_id,
         method,

@@ -281,6 +281,19 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         self.update_state(|s| s.config = config);
     }
 
+    /// Books one answered request in the request metrics (`s3_balance_s3_operations_total`,
+    /// `s3_balance_request_duration_seconds`) from the [`RequestLog`] the engine attached to
+    /// the response. `seconds`: from the request's arrival to its answer, as the runtime's clock
+    /// measured it. Answers of `/health` and `/metrics` are not S3 requests and are not counted.
+    pub fn record_response<B>(&self, response: &http::Response<B>, seconds: f64) {
+        if let Some(log) = response.extensions().get::<RequestLog>() {
+            if !log.operation.is_empty() && log.operation != "Admin" {
+                self.metrics
+                    .record_request(log.operation, response.status().as_u16(), seconds);
+            }
+        }
+    }
+
     /// Hot reload, the same on every runtime: `text` (a file, a KV key, a DynamoDB item) is
     /// read by [`Config::from_text`], passed through `adapt` (the runtime's own rules, such as
     /// the Lambda's body cap) and put in force for the next request, unless it says what the

@@ -1133,3 +1133,46 @@ fn a_config_text_is_applied_when_it_changes_something_and_rejected_whole_when_br
     assert!(matches!(capped, ConfigUpdate::Applied { .. }));
     assert_eq!(h.engine.config().api.max_body_bytes, Some(1024));
 }
+
+#[test]
+fn answered_s3_requests_are_counted_and_the_gateways_own_endpoints_are_not() {
+    let h = Harness::new(Strategy::RoundRobin);
+    let ctx = RequestContext {
+        now: h.now,
+        request_id: "r".into(),
+        random: 0,
+    };
+    let request = |method: Method, target: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(target)
+            .header("host", "gateway.test:8080")
+            .header("content-length", "0")
+            .body(MemBody::empty())
+            .unwrap()
+    };
+    for (method, target) in [
+        (Method::PUT, "/photos/k"),
+        (Method::GET, "/photos/k"),
+        (Method::GET, "/photos/missing"),
+        (Method::GET, "/health"),
+    ] {
+        let response = block_on(h.engine.handle(request(method, target), &ctx));
+        h.engine.record_response(&response, 0.004);
+    }
+    let metrics = h.get("/metrics").text();
+    for line in [
+        r#"s3_balance_s3_operations_total{operation="PutObject",status="success"} 1"#,
+        r#"s3_balance_s3_operations_total{operation="GetObject",status="success"} 1"#,
+        r#"s3_balance_s3_operations_total{operation="GetObject",status="error"} 1"#,
+        r#"s3_balance_s3_operation_duration_seconds_bucket{operation="GetObject",le="0.005"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    // `/health` was answered and booked like the others, but is not an S3 operation.
+    assert!(!metrics.contains("operation=\"Admin\""), "{metrics}");
+    assert_eq!(
+        metrics.matches("s3_balance_s3_operations_total{").count(),
+        3
+    );
+}
