@@ -399,3 +399,29 @@ fn base64_encode(data: &[u8]) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn a_panic_on_the_request_path_answers_500_internal_error_and_the_next_request_is_served() {
+    let (app, _store, s3) = setup();
+    for endpoint in [ONE, TWO] {
+        for method in [http::Method::GET, http::Method::HEAD] {
+            s3.add_fault(endpoint, shared::testing::Fault::Panic(method));
+        }
+    }
+    let response = app
+        .handle_http(event(&fixture("function-url-get.json")))
+        .await;
+    assert_eq!(response.status(), 500);
+    let body = String::from_utf8(body_bytes(&response)).unwrap();
+    assert!(body.contains("<Code>InternalError</Code>"), "{body}");
+    assert!(response.headers().contains_key("x-amz-request-id"));
+
+    s3.clear_faults(ONE);
+    s3.clear_faults(TWO);
+    s3.put_direct(ONE, "one", "public/dir/a+b c.txt", "public bytes");
+    let response = app
+        .handle_http(event(&fixture("function-url-get.json")))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(body_bytes(&response), b"public bytes");
+}

@@ -158,6 +158,9 @@ pub enum Fault {
     TimeoutAfter(Method),
     /// Successful answers to requests with this method arrive with their body cut in half.
     Garble(Method),
+    /// Requests with this method panic in the caller's task: a stand-in for a bug on the
+    /// request path, to test that a runtime answers 500 instead of dying.
+    Panic(Method),
 }
 
 #[derive(Default)]
@@ -381,6 +384,13 @@ impl HttpClient for MemoryS3 {
 
     async fn send(&self, request: Request<MemBody>) -> Result<Response<MemBody>, TransportError> {
         let (parts, body) = request.into_parts();
+        let panics = self.lock().endpoints.values().any(|ep| {
+            ep.faults
+                .iter()
+                .any(|f| matches!(f, Fault::Panic(m) if *m == parts.method))
+        });
+        // Outside the lock, so that the double stays usable after the panic.
+        assert!(!panics, "MemoryS3: injected panic on {}", parts.method);
         let mut state = self.lock();
         state
             .requests
