@@ -13,12 +13,10 @@
 
 pub mod setup;
 
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::{HeaderValue, Method, StatusCode};
 use lambda_http::RequestExt;
 use shared::body::Body as _;
@@ -239,25 +237,7 @@ impl<S: MetadataStore + Clone, C: HttpClient + Clone> App<S, C> {
         let request = request.map(|()| C::Body::from_bytes(body));
         // A bug in one request answers 500 InternalError as S3 would, not a failed invocation
         // (which the function URL turns into a bare 502).
-        let mut response = match AssertUnwindSafe(self.engine.handle(request, &ctx))
-            .catch_unwind()
-            .await
-        {
-            Ok(response) => response,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
-                tracing::error!(request_id = %ctx.request_id, panic = what.unwrap_or("?"), "request handler panicked");
-                let mut r =
-                    error_response::<C::Body>(&S3Error::internal(), &ctx.request_id, is_head);
-                if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-                    r.headers_mut().insert("x-amz-request-id", id);
-                }
-                r
-            }
-        };
+        let mut response = self.engine.handle_guarded(request, &ctx).await;
         if let Some(retry) = retry {
             if response.status().is_success() && response_len(&response) > Some(MAX_RESPONSE_BYTES)
             {

@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -234,20 +233,7 @@ async fn handle(
         random: rand::random(),
     };
     // A bug in one request must not take the connection (and its other requests) down.
-    let response = match AssertUnwindSafe(engine.handle(req, &ctx))
-        .catch_unwind()
-        .await
-    {
-        Ok(response) => response,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
-            tracing::error!(request_id = %ctx.request_id, panic = what.unwrap_or("?"), "request handler panicked");
-            internal_error(&ctx.request_id, method == http::Method::HEAD)
-        }
-    };
+    let response = engine.handle_guarded(req, &ctx).await;
     let mut response = response;
     if close_after {
         response.headers_mut().insert(
@@ -375,42 +361,6 @@ impl futures_core::Stream for LoggedStream {
             _ => {}
         }
         polled
-    }
-}
-
-/// The InternalError answer of a request whose handler panicked: the engine's error response
-/// (no body on HEAD), with the request id.
-fn internal_error(request_id: &str, head: bool) -> http::Response<NativeBody> {
-    let mut response =
-        shared::engine::error_response(&shared::S3Error::internal(), request_id, head);
-    if let Ok(id) = http::HeaderValue::from_str(request_id) {
-        response.headers_mut().insert("x-amz-request-id", id);
-    }
-    response
-}
-
-#[cfg(test)]
-mod internal_error_tests {
-    use super::*;
-
-    #[test]
-    fn panics_answer_internal_error_with_no_body_on_head() {
-        let get = internal_error("ID1", false);
-        assert_eq!(get.status(), 500);
-        assert_eq!(get.headers()["x-amz-request-id"], "ID1");
-        let NativeBody::Full(body) = get.into_body() else {
-            panic!("a GET error carries its XML body");
-        };
-        assert_eq!(
-            shared::xml::parse_error(&body)
-                .map(|(code, _)| code)
-                .as_deref(),
-            Some("InternalError")
-        );
-        let head = internal_error("ID2", true);
-        assert_eq!(head.status(), 500);
-        assert_eq!(head.headers()["x-amz-request-id"], "ID2");
-        assert_eq!(head.into_body().exact_len(), Some(0));
     }
 }
 

@@ -373,6 +373,36 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         Ok(())
     }
 
+    /// [`Engine::handle`], with a panic on the request path (a bug) logged and answered
+    /// `500 InternalError` instead of taking the caller's task, and the other requests it
+    /// serves, down. Where panics abort (the Worker's wasm32) this is `handle`.
+    pub async fn handle_guarded(
+        &self,
+        request: http::Request<C::Body>,
+        ctx: &RequestContext,
+    ) -> http::Response<C::Body> {
+        use futures_util::FutureExt;
+        let head = request.method() == Method::HEAD;
+        match std::panic::AssertUnwindSafe(self.handle(request, ctx))
+            .catch_unwind()
+            .await
+        {
+            Ok(response) => response,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
+                tracing::error!(request_id = %ctx.request_id, panic = what.unwrap_or("?"), "request handler panicked");
+                let mut response = error_response(&S3Error::internal(), &ctx.request_id, head);
+                if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+                    response.headers_mut().insert("x-amz-request-id", id);
+                }
+                response
+            }
+        }
+    }
+
     /// Serves one request. Never fails: errors become S3 error responses.
     /// `/health` and `/metrics` (path style, no virtual host) are served here too.
     pub async fn handle(

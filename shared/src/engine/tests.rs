@@ -1176,3 +1176,43 @@ fn answered_s3_requests_are_counted_and_the_gateways_own_endpoints_are_not() {
         3
     );
 }
+
+#[test]
+fn a_panic_on_the_request_path_answers_500_internal_error_with_no_body_on_head() {
+    let h = Harness::new(Strategy::RoundRobin);
+    assert_eq!(h.put("/photos/k", b"v").status, StatusCode::OK);
+    for endpoint in ENDPOINTS {
+        for method in [Method::GET, Method::HEAD] {
+            h.s3()
+                .add_fault(endpoint, crate::testing::Fault::Panic(method));
+        }
+    }
+    let ctx = RequestContext {
+        now: h.now,
+        request_id: "PANIC1".into(),
+        random: 0,
+    };
+    for method in [Method::GET, Method::HEAD] {
+        let request = http::Request::builder()
+            .method(method.clone())
+            .uri("/photos/k")
+            .header("host", "gateway.test:8080")
+            .body(MemBody::empty())
+            .unwrap();
+        let response = block_on(h.engine.handle_guarded(request, &ctx));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()["x-amz-request-id"], "PANIC1");
+        let body = block_on(response.into_body().collect(4096)).unwrap();
+        if method == Method::HEAD {
+            assert!(body.is_empty());
+        } else {
+            let (code, _) = crate::xml::parse_error(&body).unwrap();
+            assert_eq!(code, "InternalError");
+        }
+    }
+    // The engine goes on serving.
+    for endpoint in ENDPOINTS {
+        h.s3().clear_faults(endpoint);
+    }
+    assert_eq!(h.get("/photos/k").body.as_ref(), b"v");
+}

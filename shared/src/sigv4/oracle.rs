@@ -16,7 +16,9 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 
 use super::canonical;
-use super::sign::{canonical_path_uri, host_header, signing_failed, PayloadHash, MAX_PRESIGN};
+use super::sign::{
+    canonical_path_uri, canonical_target, host_header, signing_failed, PayloadHash, MAX_PRESIGN,
+};
 use crate::config::BackendConfig;
 use crate::error::S3Error;
 
@@ -77,14 +79,7 @@ impl BackendSigner {
         payload: &PayloadHash,
         now: SystemTime,
     ) -> Result<(), S3Error> {
-        parts.uri = canonical_path_uri(&parts.uri)?;
-        if !parts.headers.contains_key(http::header::HOST) {
-            let host = host_header(&parts.uri)?;
-            parts.headers.insert(
-                http::header::HOST,
-                http::HeaderValue::from_str(&host).map_err(|e| signing_failed("host header", e))?,
-            );
-        }
+        canonical_target(parts)?;
         let mut headers = Vec::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
             let value = value

@@ -26,6 +26,20 @@ pub(crate) fn signing_failed(what: &str, e: impl std::fmt::Display) -> S3Error {
     S3Error::internal()
 }
 
+/// What is signed of the target, as it will be sent: the path in its canonical encoding (same
+/// object key) and a `Host` header, added from the URI when missing.
+pub(crate) fn canonical_target(parts: &mut http::request::Parts) -> Result<(), S3Error> {
+    parts.uri = canonical_path_uri(&parts.uri)?;
+    if !parts.headers.contains_key(http::header::HOST) {
+        let host = host_header(&parts.uri)?;
+        parts.headers.insert(
+            http::header::HOST,
+            http::HeaderValue::from_str(&host).map_err(|e| signing_failed("host header", e))?,
+        );
+    }
+    Ok(())
+}
+
 /// The `Host` header for `uri`: its authority, without the scheme's default port.
 pub(crate) fn host_header(uri: &http::Uri) -> Result<String, S3Error> {
     let host = uri
@@ -84,14 +98,7 @@ impl SignerCache {
         payload: &PayloadHash,
         now: SystemTime,
     ) -> Result<(), S3Error> {
-        parts.uri = canonical_path_uri(&parts.uri)?;
-        if !parts.headers.contains_key(http::header::HOST) {
-            let host = host_header(&parts.uri)?;
-            parts.headers.insert(
-                http::header::HOST,
-                http::HeaderValue::from_str(&host).map_err(|e| signing_failed("host header", e))?,
-            );
-        }
+        canonical_target(parts)?;
         let amz_date = crate::time::amz_date(now);
         let payload_hash = match payload {
             PayloadHash::Unsigned => UNSIGNED_PAYLOAD,
