@@ -191,7 +191,8 @@ class Gateway:
             region_name="us-east-1",
             aws_access_key_id=access_key,
             aws_secret_access_key=secret_key,
-            config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, read_timeout=30, **kw),
+            # `kw` may override the defaults (the drill sets its own timeouts).
+            config=BotoConfig(**{"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 1}, "read_timeout": 30, **kw}),
         )
 
     def wrangler(self, *args, check=True):

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from conftest import start_gateway, stop_gateway
@@ -19,6 +20,7 @@ import drill  # noqa: E402
 PREFIX = f"{drill.BUCKET}/"
 
 
+@pytest.mark.timeout(600)
 def test_worker_drill_with_kv_lag_and_an_outage(bundle, motos, tmp_path):
     gw = start_gateway(bundle, motos, tmp_path, extra_bucket=drill.BUCKET)
     try:
