@@ -104,6 +104,36 @@ impl Survey {
     }
 }
 
+/// The live copy among those a survey found. The index entry names it when a copy with the
+/// entry's ETag is where it points and no stale-copy record names that backend (the rule reads
+/// follow too, [`Engine::locate`]): the gateway wrote that entry when it acknowledged the key's
+/// last write. A copy elsewhere may be *newer* by Last-Modified and still not live: a write
+/// that timed out on a hung backend can land there when it resumes, after the client was
+/// answered from another backend (and after later writes of the key). Without a trusted entry
+/// (lost, lagging, or its backend itself recorded) the newest copy wins.
+pub(crate) fn live_copy<'a>(
+    survey: &'a Survey,
+    indexed: Option<&ObjectRecord>,
+    recorded: &[String],
+) -> Option<&'a Copy> {
+    let trusted = indexed
+        .filter(|entry| !recorded.contains(&entry.backend))
+        .and_then(|entry| {
+            survey
+                .copies
+                .iter()
+                .find(|c| c.backend == entry.backend && same_etag(&c.etag, &entry.etag))
+        });
+    trusted.or_else(|| survey.newest())
+}
+
+/// ETags as S3 sends them are quoted; an empty one (an entry indexed ahead of a redirected
+/// upload) matches nothing.
+fn same_etag(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_matches('"'), b.trim_matches('"'));
+    !a.is_empty() && a == b
+}
+
 /// The newest of `copies` (ties: the first).
 pub(crate) fn newest(copies: &[Copy]) -> Option<&Copy> {
     let mut best: Option<&Copy> = None;
@@ -304,14 +334,32 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 "A backend that may hold this object is unavailable. Please try again.",
             ));
         }
-        let Some(live) = survey.newest().cloned() else {
+        let indexed = self
+            .store
+            .get_object(object.bucket, object.key)
+            .await
+            .map_err(store_unavailable)?;
+        let recorded: Vec<String> = self
+            .store
+            .stale_copies_of(object.bucket, object.key)
+            .await
+            .map_err(store_unavailable)?
+            .into_iter()
+            .map(|c| c.backend)
+            .collect();
+        let Some(live) = live_copy(&survey, indexed.as_ref(), &recorded).cloned() else {
             self.store
                 .delete_object_unless_newer(object.bucket, object.key, crate::time::unix_secs(now))
                 .await
                 .map_err(store_unavailable)?;
             return Ok(0);
         };
-        let older = survey.older();
+        let older: Vec<Copy> = survey
+            .copies
+            .iter()
+            .filter(|c| c.backend != live.backend)
+            .cloned()
+            .collect();
         let (removed, left) = self.remove_copies(state, object, &older, now).await;
         for c in &removed {
             self.count_usage(&c.backend, -(c.size as i64), -1);

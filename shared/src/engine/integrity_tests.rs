@@ -363,6 +363,35 @@ fn a_write_that_times_out_moves_on_and_the_maybe_written_copy_is_settled() {
 }
 
 #[test]
+fn a_write_that_lands_late_on_a_resumed_backend_never_replaces_a_later_acknowledged_one() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    // b1 takes the PUT but its answer never comes: the gateway moves the new object on.
+    h.s3()
+        .add_fault(ENDPOINTS[0], Fault::TimeoutAfter(Method::PUT));
+    assert_eq!(h.put("/photos/late", b"v1").status, StatusCode::OK);
+    let holder = h.entry("late").unwrap().backend;
+    assert_ne!(holder, "b1", "moved off the backend that timed out");
+    assert!(h.stale_copies() >= 1, "b1 may hold the attempt");
+    // The client overwrites the key; the index sends it to the holder.
+    h.s3().clear_faults(ENDPOINTS[0]);
+    assert_eq!(h.put("/photos/late", b"v2").status, StatusCode::OK);
+    // b1 was hung, not dead: the first attempt lands only when it resumes, so its copy is
+    // the newest by Last-Modified (as a SIGSTOPped provider did in tests/test_hostile.py).
+    h.s3()
+        .put_direct(ENDPOINTS[0], &bucket_of(0), "photos/late", "v1");
+    h.all_up();
+    h.maintain();
+    assert_eq!(h.stale_copies(), 0);
+    assert_eq!(
+        body(&h.get("/photos/late")),
+        "v2",
+        "the acknowledged write stays"
+    );
+    assert_eq!(h.holders_of("late").len(), 1, "and the late copy is gone");
+    assert_eq!(h.entry("late").unwrap().backend, holder);
+}
+
+#[test]
 fn a_backend_that_keeps_failing_is_not_waited_on() {
     let h = Harness::with_config(photos_only(Placement::ConsistentHash));
     for i in 0..30 {
