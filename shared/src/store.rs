@@ -170,7 +170,8 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Drops every object entry: what a lost metadata file looks like.
+    /// Drops every object entry: what a lost metadata file looks like (tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn forget_objects(&self) {
         self.lock().objects.clear();
     }
@@ -382,6 +383,7 @@ impl MetadataStore for MemoryStore {
 
 /// The contract every [`MetadataStore`] must pass. Call [`contract::run`] with a fresh, empty
 /// store from the store's own tests; it panics with the failed expectation.
+#[cfg(any(test, feature = "testing"))]
 #[allow(clippy::unwrap_used)] // a failed expectation panics: that is the test's report
 pub mod contract {
     use super::*;
