@@ -224,6 +224,13 @@ def test_list_buckets_and_head_bucket(env, s3):
         assert vb in names
     # Real buckets are not shown as virtual buckets.
     assert "real-one" not in names
+    # Paged as AWS pages it (boto3's paginator follows ContinuationToken), and filtered.
+    pages = list(s3.get_paginator("list_buckets").paginate(PaginationConfig={"PageSize": 2}))
+    assert len(pages) == -(-len(names) // 2)
+    assert [b["Name"] for p in pages for b in p["Buckets"]] == names
+    assert [b["Name"] for b in s3.list_buckets(Prefix="fl")["Buckets"]] == ["flat"]
+    r = h.signed_request("GET", f"{env.endpoint}/?max-buckets=0")  # boto3 refuses it itself
+    assert r.status_code == 400 and h.error_code(r) == "InvalidArgument", r.text
     s3.head_bucket(Bucket="vb")
     with pytest.raises(ClientError) as e:
         s3.head_bucket(Bucket="no-such-bucket")

@@ -49,7 +49,45 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         }
         buckets.retain(|(name, _)| scope.as_ref().is_none_or(|s| s.contains(name)));
         buckets.sort();
-        Ok(xml(crate::xml::list_buckets(&buckets)))
+        // Paging and filters, as AWS documents them: `prefix`, `continuation-token` (the last
+        // name of the page before: names are unique and sorted), `max-buckets` (1 to 10,000),
+        // `bucket-region` (every virtual bucket answers GetBucketLocation as us-east-1).
+        // <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListBuckets.html>
+        let query = &call.s3.query;
+        let max = match query.get("max-buckets") {
+            None => None,
+            Some(v) => Some(
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| {
+                        S3Error::invalid_argument(
+                            "Argument max-buckets must be an integer between 1 and 10000.",
+                        )
+                    })?,
+            ),
+        };
+        let prefix = query.get("prefix");
+        let after = query.get("continuation-token").filter(|t| !t.is_empty());
+        let region = query.get("bucket-region").filter(|r| !r.is_empty());
+        buckets.retain(|(name, _)| {
+            prefix.is_none_or(|p| name.starts_with(p)) && after.is_none_or(|a| name.as_str() > a)
+        });
+        if region.is_some_and(|r| r != "us-east-1") {
+            buckets.clear();
+        }
+        let next = match max {
+            Some(max) if buckets.len() > max => {
+                buckets.truncate(max);
+                buckets.last().map(|(name, _)| name.clone())
+            }
+            _ => None,
+        };
+        Ok(xml(crate::xml::list_buckets(
+            &buckets,
+            next.as_deref(),
+            prefix,
+        )))
     }
 
     pub(crate) async fn create_bucket(

@@ -1216,3 +1216,47 @@ fn a_panic_on_the_request_path_answers_500_internal_error_with_no_body_on_head()
     }
     assert_eq!(h.get("/photos/k").body.as_ref(), b"v");
 }
+
+#[test]
+fn list_buckets_pages_with_max_buckets_and_continuation_token_and_filters_by_prefix() {
+    let h = Harness::new(Strategy::RoundRobin);
+    let names = |a: &Answer| tags(&a.text(), "Name");
+    let all = names(&h.get("/"));
+    assert!(all.len() >= 2, "{all:?}");
+
+    // One bucket a page, each page pointing at the next, until the last says nothing.
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..all.len() + 1 {
+        let target = match &token {
+            Some(t) => format!("/?max-buckets=1&continuation-token={t}"),
+            None => "/?max-buckets=1".to_owned(),
+        };
+        let page = h.get(&target);
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        seen.extend(names(&page));
+        token = tags(&page.text(), "ContinuationToken").into_iter().next();
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, all);
+
+    let first = &all[0];
+    let prefix = &first[..1];
+    let filtered = h.get(&format!("/?prefix={prefix}"));
+    assert!(names(&filtered).iter().all(|n| n.starts_with(prefix)));
+    assert!(names(&filtered).contains(first));
+    assert!(filtered
+        .text()
+        .contains(&format!("<Prefix>{prefix}</Prefix>")));
+
+    assert!(names(&h.get("/?bucket-region=eu-west-1")).is_empty());
+    assert_eq!(names(&h.get("/?bucket-region=us-east-1")), all);
+
+    for bad in ["0", "10001", "x"] {
+        let r = h.get(&format!("/?max-buckets={bad}"));
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(r.text().contains("<Code>InvalidArgument</Code>"));
+    }
+}

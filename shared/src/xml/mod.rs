@@ -51,7 +51,14 @@ pub fn error_body(error: &S3Error, request_id: &str) -> String {
 
 /// ListAllMyBucketsResult: `(name, creation date)` pairs; owner id and display name fixed.
 /// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListBuckets.html>
-pub fn list_buckets(buckets: &[(String, SystemTime)]) -> String {
+///
+/// `continuation_token`: where the next page starts, when this one was cut at `max-buckets`;
+/// `prefix`: the request's, echoed.
+pub fn list_buckets(
+    buckets: &[(String, SystemTime)],
+    continuation_token: Option<&str>,
+    prefix: Option<&str>,
+) -> String {
     let mut d = Writer::new("ListAllMyBucketsResult", true);
     d.open("Buckets");
     for (name, created) in buckets {
@@ -61,6 +68,12 @@ pub fn list_buckets(buckets: &[(String, SystemTime)]) -> String {
             .close("Bucket");
     }
     d.close("Buckets").owner("Owner");
+    if let Some(token) = continuation_token {
+        d.el("ContinuationToken", token);
+    }
+    if let Some(prefix) = prefix {
+        d.el("Prefix", prefix);
+    }
     d.finish("ListAllMyBucketsResult")
 }
 

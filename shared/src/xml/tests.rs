@@ -39,7 +39,7 @@ fn error_body_exact() {
 fn list_buckets_exact() {
     let owner = "<Owner><ID>s3-balance</ID><DisplayName>s3-balance</DisplayName></Owner>";
     assert_eq!(
-        list_buckets(&[]),
+        list_buckets(&[], None, None),
         format!(
             "{P}<ListAllMyBucketsResult {NS}><Buckets></Buckets>{owner}</ListAllMyBucketsResult>"
         )
@@ -49,12 +49,22 @@ fn list_buckets_exact() {
         ("a&b".to_string(), from_unix_secs(0)),
     ];
     assert_eq!(
-        list_buckets(&buckets),
+        list_buckets(&buckets, None, None),
         format!(
             "{P}<ListAllMyBucketsResult {NS}><Buckets>\
              <Bucket><Name>photos</Name><CreationDate>2009-10-12T17:50:30.000Z</CreationDate></Bucket>\
              <Bucket><Name>a&amp;b</Name><CreationDate>1970-01-01T00:00:00.000Z</CreationDate></Bucket>\
              </Buckets>{owner}</ListAllMyBucketsResult>"
+        )
+    );
+    // A page cut at max-buckets says where the next starts, after the owner (AWS's order).
+    assert_eq!(
+        list_buckets(&buckets[..1], Some("photos"), Some("p")),
+        format!(
+            "{P}<ListAllMyBucketsResult {NS}><Buckets>\
+             <Bucket><Name>photos</Name><CreationDate>2009-10-12T17:50:30.000Z</CreationDate></Bucket>\
+             </Buckets>{owner}<ContinuationToken>photos</ContinuationToken><Prefix>p</Prefix>\
+             </ListAllMyBucketsResult>"
         )
     );
 }
