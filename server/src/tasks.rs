@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
-use shared::config::{Config, MetadataBackend, Warnings};
+use shared::config::{Config, MetadataBackend};
+use shared::engine::ConfigUpdate;
 use shared::store::MetadataStore;
 
-use crate::setup::{parse_config, ServerEngine};
+use crate::setup::ServerEngine;
 
 /// Backend requests one usage scan may make; the next run resumes where this one stopped.
 const SCAN_BUDGET: usize = 200;
@@ -88,7 +89,7 @@ pub fn start(engine: Arc<ServerEngine>, config_path: Option<PathBuf>) -> impl Fu
             engine.clone(),
             path,
             RELOAD_PERIOD,
-            parse_config,
+            env_var,
             shared,
         ));
     }
@@ -140,7 +141,47 @@ where
     }
 }
 
-type Parser = fn(&str, &str) -> Result<(Config, Warnings), String>;
+/// Where `${NAME}` in a config text comes from: the process environment (tests give their own).
+type Vars = fn(&str) -> Option<String>;
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Applies a config text through the engine's one reload rule ([`ServerEngine::apply_config_text`])
+/// and logs what happened; `adapt` is what this instance changes in it. True when it changed
+/// the config in force.
+fn apply(
+    engine: &ServerEngine,
+    origin: &str,
+    path: &std::path::Path,
+    text: &str,
+    vars: Vars,
+    adapt: &dyn Fn(Config) -> Config,
+) -> bool {
+    match engine.apply_config_text(Some(&path.to_string_lossy()), text, &vars, adapt) {
+        ConfigUpdate::Unchanged => false,
+        ConfigUpdate::Applied {
+            warnings,
+            restart_needed,
+        } => {
+            for w in warnings {
+                tracing::warn!(path = %path.display(), "{origin}: {w}");
+            }
+            if restart_needed {
+                tracing::warn!(
+                    "config: `server` and `metadata` changes take effect at the next restart"
+                );
+            }
+            tracing::info!(path = %path.display(), "{origin} applied");
+            true
+        }
+        ConfigUpdate::Rejected(e) => {
+            tracing::error!(path = %path.display(), error = %e, "{origin} rejected; keeping the running config");
+            false
+        }
+    }
+}
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -186,7 +227,7 @@ impl SharedConfig {
         engine: &ServerEngine,
         path: &std::path::Path,
         file: Option<&(SystemTime, String)>,
-        parse: Parser,
+        vars: Vars,
     ) {
         let document = match engine.store().get_document(CONFIG_DOCUMENT).await {
             Ok(d) => d,
@@ -204,39 +245,38 @@ impl SharedConfig {
                     self.applied = Some(doc);
                 }
             }
-            (_, Some(doc)) => self.apply(engine, path, doc, parse),
+            (_, Some(doc)) => self.apply(engine, path, doc, vars),
             (None, None) => {}
         }
     }
 
     /// Applies the stored document when another instance published a new one.
-    async fn follow(&mut self, engine: &ServerEngine, path: &std::path::Path, parse: Parser) {
+    async fn follow(&mut self, engine: &ServerEngine, path: &std::path::Path, vars: Vars) {
         match engine.store().get_document(CONFIG_DOCUMENT).await {
             Ok(Some(doc)) if self.applied.as_ref() != Some(&doc) => {
-                self.apply(engine, path, doc, parse)
+                self.apply(engine, path, doc, vars)
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not read the shared config document"),
         }
     }
 
-    fn apply(&mut self, engine: &ServerEngine, path: &std::path::Path, doc: String, parse: Parser) {
-        // Parsed as this instance's own file is (its format, its environment for `${VAR}`).
-        match parse(&path.to_string_lossy(), unstamp(&doc).1) {
-            Ok((mut config, warnings)) => {
-                for w in warnings {
-                    tracing::warn!("shared config: {w}");
-                }
-                let local = engine.config();
+    fn apply(&mut self, engine: &ServerEngine, path: &std::path::Path, doc: String, vars: Vars) {
+        // Read as this instance's own file is (its format, its environment for `${VAR}`),
+        // keeping this instance's own `server` and `metadata` sections.
+        let local = engine.config();
+        apply(
+            engine,
+            "config from the shared store",
+            path,
+            unstamp(&doc).1,
+            vars,
+            &|mut config| {
                 config.server = local.server.clone();
                 config.metadata = local.metadata.clone();
-                engine.set_config(Arc::new(config));
-                tracing::info!("config from the shared store applied");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the shared config document is invalid; keeping the running config")
-            }
-        }
+                config
+            },
+        );
         self.applied = Some(doc);
     }
 }
@@ -248,7 +288,7 @@ async fn reload_loop(
     engine: Arc<ServerEngine>,
     path: PathBuf,
     period: Duration,
-    parse: Parser,
+    vars: Vars,
     shared: bool,
 ) {
     let read = |path: &PathBuf| -> Option<(SystemTime, String)> {
@@ -259,12 +299,12 @@ async fn reload_loop(
     let mut unreadable_logged = false;
     let mut document = SharedConfig { applied: None };
     if shared {
-        document.start(&engine, &path, last.as_ref(), parse).await;
+        document.start(&engine, &path, last.as_ref(), vars).await;
     }
     loop {
         tokio::time::sleep(period).await;
         if shared {
-            document.follow(&engine, &path, parse).await;
+            document.follow(&engine, &path, vars).await;
         }
         let Some((mtime, text)) = read(&path) else {
             // Once per outage, not every poll (an editor may replace the file).
@@ -287,26 +327,8 @@ async fn reload_loop(
         if !changed {
             continue;
         }
-        match parse(&path.to_string_lossy(), &text) {
-            Ok((config, warnings)) => {
-                for w in warnings {
-                    tracing::warn!(path = %path.display(), "config: {w}");
-                }
-                let old = engine.config();
-                if old.server != config.server || old.metadata != config.metadata {
-                    tracing::warn!(
-                        "config: `server` and `metadata` changes take effect at the next restart"
-                    );
-                }
-                engine.set_config(Arc::new(config));
-                tracing::info!(path = %path.display(), "config reloaded");
-                if shared {
-                    document.publish(&engine, &text, SystemTime::now()).await;
-                }
-            }
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "config change rejected; keeping the running config")
-            }
+        if apply(&engine, "config file", &path, &text, vars, &|config| config) && shared {
+            document.publish(&engine, &text, SystemTime::now()).await;
         }
     }
 }
@@ -317,27 +339,22 @@ mod tests {
     use crate::store::AnyStore;
     use shared::config::MetadataBackend;
 
-    /// A stand-in parser: the file holds a port number; anything else is invalid.
-    fn parse_port(_: &str, text: &str) -> Result<(Config, Warnings), String> {
-        let port = text
-            .trim()
-            .parse()
-            .map_err(|_| format!("not a port: {text:?}"))?;
-        let mut config = crate::dev::dev_config(Vec::new(), std::path::Path::new("unused"), port);
-        config.metadata = MetadataBackend::Memory;
-        Ok((config, Vec::new()))
+    /// A config file: one backend, one virtual bucket, the strategy and port given, the
+    /// backend's secret from `${SECRET}`.
+    fn text(strategy: &str, port: u16) -> String {
+        format!(
+            "server:\n  port: {port}\nmetadata:\n  type: memory\nbalancer:\n  strategy: {strategy}\nbuckets:\n  - name: one\n    endpoint: http://127.0.0.1:9\n    access_key_id: k\n    secret_access_key: ${{SECRET}}\n  - name: photos\n    virtual: true\n"
+        )
     }
 
-    /// A stand-in parser: the file holds a strategy name; anything else is invalid.
-    fn parse_strategy(_: &str, text: &str) -> Result<(Config, Warnings), String> {
-        let strategy = match text.trim() {
-            "round-robin" => shared::config::Strategy::RoundRobin,
-            "least-space" => shared::config::Strategy::LeastSpace,
-            other => return Err(format!("not a strategy: {other:?}")),
-        };
-        let (mut config, _) = parse_port("", "1000")?;
-        config.balancer.strategy = strategy;
-        Ok((config, Vec::new()))
+    fn vars(name: &str) -> Option<String> {
+        (name == "SECRET").then(|| "s".to_owned())
+    }
+
+    fn load(text: &str) -> Config {
+        Config::from_text(Some("config.yaml"), text, &vars)
+            .unwrap()
+            .0
     }
 
     fn strategy(engine: &ServerEngine) -> &'static str {
@@ -348,9 +365,9 @@ mod tests {
     async fn a_shared_store_carries_config_changes_between_instances() {
         use shared::store::MetadataStore;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.txt");
-        std::fs::write(&path, "round-robin").unwrap();
-        let mut own = parse_strategy("", "round-robin").unwrap().0;
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, text("round-robin", 1000)).unwrap();
+        let mut own = load(&text("round-robin", 1000));
         own.server.port = 1234; // this instance's own section: never taken from the store
         let engine = Arc::new(shared::engine::Engine::new(
             Arc::new(own),
@@ -362,7 +379,7 @@ mod tests {
             engine.clone(),
             path.clone(),
             period,
-            parse_strategy,
+            vars,
             true,
         ));
         let settle = || tokio::time::sleep(period * 10);
@@ -374,13 +391,16 @@ mod tests {
         settle().await;
         assert_eq!(
             document().await.as_deref(),
-            Some("round-robin"),
+            Some(text("round-robin", 1000).as_str()),
             "an empty store gets the file"
         );
         let later = unix_secs(SystemTime::now()) + 5;
         engine
             .store()
-            .put_document(CONFIG_DOCUMENT, &format!("{STAMP}{later}\nleast-space"))
+            .put_document(
+                CONFIG_DOCUMENT,
+                &format!("{STAMP}{later}\n{}", text("least-space", 1000)),
+            )
             .await
             .unwrap();
         settle().await;
@@ -391,12 +411,13 @@ mod tests {
         );
         assert_eq!(engine.config().server.port, 1234, "own server section kept");
 
-        std::fs::write(&path, "round-robin\n").unwrap();
+        let edited = format!("{}# edited\n", text("round-robin", 1000));
+        std::fs::write(&path, &edited).unwrap();
         settle().await;
         assert_eq!(strategy(&engine), "round-robin", "a file edit applies here");
         assert_eq!(
             document().await.as_deref(),
-            Some("round-robin\n"),
+            Some(edited.as_str()),
             "and is published"
         );
 
@@ -416,21 +437,24 @@ mod tests {
         // A restarted instance whose file is older than the document follows the document.
         engine
             .store()
-            .put_document(CONFIG_DOCUMENT, &format!("{STAMP}{later}\nleast-space"))
+            .put_document(
+                CONFIG_DOCUMENT,
+                &format!("{STAMP}{later}\n{}", text("least-space", 1000)),
+            )
             .await
             .unwrap();
         let task = tokio::spawn(reload_loop(
             engine.clone(),
             path.clone(),
             period,
-            parse_strategy,
+            vars,
             true,
         ));
         settle().await;
         assert_eq!(strategy(&engine), "least-space");
         assert_eq!(
             document().await.as_deref(),
-            Some("least-space"),
+            Some(text("least-space", 1000).as_str()),
             "not overwritten"
         );
         task.abort();
@@ -439,10 +463,10 @@ mod tests {
     #[tokio::test]
     async fn valid_changes_apply_and_invalid_ones_keep_the_running_config() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.txt");
-        std::fs::write(&path, "1000").unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, text("round-robin", 1000)).unwrap();
         let engine = Arc::new(shared::engine::Engine::new(
-            Arc::new(parse_port("", "1000").unwrap().0),
+            Arc::new(load(&text("round-robin", 1000))),
             AnyStore::open(&MetadataBackend::Memory).unwrap(),
             native::BackendClient::new().unwrap(),
         ));
@@ -451,7 +475,7 @@ mod tests {
             engine.clone(),
             path.clone(),
             period,
-            parse_port,
+            vars,
             false,
         ));
         let settle = || tokio::time::sleep(period * 10);
@@ -462,7 +486,7 @@ mod tests {
             1000,
             "unchanged file: nothing happens"
         );
-        std::fs::write(&path, "2000").unwrap();
+        std::fs::write(&path, text("round-robin", 2000)).unwrap();
         settle().await;
         assert_eq!(engine.config().server.port, 2000, "a valid change applies");
         std::fs::write(&path, "not a config").unwrap();
@@ -479,7 +503,7 @@ mod tests {
             2000,
             "a missing file keeps the config"
         );
-        std::fs::write(&path, "3000").unwrap();
+        std::fs::write(&path, text("round-robin", 3000)).unwrap();
         settle().await;
         assert_eq!(
             engine.config().server.port,
