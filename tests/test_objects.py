@@ -119,6 +119,20 @@ def test_metadata_and_content_headers_round_trip(env, s3, prefix):
         assert response["ContentLanguage"] == "fr"
         assert response["Metadata"] == {"colour": "blue", "owner": "e2e-suite"}
         assert response["ResponseMetadata"]["HTTPHeaders"]["expires"] == "Wed, 02 Jan 2030 03:04:05 GMT"
+    # Response overrides on a signed GET: the gateway sets the headers itself.
+    got = s3.get_object(
+        Bucket="vb",
+        Key=key,
+        ResponseContentType="application/octet-stream",
+        ResponseContentDisposition='inline; filename="y.bin"',
+        ResponseCacheControl="no-store",
+        ResponseContentLanguage="de",
+    )
+    assert got["ContentType"] == "application/octet-stream"
+    assert got["ContentDisposition"] == 'inline; filename="y.bin"'
+    assert got["CacheControl"] == "no-store"
+    assert got["ContentLanguage"] == "de"
+    assert got["Body"].read() == b"<p>hi</p>"
 
 
 def test_content_md5_accepted(env, s3, prefix):

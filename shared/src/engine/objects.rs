@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 
 use super::backend::{self, backend_error, backend_uri, BackendRequest};
 use super::copies::{copy_record, retryable, Ask, ObjectRef};
@@ -14,6 +14,7 @@ use crate::body::Body;
 use crate::config::BackendConfig;
 use crate::error::{S3Error, S3ErrorCode};
 use crate::http::HttpClient;
+use crate::sigv4::Identity;
 use crate::store::MetadataStore;
 use crate::xml::DeleteOutcome;
 
@@ -27,7 +28,48 @@ pub(crate) struct Located {
     pub size: u64,
 }
 
-/// Query parameters of GetObject that the backend must see.
+/// GetObject's response overrides and the header each sets. In proxy mode the gateway sets
+/// them itself, so the answer does not depend on the backend's support; a redirect hands them
+/// to the backend in the presigned URL. Signed requests only, as AWS.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html>
+const RESPONSE_OVERRIDES: &[(&str, http::HeaderName)] = &[
+    ("response-cache-control", http::header::CACHE_CONTROL),
+    (
+        "response-content-disposition",
+        http::header::CONTENT_DISPOSITION,
+    ),
+    ("response-content-encoding", http::header::CONTENT_ENCODING),
+    ("response-content-language", http::header::CONTENT_LANGUAGE),
+    ("response-content-type", http::header::CONTENT_TYPE),
+    ("response-expires", http::header::EXPIRES),
+];
+
+/// The response overrides of the request, as headers. Refused on anonymous requests, and
+/// when a value cannot be a header value.
+fn response_overrides(call: &Call<'_>) -> Result<Vec<(http::HeaderName, HeaderValue)>, S3Error> {
+    let mut out = Vec::new();
+    for (param, header) in RESPONSE_OVERRIDES {
+        let Some(value) = call.s3.query.get(param) else {
+            continue;
+        };
+        if matches!(call.verified.identity, Identity::Anonymous) {
+            return Err(S3Error::new(
+                S3ErrorCode::InvalidRequest,
+                "Request specific response headers cannot be used for anonymous GET requests.",
+            ));
+        }
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            S3Error::invalid_argument(format!("{param} is not a valid header value"))
+        })?;
+        out.push((header.clone(), value));
+    }
+    Ok(out)
+}
+
+/// Query parameters of GetObject that the backend sees when the gateway proxies.
+const GET_QUERY_PROXIED: &[&str] = &["partNumber"];
+
+/// Query parameters of GetObject that the backend must see in a redirect.
 const GET_QUERY: &[&str] = &[
     "partNumber",
     "response-cache-control",
@@ -177,16 +219,23 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         check_version(call)?;
         let (bucket, key) = (call.bucket().to_owned(), call.key().to_owned());
         let head = call.parts.method == Method::HEAD;
+        let overrides = response_overrides(call)?;
         let mut located = self.locate(call, &bucket, &key).await?;
         loop {
             let backend = call.backend(&located.backend)?.clone();
             call.log.backend = Some(backend.name.clone());
+            let redirects = !head && call.redirects(false);
+            let query = if redirects {
+                GET_QUERY
+            } else {
+                GET_QUERY_PROXIED
+            };
             let uri = backend_uri(
                 &backend,
                 Some(&call.real_key(&key)),
-                &passthrough_query(call, GET_QUERY),
+                &passthrough_query(call, query),
             )?;
-            if !head && call.redirects(false) {
+            if redirects {
                 let url = self.signers.presign(
                     &Method::GET,
                     &uri,
@@ -235,6 +284,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 let mut out = http::Response::new(C::Body::empty());
                 *out.status_mut() = status;
                 *out.headers_mut() = backend::response_headers(response.headers());
+                for (name, value) in &overrides {
+                    out.headers_mut().insert(name.clone(), value.clone());
+                }
                 call.log.bytes = backend::header_str(response.headers(), "content-length")
                     .and_then(|v| v.parse().ok());
                 if !head {

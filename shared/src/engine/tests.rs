@@ -1260,3 +1260,49 @@ fn list_buckets_pages_with_max_buckets_and_continuation_token_and_filters_by_pre
         assert!(r.text().contains("<Code>InvalidArgument</Code>"));
     }
 }
+
+#[test]
+fn response_overrides_are_applied_by_the_gateway_on_signed_gets_and_refused_anonymously() {
+    let mut c = config(Strategy::RoundRobin);
+    c.virtual_buckets[0].anonymous_read = true;
+    c.api.auth_required = true;
+    c.api.credentials.push(CredentialConfig {
+        access_key: "gwkey2".into(),
+        secret_key: Secret::new("gwsecret2"),
+        buckets: None,
+        read_only: false,
+    });
+    let h = Harness::with_config(c);
+    let put = signed(&h, Method::PUT, "/photos/doc", "gwkey2", "gwsecret2", b"{}");
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text());
+    h.s3().clear_requests();
+    let target = "/photos/doc?response-content-type=application%2Fjson\
+                  &response-content-disposition=attachment%3B%20filename%3D%22d.json%22\
+                  &response-cache-control=no-store&response-expires=Thu%2C%2001%20Dec%202094%2016%3A00%3A00%20GMT";
+    for method in [Method::GET, Method::HEAD] {
+        let r = signed(&h, method.clone(), target, "gwkey2", "gwsecret2", b"");
+        assert_eq!(r.status, StatusCode::OK, "{method} {}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(
+            r.header("content-disposition"),
+            Some("attachment; filename=\"d.json\"")
+        );
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert_eq!(r.header("expires"), Some("Thu, 01 Dec 2094 16:00:00 GMT"));
+    }
+    // Set here, not by the backend: its support does not matter.
+    assert!(h
+        .s3()
+        .requests()
+        .iter()
+        .all(|(_, uri)| !uri.contains("response-")));
+    // Anonymous readers may not ask for them (AWS's rule), even where they may read.
+    assert_eq!(h.get("/photos/doc").status, StatusCode::OK);
+    let r = h.get("/photos/doc?response-content-type=text%2Fhtml");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.text().contains("<Code>InvalidRequest</Code>"),
+        "{}",
+        r.text()
+    );
+}
