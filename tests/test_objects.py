@@ -133,6 +133,9 @@ def test_metadata_and_content_headers_round_trip(env, s3, prefix):
     assert got["CacheControl"] == "no-store"
     assert got["ContentLanguage"] == "de"
     assert got["Body"].read() == b"<p>hi</p>"
+    # A list of encodings passes byte for byte (it was rejoined without the space).
+    s3.put_object(Bucket="vb", Key=key + ".z", Body=b"z", ContentEncoding="deflate, gzip")
+    assert s3.head_object(Bucket="vb", Key=key + ".z")["ContentEncoding"] == "deflate, gzip"
 
 
 def test_content_md5_accepted(env, s3, prefix):

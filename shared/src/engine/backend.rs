@@ -159,16 +159,24 @@ pub(crate) fn read_headers(client: &HeaderMap) -> HeaderMap {
 pub(crate) fn write_headers(client: &HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::new();
     copy_headers(client, &mut h, WRITE_HEADERS, true);
+    // `aws-chunked` is how the body was sent, not what it is: it is dropped. The rest passes
+    // byte for byte (`deflate, gzip` stays `deflate, gzip`).
     if let Some(enc) = h.get("content-encoding").and_then(|v| v.to_str().ok()) {
-        let rest: Vec<&str> = enc
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty())
-            .collect();
-        if rest.is_empty() {
-            h.remove("content-encoding");
-        } else if let Ok(v) = HeaderValue::from_str(&rest.join(",")) {
-            h.insert("content-encoding", v);
+        let is_chunked = |e: &str| e.trim().eq_ignore_ascii_case("aws-chunked");
+        if enc.split(',').any(is_chunked) {
+            let rest: Vec<&str> = enc
+                .split(',')
+                .filter(|e| !is_chunked(e) && !e.trim().is_empty())
+                .collect();
+            let rest = rest.join(",");
+            match HeaderValue::from_str(rest.trim()) {
+                Ok(v) if !rest.trim().is_empty() => {
+                    h.insert("content-encoding", v);
+                }
+                _ => {
+                    h.remove("content-encoding");
+                }
+            }
         }
     }
     h
@@ -318,6 +326,26 @@ pub(crate) async fn backend_error<B: Body>(backend: &str, response: http::Respon
 mod tests {
     use super::*;
     use crate::config::Secret;
+
+    #[test]
+    fn content_encoding_passes_byte_for_byte_but_for_aws_chunked() {
+        let sent = |value: &str| {
+            let mut client = HeaderMap::new();
+            client.insert("content-encoding", HeaderValue::from_str(value).unwrap());
+            write_headers(&client)
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(sent("deflate, gzip").as_deref(), Some("deflate, gzip"));
+        assert_eq!(sent("gzip").as_deref(), Some("gzip"));
+        assert_eq!(sent("aws-chunked"), None);
+        assert_eq!(sent("aws-chunked,gzip").as_deref(), Some("gzip"));
+        assert_eq!(
+            sent("AWS-Chunked, deflate, gzip").as_deref(),
+            Some("deflate, gzip")
+        );
+        assert_eq!(sent("gzip, aws-chunked").as_deref(), Some("gzip"));
+    }
 
     fn backend(endpoint: &str, path_style: bool) -> BackendConfig {
         BackendConfig {
