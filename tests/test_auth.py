@@ -187,6 +187,11 @@ def test_anonymous_request_refused(env, prefix):
     r = requests.put(f"{env.endpoint}/vb/{prefix}anon", data=b"x", timeout=10)
     refused(r, 403, "AccessDenied")
     assert_nothing_written(env, "vb", prefix + "anon")
+    # As AWS: an anonymous caller learns that a bucket does not exist (404) before being
+    # refused (403) by one that does.
+    refused(requests.get(f"{env.endpoint}/vb/{prefix}missing", timeout=10), 403, "AccessDenied")
+    refused(requests.get(f"{env.endpoint}/no-such-bucket/k", timeout=10), 404, "NoSuchBucket")
+    refused(requests.put(f"{env.endpoint}/no-such-bucket/k", data=b"x", timeout=10), 404, "NoSuchBucket")
 
 
 def test_presigned_with_unsigned_amz_header_refused(env, s3, prefix):

@@ -520,7 +520,19 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         log.operation = s3.operation.name();
         log.bucket = s3.bucket.clone();
         let verified = self.authenticate(config, &parts, ctx.now)?;
-        authorize(config, &verified, &s3)?;
+        if let Err(denied) = authorize(config, &verified, &s3) {
+            // AWS tells an anonymous caller that a bucket does not exist before it refuses
+            // (404 NoSuchBucket); a bucket that exists stays 403.
+            if let (Identity::Anonymous, Some(bucket)) = (&verified.identity, &s3.bucket) {
+                if denied.code == S3ErrorCode::AccessDenied
+                    && !matches!(s3.operation, Operation::CreateBucket)
+                    && !self.bucket_exists(state, bucket).await?
+                {
+                    return Err(S3Error::no_such_bucket(bucket));
+                }
+            }
+            return Err(denied);
+        }
         let bucket_config = {
             let name = s3.bucket.as_deref().unwrap_or_default();
             match config.virtual_bucket(name) {
