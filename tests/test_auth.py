@@ -194,6 +194,21 @@ def test_anonymous_request_refused(env, prefix):
     refused(requests.put(f"{env.endpoint}/no-such-bucket/k", data=b"x", timeout=10), 404, "NoSuchBucket")
 
 
+def test_presigned_expiry_values_get_aws_answers(env, s3, prefix):
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "vb", "Key": prefix + "e"}, ExpiresIn=300)
+    assert "X-Amz-Expires=300" in url
+    for value, status, code, message in [
+        ("-7", 400, "AuthorizationQueryParametersError", "X-Amz-Expires must be non-negative"),
+        ("soon", 400, "AuthorizationQueryParametersError", "X-Amz-Expires should be a number"),
+        ("604801", 400, "AuthorizationQueryParametersError",
+         "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less than 604800 seconds"),
+        ("0", 403, "AccessDenied", "Request has expired"),
+    ]:
+        r = requests.get(url.replace("X-Amz-Expires=300", f"X-Amz-Expires={value}"), timeout=10)
+        refused(r, status, code)
+        assert f"<Message>{message}</Message>" in r.text, (value, r.text)
+
+
 def test_presigned_with_unsigned_amz_header_refused(env, s3, prefix):
     url = s3.generate_presigned_url("put_object", Params={"Bucket": "vb", "Key": prefix + "p"}, ExpiresIn=300)
     r = requests.put(url, data=b"x", headers={"x-amz-meta-sneaky": "1"}, timeout=10)

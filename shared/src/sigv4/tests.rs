@@ -1367,8 +1367,8 @@ fn presigned_query_errors() {
     use S3ErrorCode::*;
     for (from, to) in [
         ("X-Amz-Expires=3600", "X-Amz-Expires=604801"),
-        ("X-Amz-Expires=3600", "X-Amz-Expires=0"),
         ("X-Amz-Expires=3600", "X-Amz-Expires=-5"),
+        ("X-Amz-Expires=3600", "X-Amz-Expires=soon"),
         (
             "X-Amz-Algorithm=AWS4-HMAC-SHA256",
             "X-Amz-Algorithm=AWS4-HMAC-SHA1",
@@ -1388,6 +1388,24 @@ fn presigned_query_errors() {
             "{to}"
         );
     }
+    // AWS's messages, value by value; 0 expired as it was made.
+    for (expires, message) in [
+        ("-7", "X-Amz-Expires must be non-negative"),
+        ("soon", "X-Amz-Expires should be a number"),
+        (
+            "604801",
+            "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less than 604800 seconds",
+        ),
+    ] {
+        let e = run(&query.replace("X-Amz-Expires=3600", &format!("X-Amz-Expires={expires}")))
+            .unwrap_err();
+        assert_eq!(e.message, message, "{expires}");
+    }
+    let zero = run(&query.replace("X-Amz-Expires=3600", "X-Amz-Expires=0")).unwrap_err();
+    assert_eq!(
+        (zero.code, zero.message.as_str()),
+        (AccessDenied, "Request has expired")
+    );
     assert_eq!(
         run(&format!("{query}&X-Amz-Signature=00"))
             .unwrap_err()

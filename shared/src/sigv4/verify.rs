@@ -409,15 +409,18 @@ fn verify_presigned<'s>(
     let time = crate::time::parse_amz_date(amz_date).ok_or_else(|| {
         query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
     })?;
-    let expires: u64 = expires
+    // AWS's answers, value by value: not a number, negative, over a week; 0 is a URL that
+    // expired as it was made.
+    let expires: i64 = expires
         .parse()
         .map_err(|_| query_error("X-Amz-Expires should be a number"))?;
-    if expires == 0 {
+    if expires < 0 {
         return Err(query_error("X-Amz-Expires must be non-negative"));
     }
+    let expires = expires.unsigned_abs();
     if expires > MAX_EXPIRES {
         return Err(query_error(
-            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+            "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less than 604800 seconds",
         ));
     }
     let signed_headers = parse_signed_headers(signed)
@@ -436,7 +439,7 @@ fn verify_presigned<'s>(
             "Error parsing the X-Amz-Credential parameter; Invalid credential date. Date is not the same as X-Amz-Date.",
         ));
     }
-    if now > time + Duration::from_secs(expires) {
+    if expires == 0 || now > time + Duration::from_secs(expires) {
         return Err(S3Error::new(
             S3ErrorCode::AccessDenied,
             "Request has expired",
