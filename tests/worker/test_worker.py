@@ -338,7 +338,8 @@ def test_the_production_bundle_has_no_test_routes(motos, tmp_path):
         assert requests.get(f"{gw.url}/health", timeout=30).status_code == 200
         for method, path in (("GET", "/__test/kv-contract"), ("DELETE", "/__test/index?bucket=photos&key=k")):
             r = requests.request(method, f"{gw.url}{path}", timeout=30)
-            assert r.status_code in (400, 403), (method, path, r.status_code, r.text)
+            # An S3 answer about a bucket named `__test` (no such bucket), not a test route.
+            assert r.status_code in (400, 403, 404), (method, path, r.status_code, r.text)
             assert "<Error><Code>" in r.text, r.text
     finally:
         stop_gateway(gw)
