@@ -155,8 +155,8 @@ impl<S: MetadataStore + Clone, C: HttpClient + Clone> App<S, C> {
                         tracing::warn!(warning = %w, "config document");
                     }
                     tracing::info!("config document applied");
-                    self.redirect
-                        .set_config(Arc::new(redirecting_reads(&self.engine.config())));
+                    // The redirecting engine follows the engine.
+                    self.apply(self.engine.config());
                 }
                 ConfigUpdate::Rejected(e) => {
                     tracing::error!(error = %e, "config document is invalid; keeping the running config");

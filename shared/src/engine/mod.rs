@@ -395,9 +395,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
                 tracing::error!(request_id = %ctx.request_id, panic = what.unwrap_or("?"), "request handler panicked");
                 let mut response = error_response(&S3Error::internal(), &ctx.request_id, head);
-                if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-                    response.headers_mut().insert("x-amz-request-id", id);
-                }
+                set_request_id(&mut response, &ctx.request_id);
                 response
             }
         }
@@ -422,9 +420,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             None => self.serve(&state, parts, body, ctx, &mut log).await,
         };
         let mut response = result.unwrap_or_else(|e| error_response(&e, &ctx.request_id, is_head));
-        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-            response.headers_mut().insert("x-amz-request-id", v);
-        }
+        set_request_id(&mut response, &ctx.request_id);
         response.extensions_mut().insert(log);
         response
     }
@@ -955,6 +951,13 @@ fn authorize(config: &Config, verified: &Verified, s3: &S3Request) -> Result<(),
                 _ => Ok(()),
             }
         }
+    }
+}
+
+/// `x-amz-request-id`, on every answer of the engine.
+fn set_request_id<B>(response: &mut http::Response<B>, request_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-amz-request-id", v);
     }
 }
 

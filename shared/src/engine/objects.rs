@@ -66,27 +66,18 @@ fn response_overrides(call: &Call<'_>) -> Result<Vec<(http::HeaderName, HeaderVa
     Ok(out)
 }
 
-/// Query parameters of GetObject that the backend sees when the gateway proxies.
-const GET_QUERY_PROXIED: &[&str] = &["partNumber"];
-
-/// Query parameters of GetObject that the backend must see in a redirect.
-const GET_QUERY: &[&str] = &[
-    "partNumber",
-    "response-cache-control",
-    "response-content-disposition",
-    "response-content-encoding",
-    "response-content-language",
-    "response-content-type",
-    "response-expires",
-];
-
-fn passthrough_query(call: &Call<'_>, names: &[&str]) -> String {
+/// The query of a GetObject for the backend: `partNumber`, and in a redirect the response
+/// overrides too (the backend applies them there; in proxy mode the gateway does).
+fn get_query(call: &Call<'_>, redirects: bool) -> String {
+    let keep = |name: &str| {
+        name == "partNumber" || (redirects && RESPONSE_OVERRIDES.iter().any(|(p, _)| *p == name))
+    };
     let mut pairs: Vec<String> = call
         .s3
         .query
         .0
         .iter()
-        .filter(|(k, _)| names.contains(&k.as_str()))
+        .filter(|(k, _)| keep(k))
         .map(|(k, v)| format!("{k}={}", backend::encode_query_value(v)))
         .collect();
     pairs.sort();
@@ -225,15 +216,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             let backend = call.backend(&located.backend)?.clone();
             call.log.backend = Some(backend.name.clone());
             let redirects = !head && call.redirects(false);
-            let query = if redirects {
-                GET_QUERY
-            } else {
-                GET_QUERY_PROXIED
-            };
             let uri = backend_uri(
                 &backend,
                 Some(&call.real_key(&key)),
-                &passthrough_query(call, query),
+                &get_query(call, redirects),
             )?;
             if redirects {
                 let url = self.signers.presign(
