@@ -164,36 +164,49 @@ def test_every_panel_has_data_and_the_alerts_fire_on_real_metrics(
         dump_logs_on_failure.append(prom.proc)
         h.wait_until("first scrape", lambda: prom.value('up{job="s3-balance"}') == 1, 30)
 
-        # The load: bounded in count and in time. At least 30 rounds, then until d1 is past
-        # 85 % and d2's budget is spent (the gateway's own /metrics says so).
+        # The load: bounded in count and in time. At least 30 rounds spread over several
+        # scrapes (a counter series that first appears after the load would show a rate of
+        # 0: Prometheus sees no increase), then until d1 is past 85 % and d2's budget is
+        # spent (the gateway's own /metrics says so).
         s3 = gw.client()
-        uploaded = downloaded = puts = 0
-        deadline = time.monotonic() + 90
-        for i in range(150):
-            if i >= 30 and i % 5 == 0 and conditions_reached(gw):
-                break
+        load = {"uploaded": 0, "downloaded": 0, "puts": 0, "rounds": 0}
+
+        def one_round():
+            i = load["rounds"]
+            load["rounds"] += 1
             body = h.payload(OBJECT_SIZE + i, f"dash-{i}")
             s3.put_object(Bucket="dash", Key=f"load/{i:03d}", Body=body)
-            uploaded += len(body)
-            puts += 1
+            load["uploaded"] += len(body)
+            load["puts"] += 1
             got = s3.get_object(Bucket="dash", Key=f"load/{i:03d}")["Body"].read()
             assert got == body
-            downloaded += len(got)
+            load["downloaded"] += len(got)
             s3.head_object(Bucket="dash", Key=f"load/{i:03d}")
             if i % 5 == 0:
                 s3.list_objects_v2(Bucket="dash", Prefix="load/")
                 with pytest.raises(s3.exceptions.NoSuchKey):
                     s3.get_object(Bucket="dash", Key=f"missing/{i}")
+
+        started = time.monotonic()
+        deadline = started + 90
+        for i in range(150):
+            if i >= 30 and i % 5 == 0 and time.monotonic() - started > 5 and conditions_reached(gw):
+                break
+            one_round()
+            time.sleep(0.1)
             assert time.monotonic() < deadline, "the load took too long"
         s3.delete_object(Bucket="dash", Key="load/000")
         h.wait_until("d1 past 85 % and d2's budget spent", lambda: conditions_reached(gw), 10)
 
         # Every panel query returns data, with at least one finite positive value (each
-        # panel shows something the load did). Gauges follow the gateway's 2 s refresh.
+        # panel shows something the load did). Gauges follow the gateway's 2 s refresh;
+        # a round of load per poll keeps the rate panels fed while they are read.
         queries = panel_queries()
         assert len(queries) >= 14
 
         def all_panels_have_data():
+            for _ in range(5):
+                one_round()
             missing = []
             for title, expr in queries:
                 values = [float(r["value"][1]) for r in prom.query(expr)]
@@ -207,12 +220,12 @@ def test_every_panel_has_data_and_the_alerts_fire_on_real_metrics(
         # The counters behind the traffic and placement panels add up to the load.
         h.wait_until(
             "bytes in = bytes uploaded",
-            lambda: prom.value('sum(s3_balance_s3_bytes_total{direction="in"})') == uploaded,
+            lambda: prom.value('sum(s3_balance_s3_bytes_total{direction="in"})') == load["uploaded"],
             15,
         )
-        assert prom.value('sum(s3_balance_s3_bytes_total{direction="in",operation="PutObject"})') == uploaded
-        assert prom.value('sum(s3_balance_s3_bytes_total{direction="out",operation="GetObject"})') >= downloaded
-        assert prom.value("sum(s3_balance_balancer_decisions_total)") == puts
+        assert prom.value('sum(s3_balance_s3_bytes_total{direction="in",operation="PutObject"})') == load["uploaded"]
+        assert prom.value('sum(s3_balance_s3_bytes_total{direction="out",operation="GetObject"})') >= load["downloaded"]
+        assert prom.value("sum(s3_balance_balancer_decisions_total)") == load["puts"]
         assert prom.value('sum(s3_balance_s3_operations_total{status="error",operation="GetObject"})') >= 8
         assert prom.value('s3_balance_bucket_monthly_operation_limit{bucket="d2",class="A"}') == BUDGETED_CLASS_A
         assert prom.value('s3_balance_bucket_monthly_operations{bucket="d2",class="A"}') >= BUDGETED_CLASS_A
