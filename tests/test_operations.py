@@ -158,7 +158,10 @@ def test_check_command(make_gateway, make_moto):
         gw.write_config()
         r = gw.run_cli("check")
         assert r.returncode == 1, r.stdout + r.stderr
-        assert "g2" in r.stdout + r.stderr
+        # The line names the backend and why: the connection was refused.
+        line = next(l for l in r.stdout.splitlines() if l.startswith("g2"))
+        assert "DOWN: Connect" in line and "refused" in line.lower(), r.stdout
+        assert "up" in next(l for l in r.stdout.splitlines() if l.startswith("g1"))
     finally:
         dead.moto = real
         gw.write_config()

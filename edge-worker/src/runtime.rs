@@ -15,7 +15,7 @@ use crate::fetch_client::{header_from_js, headers_to_js, FetchClient, WorkerBody
 use crate::kv_store::KvStore;
 use crate::settings::{self, WorkerSettings};
 use shared::config::Config;
-use shared::engine::{error_response, ConfigUpdate, Engine, RequestContext};
+use shared::engine::{error_response, Budget, ConfigUpdate, Engine, RequestContext};
 use shared::error::{S3Error, S3ErrorCode};
 
 /// The KV namespace binding in `wrangler.toml`.
@@ -202,50 +202,25 @@ impl Runtime {
             && now_ms().saturating_sub(self.refreshed_ms.get()) >= settings::STATE_REFRESH_MS
     }
 
-    /// The cron run: health probes, then as much of the usage scan as the subrequest budget
-    /// leaves (each probe is one subrequest).
+    /// The cron run: every scheduled job once ([`Engine::run_scheduled`]), probes first, within
+    /// the invocation's subrequest budget.
     pub async fn scheduled(&self) {
-        let clock = || system_time(now_ms());
-        match self.engine.check_health(&clock).await {
-            Ok(snapshot) => {
-                let unhealthy: Vec<&String> = snapshot
-                    .backends
-                    .iter()
-                    .filter(|(_, h)| !h.healthy)
-                    .map(|(n, _)| n)
-                    .collect();
-                tracing::info!(
-                    backends = snapshot.backends.len(),
-                    ?unhealthy,
-                    "health check done"
-                );
-            }
-            Err(e) => tracing::error!(error = %e, "health check could not store its snapshot"),
-        }
         let backends = self.engine.config().backends.len();
-        let mut budget = self.settings.scan_budget.saturating_sub(backends);
-        // Older copies a write could not remove: each costs a HEAD per backend of its pool
-        // plus a DELETE. They come first (they keep the one-live-copy promise), within half
-        // of what is left.
-        let settle = (budget / 2) / (backends + 1);
-        if settle > 0 {
-            match self
-                .engine
-                .remove_stale_copies(settle, system_time(now_ms()))
-                .await
-            {
-                Ok(n) if n > 0 => tracing::info!(settled = n, "older copies settled"),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "settling older copies failed"),
-            }
-            budget = budget.saturating_sub(settle * (backends + 1));
+        let budget = Budget::within(self.settings.scan_budget, backends);
+        let run = self
+            .engine
+            .run_scheduled(budget, &|| system_time(now_ms()))
+            .await;
+        if let Some(snapshot) = run.health {
+            let unhealthy: Vec<&String> = snapshot
+                .backends
+                .iter()
+                .filter(|(_, h)| !h.healthy)
+                .map(|(n, _)| n)
+                .collect();
+            tracing::info!(backends, ?unhealthy, "health check done");
         }
-        if budget > 0 {
-            if let Err(e) = self.engine.scan_usage(budget, system_time(now_ms())).await {
-                tracing::error!(error = %e, "usage scan failed");
-            }
-        }
-        self.refresh().await;
+        self.refreshed_ms.set(now_ms());
     }
 }
 

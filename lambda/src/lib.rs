@@ -21,7 +21,7 @@ use http::{HeaderValue, Method, StatusCode};
 use lambda_http::RequestExt;
 use shared::body::Body as _;
 use shared::config::{Config, DataPathMode, MetadataBackend, Warnings};
-use shared::engine::{error_response, ConfigUpdate, Engine, RequestContext};
+use shared::engine::{error_response, Budget, ConfigUpdate, Engine, RequestContext};
 use shared::http::HttpClient;
 use shared::store::MetadataStore;
 use shared::{S3Error, S3ErrorCode};
@@ -38,8 +38,6 @@ pub const MAX_RESPONSE_BYTES: u64 = 4_500_000;
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// The table document that overrides `S3_BALANCE_CONFIG` (hot switch without a deploy).
 pub const CONFIG_DOCUMENT: &str = "config";
-/// Recorded older copies the scheduled health function settles per run.
-const STALE_COPY_BUDGET: usize = 100;
 
 /// Parses a config document by the one rule of [`Config::from_text`] (no file name: TOML
 /// when it is TOML, else YAML), `${VAR}` references filled from `env` first.
@@ -261,35 +259,20 @@ impl<S: MetadataStore + Clone, C: HttpClient + Clone> App<S, C> {
         to_lambda_response(response).await
     }
 
-    /// The scheduled run: probe every backend (snapshot stored as the `health` document),
-    /// recount usage within `scan_budget` backend requests, flush operation counts. Returns a
+    /// The scheduled run: every scheduled job once ([`Engine::run_scheduled`]: probes, older
+    /// copies, the usage scan within `scan_budget` backend requests, counts flushed). Returns a
     /// summary for the invocation's result.
     pub async fn run_scheduled(&self, scan_budget: usize) -> Result<serde_json::Value, String> {
         self.reload_config().await;
-        if let Err(e) = self.engine.refresh(SystemTime::now()).await {
-            tracing::warn!(error = %e, "state refresh failed");
-        }
-        let snapshot = self
-            .engine
-            .check_health(&SystemTime::now)
-            .await
-            .map_err(|e| format!("health check: {e}"))?;
-        // Older copies a write could not remove right away: settled newest-wins.
-        match self
-            .engine
-            .remove_stale_copies(STALE_COPY_BUDGET, SystemTime::now())
-            .await
-        {
-            Ok(n) if n > 0 => tracing::info!(settled = n, "older copies settled"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "settling older copies failed"),
-        }
-        if let Err(e) = self.engine.scan_usage(scan_budget, SystemTime::now()).await {
-            tracing::warn!(error = %e, "usage scan failed");
-        }
-        if let Err(e) = self.engine.refresh(SystemTime::now()).await {
-            tracing::warn!(error = %e, "flushing operation counts failed");
-        }
+        // No subrequest cap here: the server's share of older copies, the usage scan as set.
+        let budget = Budget {
+            scan_requests: scan_budget,
+            ..Budget::SERVER
+        };
+        let run = self.engine.run_scheduled(budget, &SystemTime::now).await;
+        let Some(snapshot) = run.health else {
+            return Err(run.errors.join("; "));
+        };
         let (healthy, unhealthy): (Vec<_>, Vec<_>) =
             snapshot.backends.iter().partition(|(_, h)| h.healthy);
         Ok(serde_json::json!({

@@ -2,81 +2,14 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use shared::body::Body as _;
-use shared::config::BackendConfig;
-use shared::http::{HttpClient, RequestTimeout};
-use shared::sigv4::sign::{sign_request, PayloadHash};
+use shared::engine::Engine;
+use shared::store::MemoryStore;
 
 use crate::setup::load_config;
-use native::{BackendClient, NativeBody};
-
-/// SHA-256 of the empty body.
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/// The URL of a backend's real bucket plus `path_and_query` (which starts with `/` or `?`).
-pub fn bucket_url(backend: &BackendConfig, path_and_query: &str) -> String {
-    let endpoint = backend.endpoint.trim_end_matches('/');
-    if backend.path_style {
-        format!("{endpoint}/{}{path_and_query}", backend.bucket)
-    } else {
-        let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", endpoint));
-        let path_and_query = if path_and_query.starts_with('/') {
-            path_and_query.to_owned()
-        } else {
-            format!("/{path_and_query}")
-        };
-        format!("{scheme}://{}.{host}{path_and_query}", backend.bucket)
-    }
-}
-
-/// One signed ListObjectsV2 max-keys=1: `Ok(latency)` on 200, else what went wrong.
-pub async fn probe(
-    client: &BackendClient,
-    backend: &BackendConfig,
-    timeout: Duration,
-) -> (Result<(), String>, Duration) {
-    let started = Instant::now();
-    let result = async {
-        let uri: http::Uri = bucket_url(backend, "?list-type=2&max-keys=1")
-            .parse()
-            .map_err(|e| format!("bad endpoint: {e}"))?;
-        let (mut parts, body) = http::Request::get(uri)
-            .body(NativeBody::Empty)
-            .map_err(|e| e.to_string())?
-            .into_parts();
-        sign_request(
-            &mut parts,
-            backend,
-            &PayloadHash::Sha256(EMPTY_SHA256.into()),
-            SystemTime::now(),
-        )
-        .map_err(|e| e.to_string())?;
-        parts.extensions.insert(RequestTimeout(timeout));
-        let response = client
-            .send(http::Request::from_parts(parts, body))
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = response
-            .into_body()
-            .collect(64 * 1024)
-            .await
-            .unwrap_or_default();
-        let code = shared::xml::parse_error(&body)
-            .map(|(code, _)| code)
-            .unwrap_or_default();
-        Err(format!("HTTP {} {code}", status.as_u16())
-            .trim_end()
-            .to_owned())
-    }
-    .await;
-    (result, started.elapsed())
-}
+use native::BackendClient;
 
 pub async fn check(config_path: &Path) -> ExitCode {
     let (config, warnings) = match load_config(config_path) {
@@ -101,11 +34,16 @@ pub async fn check(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let probes = config
+    // The probe the health task runs, through an engine with a throwaway index.
+    let enabled: Vec<_> = config
         .backends
         .iter()
         .filter(|b| b.enabled)
-        .map(|b| probe(&client, b, config.balancer.probe_timeout));
+        .cloned()
+        .collect();
+    let config = Arc::new(config);
+    let engine = Engine::new(config.clone(), MemoryStore::default(), client);
+    let probes = enabled.iter().map(|b| engine.probe(b, &SystemTime::now));
     let results = futures_util::future::join_all(probes).await;
     let mut rows = vec![[
         "NAME".to_owned(),
@@ -115,17 +53,20 @@ pub async fn check(config_path: &Path) -> ExitCode {
         "LATENCY".into(),
     ]];
     let mut down = 0;
-    for (b, (result, latency)) in config.backends.iter().filter(|b| b.enabled).zip(results) {
-        let status = result.map(|()| "up".to_owned()).unwrap_or_else(|e| {
-            down += 1;
-            format!("DOWN: {e}")
-        });
+    for (b, result) in enabled.iter().zip(results) {
+        let status = match result.error {
+            None => "up".to_owned(),
+            Some(e) => {
+                down += 1;
+                format!("DOWN: {e}")
+            }
+        };
         rows.push([
             b.name.clone(),
             b.endpoint.clone(),
             b.bucket.clone(),
             status,
-            format!("{} ms", latency.as_millis()),
+            format!("{} ms", result.latency_ms),
         ]);
     }
     for b in config.backends.iter().filter(|b| !b.enabled) {
@@ -156,45 +97,5 @@ fn print_table(rows: &[[String; 5]]) {
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
         println!("{}", cells.join("  ").trim_end());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shared::config::Secret;
-
-    pub fn backend(endpoint: &str, path_style: bool) -> BackendConfig {
-        BackendConfig {
-            name: "one".into(),
-            bucket: "real".into(),
-            endpoint: endpoint.into(),
-            region: "us-east-1".into(),
-            access_key: "ak".into(),
-            secret_key: Secret::new("sk"),
-            path_style,
-            max_size: None,
-            weight: 1,
-            enabled: true,
-            read_only: false,
-            limit_class_a: None,
-            limit_class_b: None,
-        }
-    }
-
-    #[test]
-    fn bucket_urls_follow_the_addressing_style() {
-        assert_eq!(
-            bucket_url(&backend("http://127.0.0.1:9000/", true), "?list-type=2"),
-            "http://127.0.0.1:9000/real?list-type=2"
-        );
-        assert_eq!(
-            bucket_url(&backend("https://s3.example.com", false), "?list-type=2"),
-            "https://real.s3.example.com/?list-type=2"
-        );
-        assert_eq!(
-            bucket_url(&backend("https://s3.example.com", false), "/k"),
-            "https://real.s3.example.com/k"
-        );
     }
 }

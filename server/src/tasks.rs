@@ -14,19 +14,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::FutureExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use shared::config::{Config, MetadataBackend};
-use shared::engine::ConfigUpdate;
+use shared::engine::{Budget, ConfigUpdate, REFRESH_PERIOD};
 use shared::store::MetadataStore;
 
 use crate::setup::ServerEngine;
 
-/// Backend requests one usage scan may make; the next run resumes where this one stopped.
-const SCAN_BUDGET: usize = 200;
-/// Recorded older copies settled per run of the maintenance task.
-const STALE_COPY_BUDGET: usize = 100;
-const STALE_COPY_PERIOD: Duration = Duration::from_secs(10);
-const REFRESH_PERIOD: Duration = Duration::from_secs(2);
 const RELOAD_PERIOD: Duration = Duration::from_secs(2);
 /// The store document that carries the shared config.
 const CONFIG_DOCUMENT: &str = "config";
@@ -34,55 +29,12 @@ const CONFIG_DOCUMENT: &str = "config";
 /// TOML, so the document stays a valid config file).
 const STAMP: &str = "# s3-balance config published at unix time ";
 
-/// Starts the loops; `config_path` enables hot reload of that file. Returns the health-check
-/// loop, which the caller polls next to the server: `check_health` borrows a `&dyn Fn` clock
-/// (not `Sync`), so its future is not `Send` and cannot be spawned on the multi-threaded runtime.
+/// Starts the config hot reload of `config_path` (when given) and returns the scheduler, which
+/// the caller polls next to the server. The engine decides which jobs are due
+/// ([`ServerEngine::take_due_jobs`]); this loop runs them side by side in its one task (a slow
+/// usage scan never delays the health probes) and sleeps until the next deadline. A job's
+/// failure or panic is logged and it is due again one period later.
 pub fn start(engine: Arc<ServerEngine>, config_path: Option<PathBuf>) -> impl Future<Output = ()> {
-    let e = engine.clone();
-    let scan = move || {
-        let e = e.clone();
-        async move {
-            e.scan_usage(SCAN_BUDGET, SystemTime::now())
-                .await
-                .map_err(|e| e.to_string())
-        }
-    };
-    let e = engine.clone();
-    tokio::spawn(every(
-        move || e.config().balancer.update_stats_period,
-        scan,
-        "usage scan",
-    ));
-
-    // Older copies that a write could not remove right away (or that may sit on a backend
-    // that was down): settled newest-wins once every backend of their pool answers.
-    let e = engine.clone();
-    let stale = move || {
-        let e = e.clone();
-        async move {
-            let settled = e
-                .remove_stale_copies(STALE_COPY_BUDGET, SystemTime::now())
-                .await
-                .map_err(|e| e.to_string())?;
-            if settled > 0 {
-                tracing::info!(settled, "older copies settled");
-            }
-            Ok(())
-        }
-    };
-    tokio::spawn(every(|| STALE_COPY_PERIOD, stale, "stale-copy removal"));
-
-    let e = engine.clone();
-    let refresh = move || {
-        let e = e.clone();
-        async move {
-            e.refresh(SystemTime::now())
-                .await
-                .map_err(|e| e.to_string())
-        }
-    };
-    tokio::spawn(every(|| REFRESH_PERIOD, refresh, "state refresh"));
-
     if let Some(path) = config_path {
         let shared = matches!(engine.config().metadata, MetadataBackend::Sql(_));
         tokio::spawn(reload_loop(
@@ -93,51 +45,35 @@ pub fn start(engine: Arc<ServerEngine>, config_path: Option<PathBuf>) -> impl Fu
             shared,
         ));
     }
-
-    let e = engine.clone();
-    let health = move || {
-        let e = e.clone();
-        async move {
-            let snapshot = e
-                .check_health(&SystemTime::now)
-                .await
-                .map_err(|e| e.to_string())?;
-            let down: Vec<_> = snapshot
-                .backends
-                .iter()
-                .filter(|(_, h)| !h.healthy)
-                .map(|(n, _)| n.clone())
-                .collect();
-            if down.is_empty() {
-                tracing::debug!("health check: all backends healthy");
-            } else {
-                tracing::warn!(unhealthy = ?down, "health check");
-            }
-            Ok(())
-        }
-    };
-    every(
-        move || engine.config().balancer.health_check_period,
-        health,
-        "health check",
-    )
+    run_schedule(engine)
 }
 
-/// Runs `job` now and then every `period()` (re-read each time: the config may change).
-async fn every<P, J, F>(period: P, job: J, name: &'static str)
-where
-    P: Fn() -> Duration,
-    J: Fn() -> F,
-    F: Future<Output = Result<(), String>>,
-{
+async fn run_schedule(engine: Arc<ServerEngine>) {
+    let mut running = FuturesUnordered::new();
     loop {
-        match AssertUnwindSafe(job()).catch_unwind().await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "{name} failed"),
-            Err(_) => tracing::error!("{name} panicked"),
+        for job in engine.take_due_jobs(SystemTime::now()) {
+            let engine = engine.clone();
+            running.push(async move {
+                let run = engine.run_job(job, Budget::SERVER, &SystemTime::now);
+                match AssertUnwindSafe(run).catch_unwind().await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!("{e}"),
+                    Err(_) => tracing::error!("{} panicked", job.name()),
+                }
+            });
         }
-        // A zero period would spin; a second is the floor.
-        tokio::time::sleep(period().max(Duration::from_secs(1))).await;
+        let now = SystemTime::now();
+        // A hot switch may shorten a period: look again within the shortest one anyway.
+        let wait = engine
+            .next_deadline(now)
+            .map_or(REFRESH_PERIOD, |at| {
+                at.duration_since(now).unwrap_or_default()
+            })
+            .min(REFRESH_PERIOD);
+        tokio::select! {
+            Some(()) = running.next() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use crate::body::Body;
 use crate::config::BackendConfig;
 use crate::error::{S3Error, S3ErrorCode};
+use crate::sigv4::canonical::EMPTY_SHA256;
 use crate::sigv4::sign::{PayloadHash, SignerCache};
 
 /// Characters S3 leaves unencoded in a path, besides `/` between segments.
@@ -272,9 +273,6 @@ impl<B: Body> BackendRequest<B> {
         Ok(http::Request::from_parts(parts, self.body))
     }
 }
-
-pub(crate) const EMPTY_SHA256: &str =
-    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Turns a backend's error answer into the client's error. Codes the client can act on
 /// (NoSuchKey, PreconditionFailed, InvalidRange, InvalidPart, EntityTooSmall ...) pass

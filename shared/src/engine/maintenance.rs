@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backend::{backend_error, backend_uri, encode_query_value, BackendRequest};
 use super::copies::ObjectRef;
-use super::{Engine, HEALTH_DOCUMENT};
+use super::{Engine, Unanswered, HEALTH_DOCUMENT};
 use crate::body::Body;
 use crate::config::BackendConfig;
 use crate::error::S3Error;
@@ -56,6 +56,48 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         crate::listing::parse_backend_page(&body, prefix, 0)
     }
 
+    /// One health probe of `backend`: a signed ListObjectsV2 max-keys=1 on its real bucket
+    /// with the probe timeout, sent even while its circuit is open. A failure says why, in
+    /// words for the operator (`/health`, `s3-balance check`): `HTTP 403 InvalidAccessKeyId:
+    /// ...`, `Connect: connection refused`.
+    pub async fn probe(
+        &self,
+        backend: &BackendConfig,
+        clock: &dyn Fn() -> SystemTime,
+    ) -> ProbeResult {
+        let start = clock();
+        let outcome = async {
+            let uri =
+                backend_uri(backend, None, "list-type=2&max-keys=1").map_err(|e| e.to_string())?;
+            let mut request = BackendRequest::new(Method::GET, uri);
+            request.timeout = Some(self.config().balancer.probe_timeout);
+            request.health_probe = true;
+            match self
+                .send_unmapped(backend, "HealthCheck", request, start)
+                .await
+            {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    Err(format!(
+                        "HTTP {status} {}",
+                        backend_error(&backend.name, response).await
+                    ))
+                }
+                Err(Unanswered::Refused(e)) => Err(e.to_string()),
+                Err(Unanswered::Transport(e)) => Err(e.to_string()),
+            }
+        }
+        .await;
+        let end = clock();
+        ProbeResult {
+            ok: outcome.is_ok(),
+            latency_ms: end.duration_since(start).unwrap_or_default().as_millis() as u64,
+            error: outcome.err(),
+            at: crate::time::unix_secs(end),
+        }
+    }
+
     /// Probes every backend once (ListObjectsV2 max-keys=1 with the probe timeout), folds the
     /// results into the stored snapshot with rise/fall, stores and returns it. `clock` gives
     /// the time (for latency and the snapshot's date).
@@ -65,33 +107,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     ) -> Result<HealthSnapshot, StoreError> {
         let config = self.config();
         let balancer = &config.balancer;
-        let probes = config.backends.iter().map(|backend| async move {
-            let start = clock();
-            let outcome = async {
-                let mut request = BackendRequest::new(
-                    Method::GET,
-                    backend_uri(backend, None, "list-type=2&max-keys=1")?,
-                );
-                request.timeout = Some(balancer.probe_timeout);
-                request.health_probe = true;
-                let response = self.send_at(backend, "HealthCheck", request, start).await?;
-                if response.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(backend_error(&backend.name, response).await)
-                }
-            }
-            .await;
-            let end = clock();
-            let latency_ms = end.duration_since(start).unwrap_or_default().as_millis() as u64;
-            let result = ProbeResult {
-                ok: outcome.is_ok(),
-                latency_ms,
-                error: outcome.err().map(|e| e.to_string()),
-                at: crate::time::unix_secs(end),
-            };
-            (backend.name.clone(), result)
-        });
+        let probes = config
+            .backends
+            .iter()
+            .map(|backend| async move { (backend.name.clone(), self.probe(backend, clock).await) });
         let results = join_all(probes).await;
         let mut snapshot = match self.store.get_document(HEALTH_DOCUMENT).await? {
             Some(text) => serde_json::from_str(&text).unwrap_or_default(),

@@ -38,6 +38,7 @@ mod maintenance;
 mod multipart;
 mod objects;
 mod reindex;
+mod schedule;
 #[cfg(test)]
 mod tests;
 
@@ -80,6 +81,7 @@ pub struct State {
 }
 
 pub use reindex::{ReindexCursor, ReindexError, ReindexReport};
+pub use schedule::{Budget, Job, ScheduledRun, REFRESH_PERIOD, STALE_COPY_PERIOD};
 
 /// What [`Engine::apply_config_text`] did with a config text.
 #[derive(Debug)]
@@ -117,6 +119,8 @@ pub struct Engine<S, C> {
     key_locks: locks::KeyLocks,
     /// Passive health per backend, from the request path (see [`Circuit`]).
     circuits: Mutex<BTreeMap<String, Circuit>>,
+    /// When each scheduled job last ended ([`schedule`]).
+    schedule: Mutex<schedule::Schedule>,
 }
 
 /// Object and bucket reads (GET, HEAD, lists) are billed class B; everything else class A.
@@ -245,6 +249,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             client_keys: Default::default(),
             key_locks: Default::default(),
             circuits: Mutex::new(BTreeMap::new()),
+            schedule: Default::default(),
         }
     }
 
@@ -718,6 +723,25 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         request: BackendRequest<C::Body>,
         now: SystemTime,
     ) -> Result<http::Response<C::Body>, S3Error> {
+        self.send_unmapped(backend, operation, request, now)
+            .await
+            .map_err(|failure| match failure {
+                Unanswered::Refused(e) => e,
+                Unanswered::Transport(_) => {
+                    S3Error::unavailable("The backend storage is unavailable. Please try again.")
+                }
+            })
+    }
+
+    /// [`Self::send_at`] with the transport error kept, for the health probe: the operator
+    /// sees "Connect: connection refused", a client only ever `ServiceUnavailable`.
+    async fn send_unmapped(
+        &self,
+        backend: &BackendConfig,
+        operation: &'static str,
+        request: BackendRequest<C::Body>,
+        now: SystemTime,
+    ) -> Result<http::Response<C::Body>, Unanswered> {
         let class_b = is_class_b(&request.method);
         let health_probe = request.health_probe;
         let balancer = &self.config().balancer;
@@ -725,11 +749,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         if !health_probe && !self.circuit(&backend.name, |c| c.admit(now, retry)) {
             self.metrics.record_backend(&backend.name, operation, false);
             tracing::debug!(backend = %backend.name, operation, "backend is down: not waited on");
-            return Err(S3Error::unavailable(
+            return Err(Unanswered::Refused(S3Error::unavailable(
                 "The backend storage is unavailable. Please try again.",
-            ));
+            )));
         }
-        let request = request.sign(&self.signers, backend, now)?;
+        let request = request
+            .sign(&self.signers, backend, now)
+            .map_err(Unanswered::Refused)?;
         self.count_operation(&backend.name, now, class_b);
         match self.client.send(request).await {
             Ok(response) => {
@@ -747,10 +773,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 // The client's upload broke off or stopped: not the backend's fault, so it
                 // does not count against the backend's health.
                 tracing::info!(backend = %backend.name, operation, error = %e, "client body failed while sent to the backend");
-                Err(S3Error::new(
+                Err(Unanswered::Refused(S3Error::new(
                     S3ErrorCode::RequestTimeout,
                     "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
-                ))
+                )))
             }
             Err(e) => {
                 self.metrics.record_backend(&backend.name, operation, false);
@@ -758,9 +784,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 if !health_probe && self.circuit(&backend.name, |c| c.failed(now, threshold)) {
                     tracing::warn!(backend = %backend.name, failures = threshold, "backend marked down after failures in a row: requests that need it answer 503 at once");
                 }
-                Err(S3Error::unavailable(
-                    "The backend storage is unavailable. Please try again.",
-                ))
+                Err(Unanswered::Transport(e))
             }
         }
     }
@@ -980,4 +1004,12 @@ pub(crate) fn record(backend: &str, size: u64, etag: &str, now: SystemTime) -> O
         etag: etag.to_owned(),
         last_modified: crate::time::unix_secs(now),
     }
+}
+
+/// Why a backend request got no answer.
+enum Unanswered {
+    /// Not sent, or failed on the gateway's side: the error the client gets.
+    Refused(S3Error),
+    /// Sent, and the backend could not be reached or did not answer in time.
+    Transport(crate::http::TransportError),
 }
