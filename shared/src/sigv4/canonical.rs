@@ -48,6 +48,25 @@ pub fn hex32(bytes: &[u8; 32]) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// Appends `params` to `url`'s query, each name and value URI-encoded (a presigned URL's
+/// `X-Amz-*` parameters).
+pub fn append_query<'a>(url: &mut String, params: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    let mut separator = if !url.contains('?') {
+        "?"
+    } else if url.ends_with(['?', '&']) {
+        ""
+    } else {
+        "&"
+    };
+    for (name, value) in params {
+        url.push_str(separator);
+        uri_encode(name.as_bytes(), false, url);
+        url.push('=');
+        uri_encode(value.as_bytes(), false, url);
+        separator = "&";
+    }
+}
+
 /// The canonical URI of a raw (as sent) path: each segment is percent-decoded and encoded
 /// again, so `/a b`, `/a%20b` and `/a%20b` all sign as `/a%20b`, while an encoded `%2F` stays
 /// inside its segment. No `.`/`..`/`//` normalization: S3 keys may contain them.

@@ -140,19 +140,10 @@ impl BackendSigner {
             .map_err(|e| signing_failed("presigning", e))?
             .into_parts();
         let mut url = uri_string;
-        if !url.contains('?') {
-            url.push('?');
-        } else if !url.ends_with(['?', '&']) {
-            url.push('&');
-        }
-        for (i, (name, value)) in instructions.params().iter().enumerate() {
-            if i > 0 {
-                url.push('&');
-            }
-            canonical::uri_encode(name.as_bytes(), false, &mut url);
-            url.push('=');
-            canonical::uri_encode(value.as_bytes(), false, &mut url);
-        }
+        canonical::append_query(
+            &mut url,
+            instructions.params().iter().map(|(n, v)| (*n, v.as_ref())),
+        );
         Ok(url)
     }
 }

@@ -224,24 +224,13 @@ impl SignerCache {
         let signature = canonical::signature(&self.signing_key(backend, date), &sts);
 
         let mut url = uri.to_string();
-        if !url.contains('?') {
-            url.push('?');
-        } else if !url.ends_with(['?', '&']) {
-            url.push('&');
-        }
-        for (i, (name, value)) in auth_params
-            .iter()
-            .copied()
-            .chain(std::iter::once(("X-Amz-Signature", signature.as_str())))
-            .enumerate()
-        {
-            if i > 0 {
-                url.push('&');
-            }
-            canonical::uri_encode(name.as_bytes(), false, &mut url);
-            url.push('=');
-            canonical::uri_encode(value.as_bytes(), false, &mut url);
-        }
+        canonical::append_query(
+            &mut url,
+            auth_params
+                .iter()
+                .copied()
+                .chain(std::iter::once(("X-Amz-Signature", signature.as_str()))),
+        );
         Ok(url)
     }
 }
