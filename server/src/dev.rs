@@ -117,6 +117,7 @@ pub fn dev_config(backends: Vec<BackendConfig>, db: &Path, port: u16) -> Config 
                 secret_key: Secret::new(DEV_SECRET_KEY),
                 buckets: None,
                 read_only: false,
+                admin: true,
             }],
             virtual_host: false,
             base_domains: Vec::new(),
@@ -126,6 +127,7 @@ pub fn dev_config(backends: Vec<BackendConfig>, db: &Path, port: u16) -> Config 
             max_body_bytes: None,
             upload_id_secret: Secret::new("dev-mode-upload-id-secret"),
         },
+        admin: shared::config::AdminConfig::default(),
         metadata: MetadataBackend::Sqlite {
             path: db.to_string_lossy().into_owned(),
         },

@@ -165,6 +165,31 @@ pub struct CredentialConfig {
     /// Virtual buckets this key may use; `None` is all.
     pub buckets: Option<Vec<String>>,
     pub read_only: bool,
+    /// May use the admin API (and its console): see [`AdminConfig`].
+    pub admin: bool,
+}
+
+/// The admin API and web console (`admin` section, new). Every call needs a credential marked
+/// `admin` (SigV4) or the bearer token; never anonymous. The default prefix starts with `_`,
+/// which no bucket name can, so it never hides a bucket (the Go project's `/api` would hide a
+/// bucket named `api`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    /// The console is served here, the API under `{prefix}/api/`.
+    pub prefix: String,
+    /// `Authorization: Bearer <token>` is accepted as an admin when set.
+    pub token: Option<Secret>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prefix: "/_admin".to_owned(),
+            token: None,
+        }
+    }
 }
 
 /// The self-hosted server's listener and its defences against slow or idle clients. Every
@@ -292,6 +317,7 @@ pub struct Config {
     pub balancer: BalancerConfig,
     pub metrics: MetricsConfig,
     pub api: ApiConfig,
+    pub admin: AdminConfig,
     pub metadata: MetadataBackend,
     /// Defaults for virtual buckets created at run time.
     pub default_reads: DataPathMode,
@@ -804,12 +830,14 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
         "s3api",
         "data_path",
         "metadata",
+        "admin",
     ])?;
 
     let server = load_server(&root.section("server")?)?;
     let backend_client = load_backend_client(&root.section("backend_client")?)?;
     let balancer = load_balancer(&root.section("balancer")?)?;
     let metrics = load_metrics(&root.section("metrics")?, &mut warnings)?;
+    let admin = load_admin(&root.section("admin")?)?;
     let metadata = if root.has("metadata") || !root.has("database") {
         if root.has("database") {
             warnings.push("database: ignored; `metadata` chooses the store".to_owned());
@@ -880,6 +908,7 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
         balancer,
         metrics,
         api,
+        admin,
         metadata,
         default_reads,
         default_writes,
@@ -1042,6 +1071,29 @@ fn load_metrics(s: &Section<'_>, warnings: &mut Warnings) -> Result<MetricsConfi
         enabled: s.bool("enabled")?.unwrap_or(false),
         path,
         token,
+    })
+}
+
+fn load_admin(s: &Section<'_>) -> Result<AdminConfig, ConfigError> {
+    s.only(&["enabled", "prefix", "token"])?;
+    let defaults = AdminConfig::default();
+    let prefix = s
+        .string("prefix")?
+        .filter(|p| !p.is_empty())
+        .unwrap_or(defaults.prefix);
+    if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+        return Err(ConfigError::new(
+            s.key("prefix"),
+            format!("{prefix:?} must start with / and not end with / (e.g. \"/_admin\")"),
+        ));
+    }
+    Ok(AdminConfig {
+        enabled: s.bool("enabled")?.unwrap_or(defaults.enabled),
+        prefix,
+        token: s
+            .string("token")?
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
     })
 }
 
@@ -1406,11 +1458,13 @@ fn load_api(
         s.string("access_key")?.filter(|k| !k.is_empty()),
         s.string("secret_key")?.filter(|k| !k.is_empty()),
     ) {
+        // The owner's key: the admin API too.
         (Some(access_key), Some(secret)) => credentials.push(CredentialConfig {
             access_key,
             secret_key: Secret::new(secret),
             buckets: None,
             read_only: false,
+            admin: true,
         }),
         (None, None) => {}
         (Some(_), None) => {
@@ -1428,7 +1482,7 @@ fn load_api(
     }
     for (path, value) in s.list("credentials")? {
         let c = Section::new(&path, Some(value))?;
-        c.only(&["access_key", "secret_key", "buckets", "read_only"])?;
+        c.only(&["access_key", "secret_key", "buckets", "read_only", "admin"])?;
         let access_key = c
             .string("access_key")?
             .filter(|k| !k.is_empty())
@@ -1460,6 +1514,7 @@ fn load_api(
             secret_key: Secret::new(secret),
             buckets,
             read_only: c.bool("read_only")?.unwrap_or(false),
+            admin: c.bool("admin")?.unwrap_or(false),
         });
     }
     let auth_required = s.bool("auth_required")?.unwrap_or(false);
@@ -1929,7 +1984,7 @@ mod tests {
             ),
             (
                 base("", "balancr:\n  strategy: weighted\n"),
-                "config: balancr: unknown key (known here: server, backend_client, database, buckets, balancer, metrics, s3api, data_path, metadata)",
+                "config: balancr: unknown key (known here: server, backend_client, database, buckets, balancer, metrics, s3api, data_path, metadata, admin)",
             ),
             (base("", "balancer:\n  stratgy: weighted\n"), "config: balancer.stratgy: unknown key"),
             (base("  - name: c\n    endpont: http://x\n", ""), "config: buckets[2].endpont: unknown key"),

@@ -27,6 +27,23 @@ pub struct BackendHealth {
     pub last_error: Option<String>,
     /// Unix seconds of the last probe; 0 never probed.
     pub last_checked: u64,
+    /// The latest probes, oldest first, at most [`HISTORY`] (the admin console's history).
+    #[serde(default)]
+    pub history: Vec<ProbeRecord>,
+}
+
+/// Probes kept per backend in [`BackendHealth::history`].
+pub const HISTORY: usize = 20;
+
+/// One probe as the health history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    /// Unix seconds.
+    pub at: u64,
+    pub ok: bool,
+    pub latency_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Default for BackendHealth {
@@ -39,6 +56,7 @@ impl Default for BackendHealth {
             last_latency_ms: 0,
             last_error: None,
             last_checked: 0,
+            history: Vec::new(),
         }
     }
 }
@@ -56,6 +74,15 @@ impl BackendHealth {
         let mut next = self.clone();
         next.last_latency_ms = result.latency_ms;
         next.last_checked = result.at;
+        if next.history.len() >= HISTORY {
+            next.history.drain(..=next.history.len() - HISTORY);
+        }
+        next.history.push(ProbeRecord {
+            at: result.at,
+            ok: result.ok,
+            latency_ms: result.latency_ms,
+            error: result.error.clone(),
+        });
         if result.ok {
             next.consecutive_ok = self.consecutive_ok.saturating_add(1);
             next.consecutive_failures = 0;
@@ -231,6 +258,17 @@ mod tests {
     }
 
     #[test]
+    fn history_keeps_the_latest_probes_oldest_first() {
+        let mut h = BackendHealth::default();
+        for at in 1..=(HISTORY as u64 + 5) {
+            h = h.observe(&probe(at % 2 == 0, at), 1, 1);
+        }
+        assert_eq!(h.history.len(), HISTORY);
+        assert_eq!(h.history.first().unwrap().at, 6);
+        assert_eq!(h.history.last().unwrap().at, HISTORY as u64 + 5);
+    }
+
+    #[test]
     fn records_latency_error_and_time() {
         let h = BackendHealth::default().observe(&probe(false, 7), 2, 3);
         assert_eq!(
@@ -242,6 +280,12 @@ mod tests {
                 last_latency_ms: 70,
                 last_error: Some("timeout at 7".into()),
                 last_checked: 7,
+                history: vec![ProbeRecord {
+                    at: 7,
+                    ok: false,
+                    latency_ms: 70,
+                    error: Some("timeout at 7".into()),
+                }],
             }
         );
         let h = h.observe(

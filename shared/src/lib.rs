@@ -13,6 +13,7 @@
 // The traits are used with concrete types by each adapter; Send-ness leaks through there.
 #![allow(async_fn_in_trait)]
 
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod engine;

@@ -146,6 +146,17 @@ impl Metrics {
         });
     }
 
+    /// Placements per backend since start, all strategies together (the admin API's).
+    pub fn placements_by_backend(&self) -> BTreeMap<String, u64> {
+        self.with(|m| {
+            let mut out = BTreeMap::new();
+            for ((backend, _), n) in &m.decisions {
+                *out.entry(backend.clone()).or_default() += n;
+            }
+            out
+        })
+    }
+
     /// One backend request: `s3_balance_backend_operations_total{bucket,operation,result}`,
     /// `result` being `success` or `error`.
     pub fn record_backend(&self, backend: &str, operation: &str, ok: bool) {

@@ -63,7 +63,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     pub async fn probe(
         &self,
         backend: &BackendConfig,
-        clock: &dyn Fn() -> SystemTime,
+        clock: &(dyn Fn() -> SystemTime + Sync),
     ) -> ProbeResult {
         let start = clock();
         let outcome = async {
@@ -103,7 +103,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     /// the time (for latency and the snapshot's date).
     pub async fn check_health(
         &self,
-        clock: &dyn Fn() -> SystemTime,
+        clock: &(dyn Fn() -> SystemTime + Sync),
     ) -> Result<HealthSnapshot, StoreError> {
         let config = self.config();
         let balancer = &config.balancer;

@@ -27,6 +27,7 @@ use crate::store::{
     BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StoreError,
 };
 
+mod admin;
 mod backend;
 mod buckets;
 mod copies;
@@ -67,7 +68,13 @@ pub struct RequestLog {
 /// Config plus the cached health and usage the request path reads.
 #[derive(Debug, Clone)]
 pub struct State {
+    /// The config in force: `base_config` with the admin API's `overrides` laid over it.
     pub config: Arc<Config>,
+    /// The config as loaded (file, KV, DynamoDB document).
+    pub base_config: Arc<Config>,
+    /// The operator's changes through the admin API (store document
+    /// [`crate::admin::OVERRIDES_DOCUMENT`]).
+    pub overrides: crate::admin::Overrides,
     pub health: HealthSnapshot,
     pub usage: Vec<BackendUsage>,
     /// Operations per backend this month (stored counts plus this process's unflushed ones).
@@ -234,7 +241,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             store,
             client,
             state: RwLock::new(Arc::new(State {
+                base_config: config.clone(),
                 config,
+                overrides: Default::default(),
                 health: HealthSnapshot::default(),
                 usage: Vec::new(),
                 operations: BTreeMap::new(),
@@ -281,9 +290,20 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         *guard = Arc::new(next);
     }
 
-    /// Hot switch: requests after this call use `config`.
+    /// Hot switch: requests after this call use `config` (with the admin overrides laid over).
     pub fn set_config(&self, config: Arc<Config>) {
-        self.update_state(|s| s.config = config);
+        self.update_state(|s| {
+            s.config = effective_config(&config, &s.overrides);
+            s.base_config = config;
+        });
+    }
+
+    /// Puts `overrides` in force over the loaded config.
+    fn set_overrides(&self, overrides: crate::admin::Overrides) {
+        self.update_state(|s| {
+            s.config = effective_config(&s.base_config, &overrides);
+            s.overrides = overrides;
+        });
     }
 
     /// Books one answered request in the request metrics (`s3_balance_s3_operations_total`,
@@ -315,7 +335,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             Err(e) => return ConfigUpdate::Rejected(e),
         };
         let config = adapt(config);
-        let current = self.config();
+        let current = self.state().base_config.clone();
         if *current == config {
             return ConfigUpdate::Unchanged;
         }
@@ -367,6 +387,16 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             .get_document(STALE_COPIES_DOCUMENT)
             .await?
             .is_some_and(|d| !d.is_empty());
+        let overrides = crate::admin::Overrides::from_document(
+            self.store
+                .get_document(crate::admin::OVERRIDES_DOCUMENT)
+                .await?
+                .as_deref(),
+        );
+        if overrides != self.state().overrides {
+            tracing::info!(?overrides, "admin overrides changed");
+            self.set_overrides(overrides);
+        }
         self.observe_probes(&health, now);
         self.update_state(|s| {
             s.health = health;
@@ -422,12 +452,30 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 log.operation = "Admin";
                 r
             }
+            None if self.is_admin_request(&state, &parts) => {
+                log.operation = "Admin";
+                Ok(self.admin_api(&state, parts, body, ctx).await)
+            }
             None => self.serve(&state, parts, body, ctx, &mut log).await,
         };
         let mut response = result.unwrap_or_else(|e| error_response(&e, &ctx.request_id, is_head));
         set_request_id(&mut response, &ctx.request_id);
         response.extensions_mut().insert(log);
         response
+    }
+
+    /// Whether the request names a bucket by its Host (`bucket.<base domain>`): `/health`,
+    /// `/metrics` and the admin API belong to the gateway's own host, not to a bucket's (the
+    /// same Host rule as the router's, IPv6 literals included).
+    fn on_virtual_host(&self, state: &State, parts: &http::request::Parts) -> bool {
+        let api = &state.config.api;
+        api.virtual_host
+            && parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| crate::route::virtual_host_bucket(h, &api.base_domains))
+                .is_some()
     }
 
     /// `/health` and `/metrics`.
@@ -438,16 +486,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     ) -> Option<Result<http::Response<C::Body>, S3Error>> {
         let config = &state.config;
         let path = parts.uri.path();
-        // `/health` and `/metrics` belong to the gateway's own host, not to a bucket's
-        // virtual host (the same Host rule as the router's, IPv6 literals included).
-        let virtual_host = config.api.virtual_host
-            && parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| crate::route::virtual_host_bucket(h, &config.api.base_domains))
-                .is_some();
-        if virtual_host || parts.method != Method::GET {
+        if self.on_virtual_host(state, parts) || parts.method != Method::GET {
             return None;
         }
         if path == "/health" {
@@ -994,6 +1033,15 @@ pub fn error_response<B: Body>(error: &S3Error, request_id: &str, head: bool) ->
     let mut r: http::Response<B> = xml(crate::xml::error_body(error, request_id));
     *r.status_mut() = status;
     r
+}
+
+/// `base` with `overrides` laid over it (the same `Arc` when there are none).
+fn effective_config(base: &Arc<Config>, overrides: &crate::admin::Overrides) -> Arc<Config> {
+    if *overrides == crate::admin::Overrides::default() {
+        base.clone()
+    } else {
+        Arc::new(overrides.apply(base))
+    }
 }
 
 /// Records of the index are written with the time the gateway saw the write.

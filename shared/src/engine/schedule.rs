@@ -136,7 +136,7 @@ pub struct ScheduledRun {
 struct Ending<'a, S: MetadataStore, C: HttpClient> {
     engine: &'a Engine<S, C>,
     job: Job,
-    clock: &'a dyn Fn() -> SystemTime,
+    clock: &'a (dyn Fn() -> SystemTime + Sync),
 }
 
 impl<S: MetadataStore, C: HttpClient> Drop for Ending<'_, S, C> {
@@ -189,7 +189,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         &self,
         job: Job,
         budget: Budget,
-        clock: &dyn Fn() -> SystemTime,
+        clock: &(dyn Fn() -> SystemTime + Sync),
     ) -> Result<Option<HealthSnapshot>, String> {
         self.with_schedule(|s| s.jobs.entry(job).or_default().running = true);
         let _ending = Ending {
@@ -239,7 +239,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     pub async fn run_scheduled(
         &self,
         budget: Budget,
-        clock: &dyn Fn() -> SystemTime,
+        clock: &(dyn Fn() -> SystemTime + Sync),
     ) -> ScheduledRun {
         let mut run = ScheduledRun::default();
         let order = [

@@ -92,6 +92,7 @@ pub(super) fn config(strategy: Strategy) -> Config {
                 secret_key: Secret::new("gwsecret"),
                 buckets: None,
                 read_only: false,
+                admin: true,
             }],
             virtual_host: true,
             base_domains: vec!["s3.example.com".into()],
@@ -101,6 +102,7 @@ pub(super) fn config(strategy: Strategy) -> Config {
             max_body_bytes: None,
             upload_id_secret: Secret::new("upload-secret"),
         },
+        admin: crate::config::AdminConfig::default(),
         metadata: MetadataBackend::Memory,
         default_reads: DataPathMode::Proxy,
         default_writes: DataPathMode::Proxy,
@@ -842,7 +844,7 @@ fn body_limit_is_enforced_before_any_backend_is_touched() {
 }
 
 /// Signs a request to the gateway as a client would, with `access_key`/`secret`.
-fn signed(
+pub(super) fn signed(
     h: &Harness,
     method: Method,
     target: &str,
@@ -901,6 +903,7 @@ fn auth_harness() -> Harness {
         secret_key: Secret::new("readersecret"),
         buckets: Some(vec!["photos".into()]),
         read_only: true,
+        admin: false,
     });
     Harness::with_config(c)
 }
@@ -1271,6 +1274,7 @@ fn response_overrides_are_applied_by_the_gateway_on_signed_gets_and_refused_anon
         secret_key: Secret::new("gwsecret2"),
         buckets: None,
         read_only: false,
+        admin: false,
     });
     let h = Harness::with_config(c);
     let put = signed(&h, Method::PUT, "/photos/doc", "gwkey2", "gwsecret2", b"{}");
