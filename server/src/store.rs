@@ -553,113 +553,12 @@ impl AnyStore {
     }
 }
 
-macro_rules! delegate {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            AnyStore::Sqlite($s) => $call.await,
-            AnyStore::Memory($s) => $call.await,
-            AnyStore::Dynamo($s) => $call.await,
-            AnyStore::Sql($s) => $call.await,
-        }
-    };
-}
-
-impl MetadataStore for AnyStore {
-    async fn get_object(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<ObjectRecord>, StoreError> {
-        delegate!(self, s => s.get_object(bucket, key))
-    }
-    async fn put_object(
-        &self,
-        bucket: &str,
-        key: &str,
-        record: &ObjectRecord,
-    ) -> Result<(), StoreError> {
-        delegate!(self, s => s.put_object(bucket, key, record))
-    }
-    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        delegate!(self, s => s.delete_object(bucket, key))
-    }
-    async fn put_object_unless_newer(
-        &self,
-        bucket: &str,
-        key: &str,
-        record: &ObjectRecord,
-        not_before: u64,
-    ) -> Result<bool, StoreError> {
-        delegate!(self, s => s.put_object_unless_newer(bucket, key, record, not_before))
-    }
-    async fn delete_object_unless_newer(
-        &self,
-        bucket: &str,
-        key: &str,
-        not_before: u64,
-    ) -> Result<bool, StoreError> {
-        delegate!(self, s => s.delete_object_unless_newer(bucket, key, not_before))
-    }
-    async fn list_objects(
-        &self,
-        bucket: &str,
-        start_after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, ObjectRecord)>, StoreError> {
-        delegate!(self, s => s.list_objects(bucket, start_after, limit))
-    }
-    async fn create_bucket(&self, record: &BucketRecord) -> Result<bool, StoreError> {
-        delegate!(self, s => s.create_bucket(record))
-    }
-    async fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
-        delegate!(self, s => s.delete_bucket(name))
-    }
-    async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StoreError> {
-        delegate!(self, s => s.list_buckets())
-    }
-    async fn add_usage(&self, backend: &str, bytes: i64, objects: i64) -> Result<(), StoreError> {
-        delegate!(self, s => s.add_usage(backend, bytes, objects))
-    }
-    async fn set_usage(&self, usage: &BackendUsage) -> Result<(), StoreError> {
-        delegate!(self, s => s.set_usage(usage))
-    }
-    async fn list_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
-        delegate!(self, s => s.list_usage())
-    }
-    async fn add_operations(
-        &self,
-        backend: &str,
-        month: &str,
-        counts: &OperationCounts,
-    ) -> Result<(), StoreError> {
-        delegate!(self, s => s.add_operations(backend, month, counts))
-    }
-    async fn get_operations(
-        &self,
-        backend: &str,
-        month: &str,
-    ) -> Result<OperationCounts, StoreError> {
-        delegate!(self, s => s.get_operations(backend, month))
-    }
-    async fn put_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
-        delegate!(self, s => s.put_stale_copy(copy))
-    }
-    async fn list_stale_copies(&self, limit: usize) -> Result<Vec<StaleCopy>, StoreError> {
-        delegate!(self, s => s.list_stale_copies(limit))
-    }
-    async fn stale_copies_of(&self, bucket: &str, key: &str) -> Result<Vec<StaleCopy>, StoreError> {
-        delegate!(self, s => s.stale_copies_of(bucket, key))
-    }
-    async fn delete_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
-        delegate!(self, s => s.delete_stale_copy(copy))
-    }
-    async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {
-        delegate!(self, s => s.get_document(name))
-    }
-    async fn put_document(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        delegate!(self, s => s.put_document(name, value))
-    }
-}
+shared::delegate_metadata_store!(AnyStore {
+    Sqlite,
+    Memory,
+    Dynamo,
+    Sql
+});
 
 #[cfg(test)]
 mod tests {

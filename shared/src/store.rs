@@ -143,6 +143,58 @@ pub trait MetadataStore {
     async fn put_document(&self, name: &str, value: &str) -> Result<(), StoreError>;
 }
 
+/// Implements [`MetadataStore`] for an enum whose every variant holds a store, by handing each
+/// call to the variant's store: `delegate_metadata_store!(AnyStore { Sqlite, Memory })`.
+///
+/// A store chosen by the config at run time is such an enum (the server's `AnyStore`,
+/// sql-store's `SqlStore`): the trait's async methods rule out `dyn MetadataStore`. The list of
+/// methods is kept here, beside the trait, so that each enum takes one line.
+#[macro_export]
+macro_rules! delegate_metadata_store {
+    (@call $self:ident $store:ident { $($variant:ident),+ } $s:ident $method:ident $args:tt) => {
+        match $self {
+            $($store::$variant($s) => $crate::store::MetadataStore::$method $args.await,)+
+        }
+    };
+    (@impl $store:ident $variants:tt $($method:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        impl $crate::store::MetadataStore for $store {
+            $(async fn $method(&self, $($arg: $ty),*) -> Result<$ret, $crate::store::StoreError> {
+                $crate::delegate_metadata_store!(
+                    @call self $store $variants store $method (store, $($arg),*)
+                )
+            })*
+        }
+    };
+    ($store:ident { $($variant:ident),+ $(,)? }) => {
+        $crate::delegate_metadata_store! { @impl $store { $($variant),+ }
+            get_object(bucket: &str, key: &str) -> Option<$crate::store::ObjectRecord>;
+            put_object(bucket: &str, key: &str, record: &$crate::store::ObjectRecord) -> ();
+            delete_object(bucket: &str, key: &str) -> ();
+            put_object_unless_newer(
+                bucket: &str, key: &str, record: &$crate::store::ObjectRecord, not_before: u64
+            ) -> bool;
+            delete_object_unless_newer(bucket: &str, key: &str, not_before: u64) -> bool;
+            list_objects(bucket: &str, start_after: &str, limit: usize)
+                -> Vec<(String, $crate::store::ObjectRecord)>;
+            create_bucket(record: &$crate::store::BucketRecord) -> bool;
+            delete_bucket(name: &str) -> ();
+            list_buckets() -> Vec<$crate::store::BucketRecord>;
+            add_usage(backend: &str, bytes: i64, objects: i64) -> ();
+            set_usage(usage: &$crate::store::BackendUsage) -> ();
+            list_usage() -> Vec<$crate::store::BackendUsage>;
+            add_operations(backend: &str, month: &str, counts: &$crate::store::OperationCounts)
+                -> ();
+            get_operations(backend: &str, month: &str) -> $crate::store::OperationCounts;
+            put_stale_copy(copy: &$crate::store::StaleCopy) -> ();
+            list_stale_copies(limit: usize) -> Vec<$crate::store::StaleCopy>;
+            stale_copies_of(bucket: &str, key: &str) -> Vec<$crate::store::StaleCopy>;
+            delete_stale_copy(copy: &$crate::store::StaleCopy) -> ();
+            get_document(name: &str) -> Option<String>;
+            put_document(name: &str, value: &str) -> ();
+        }
+    };
+}
+
 /// An in-memory store, for tests and for runs that need no persistence.
 #[derive(Debug, Default)]
 pub struct MemoryStore {

@@ -2,13 +2,18 @@
 //! ([`MySqlStore`]): one index shared by several gateway instances, as the Go s3-balance's
 //! `database` section promised. Both pass `shared::store::contract`; the server picks one with
 //! `metadata: {type: postgres|mysql, url}` or the Go `database: {type, dsn}` section.
+//!
+//! Both are the one store of `store.rs` over a `Dialect` (`dialect.rs`), implemented in
+//! `postgres.rs` and `mysql.rs`.
 #![forbid(unsafe_code)]
 
+mod dialect;
 mod dsn;
 mod migrations;
 mod mysql;
 mod postgres;
 mod runner;
+mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
@@ -19,10 +24,9 @@ use std::time::Duration;
 pub use mysql::MySqlStore;
 pub use postgres::PostgresStore;
 use shared::config::{SqlDatabase, SqlKind};
-use shared::store::{
-    BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StaleCopy, StoreError,
-};
+use shared::store::{BucketRecord, ObjectRecord, OperationCounts, StoreError};
 
+/// The methods `migrate` needs beyond `MetadataStore`, handed to the variant's store.
 macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
@@ -130,102 +134,7 @@ impl SqlStore {
     }
 }
 
-impl MetadataStore for SqlStore {
-    async fn get_object(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<ObjectRecord>, StoreError> {
-        delegate!(self, s => s.get_object(bucket, key))
-    }
-    async fn put_object(
-        &self,
-        bucket: &str,
-        key: &str,
-        record: &ObjectRecord,
-    ) -> Result<(), StoreError> {
-        delegate!(self, s => s.put_object(bucket, key, record))
-    }
-    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        delegate!(self, s => s.delete_object(bucket, key))
-    }
-    async fn put_object_unless_newer(
-        &self,
-        bucket: &str,
-        key: &str,
-        record: &ObjectRecord,
-        not_before: u64,
-    ) -> Result<bool, StoreError> {
-        delegate!(self, s => s.put_object_unless_newer(bucket, key, record, not_before))
-    }
-    async fn delete_object_unless_newer(
-        &self,
-        bucket: &str,
-        key: &str,
-        not_before: u64,
-    ) -> Result<bool, StoreError> {
-        delegate!(self, s => s.delete_object_unless_newer(bucket, key, not_before))
-    }
-    async fn list_objects(
-        &self,
-        bucket: &str,
-        start_after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, ObjectRecord)>, StoreError> {
-        delegate!(self, s => s.list_objects(bucket, start_after, limit))
-    }
-    async fn create_bucket(&self, record: &BucketRecord) -> Result<bool, StoreError> {
-        delegate!(self, s => s.create_bucket(record))
-    }
-    async fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
-        delegate!(self, s => s.delete_bucket(name))
-    }
-    async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StoreError> {
-        delegate!(self, s => s.list_buckets())
-    }
-    async fn add_usage(&self, backend: &str, bytes: i64, objects: i64) -> Result<(), StoreError> {
-        delegate!(self, s => s.add_usage(backend, bytes, objects))
-    }
-    async fn set_usage(&self, usage: &BackendUsage) -> Result<(), StoreError> {
-        delegate!(self, s => s.set_usage(usage))
-    }
-    async fn list_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
-        delegate!(self, s => s.list_usage())
-    }
-    async fn add_operations(
-        &self,
-        backend: &str,
-        month: &str,
-        counts: &OperationCounts,
-    ) -> Result<(), StoreError> {
-        delegate!(self, s => s.add_operations(backend, month, counts))
-    }
-    async fn get_operations(
-        &self,
-        backend: &str,
-        month: &str,
-    ) -> Result<OperationCounts, StoreError> {
-        delegate!(self, s => s.get_operations(backend, month))
-    }
-    async fn put_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
-        delegate!(self, s => s.put_stale_copy(copy))
-    }
-    async fn list_stale_copies(&self, limit: usize) -> Result<Vec<StaleCopy>, StoreError> {
-        delegate!(self, s => s.list_stale_copies(limit))
-    }
-    async fn stale_copies_of(&self, bucket: &str, key: &str) -> Result<Vec<StaleCopy>, StoreError> {
-        delegate!(self, s => s.stale_copies_of(bucket, key))
-    }
-    async fn delete_stale_copy(&self, copy: &StaleCopy) -> Result<(), StoreError> {
-        delegate!(self, s => s.delete_stale_copy(copy))
-    }
-    async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError> {
-        delegate!(self, s => s.get_document(name))
-    }
-    async fn put_document(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        delegate!(self, s => s.put_document(name, value))
-    }
-}
+shared::delegate_metadata_store!(SqlStore { Postgres, MySql });
 
 /// Text stored as bytes (binary columns); anything else is a corrupt row.
 fn utf8(bytes: Vec<u8>) -> Result<String, StoreError> {

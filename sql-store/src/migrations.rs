@@ -19,7 +19,7 @@ use sqlx::{Connection, Executor, MySqlConnection, PgConnection, Row};
 
 /// Boxed as `Send`; statements go through `Executor`'s methods (boxed `Send` futures), as
 /// rustc cannot prove `Send` for the generic `Query::execute(&mut conn)` futures here.
-type Migrating<'c> = Pin<Box<dyn Future<Output = Result<i64, sqlx::Error>> + Send + 'c>>;
+pub(crate) type Migrating<'c> = Pin<Box<dyn Future<Output = Result<i64, sqlx::Error>> + Send + 'c>>;
 
 pub(crate) struct Migration {
     pub version: i64,
