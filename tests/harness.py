@@ -302,13 +302,14 @@ def make_config(
     backend_client: dict | None = None,
     metadata: dict | None = None,
     allow_create_bucket: bool = False,
+    admin_token: str | None = None,
 ) -> str:
     """The gateway's config.yaml (the Go s3-balance keys plus ours, see
     config/config.example.yaml). `server` adds keys to the `server` section (timeouts,
     max_connections); `backend_client` is that section. Returns YAML text."""
     if credentials is None:
         credentials = [
-            {"access_key": ADMIN_KEY, "secret_key": ADMIN_SECRET},
+            {"access_key": ADMIN_KEY, "secret_key": ADMIN_SECRET, "admin": True},
             {"access_key": LIMITED_KEY, "secret_key": LIMITED_SECRET, "buckets": ["limited"]},
             {"access_key": READONLY_KEY, "secret_key": READONLY_SECRET, "read_only": True},
         ]
@@ -379,6 +380,8 @@ def make_config(
         doc["metrics"]["token"] = metrics_token
     if backend_client:
         doc["backend_client"] = backend_client
+    if admin_token:
+        doc["admin"] = {"token": admin_token}
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 

@@ -36,6 +36,8 @@ ACCESS_KEY = "AKIDWORKERTEST000001"
 SECRET_KEY = "worker-test-secret-000001"
 # Backend secret: comes from a Worker var through ${MOTO_SECRET} in the config.
 MOTO_SECRET = "moto-secret"
+# The admin API's bearer token: a Worker secret through ${ADMIN_TOKEN} in the config.
+ADMIN_TOKEN = "worker-admin-token"
 # The Worker's body limit in these tests (var S3_BALANCE_MAX_BODY_BYTES; the config sets none).
 MAX_BODY = 6_000_000
 
@@ -177,6 +179,8 @@ s3api:
   virtual_host: false
   allow_create_bucket: true
   upload_id_secret: "worker-test-upload-id-secret"
+admin:
+  token: "${{ADMIN_TOKEN}}"
 """
 
 
@@ -240,7 +244,7 @@ crons = ["*/5 * * * *"]
 """
     )
     # A secret, as `wrangler dev` reads secrets locally: referenced as ${MOTO_SECRET}.
-    (tmp / ".dev.vars").write_text(f"MOTO_SECRET={MOTO_SECRET}\n")
+    (tmp / ".dev.vars").write_text(f"MOTO_SECRET={MOTO_SECRET}\nADMIN_TOKEN={ADMIN_TOKEN}\n")
     log = tmp / "wrangler.log"
     proc = subprocess.Popen(
         [

@@ -21,7 +21,7 @@ import botocore
 import pytest
 import requests
 
-from conftest import ACCESS_KEY, MAX_BODY, ROOT, WRANGLER, config_yaml
+from conftest import ACCESS_KEY, ADMIN_TOKEN, MAX_BODY, ROOT, WRANGLER, config_yaml
 
 
 def body(n, seed=b"x"):
@@ -305,6 +305,32 @@ def test_cron_scan_sets_usage(gateway, s3):
     m = requests.get(f"{gateway.url}/metrics", timeout=10).text
     usage = [line for line in m.splitlines() if line.startswith("s3_balance_bucket_usage_bytes")]
     assert usage and sum(float(line.rsplit(" ", 1)[1]) for line in usage) >= 1234, m
+
+
+def test_admin_api_read_only_backend_takes_no_uploads_and_kv_keeps_the_change(gateway, s3, motos):
+    """The core's admin API through the Worker: the token (a Worker secret through ${ADMIN_TOKEN})
+    gets in, anonymous callers do not; a read-only mark keeps new uploads off a backend and is
+    kept in KV for every isolate."""
+    api = f"{gateway.url}/_admin/api"
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert requests.get(f"{api}/buckets", timeout=10).status_code == 403
+    listing = requests.get(f"{api}/buckets", headers=auth, timeout=10).json()
+    assert [b["name"] for b in listing["buckets"]] == ["a", "b"]
+    assert requests.get(f"{gateway.url}/_admin/", timeout=10).text.count("S3 Balance console") == 1
+    try:
+        r = requests.patch(f"{api}/buckets/a", json={"read_only": True}, headers=auth, timeout=10)
+        assert r.status_code == 200, r.text
+        for i in range(6):
+            s3.put_object(Bucket="photos", Key=f"admin-ro/{i}", Body=b"x")
+        assert not [k for k in motos["a"].keys() if k.startswith("photos/admin-ro/")]
+        assert len([k for k in motos["b"].keys() if k.startswith("photos/admin-ro/")]) == 6
+        stored = gateway.wrangler("kv", "key", "get", "--binding", "S3_BALANCE_KV", "--local",
+                                  "--persist-to", str(gateway.state_dir), "d/admin-overrides").stdout
+        assert '"read_only":true' in stored, stored
+    finally:
+        cleared = requests.delete(f"{api}/overrides", headers=auth, timeout=10)
+        assert cleared.status_code == 200, cleared.text
+    assert requests.get(f"{api}/buckets/a", headers=auth, timeout=10).json()["read_only"] is False
 
 
 # --- packaging ----------------------------------------------------------------------------------
