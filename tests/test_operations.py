@@ -3,6 +3,7 @@
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import time
 
@@ -210,6 +211,19 @@ def test_sigterm_lets_a_request_in_flight_finish(make_gateway):
     assert gw.proc.popen.wait(15) == 0
 
 
+def test_dev_mode_refuses_a_busy_port_before_starting_anything(tmp_path):
+    with socket.socket() as busy:
+        busy.bind((h.HOST, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        data = tmp_path / "never-created"
+        r = subprocess.run([h.gateway_binary(), "dev", "--data", str(data), "--port", str(port)],
+                           capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use; choose another with --port" in r.stderr, r.stderr
+    assert not data.exists()
+
+
 def test_dev_mode(logs, tmp_path):
     port = h.free_port()
     data = tmp_path / "dev-data"
@@ -223,19 +237,26 @@ def test_dev_mode(logs, tmp_path):
         assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
         endpoint = re.search(r"endpoint:\s+(\S+)", out).group(1)
         assert endpoint == f"http://127.0.0.1:{port}"
-        aws_lines = [line.strip() for line in out.splitlines() if " aws " in line and "AWS_ACCESS_KEY_ID=" in line]
+        # One `export` line for the keys, then the commands, as a user pastes them.
+        export = next(line.strip() for line in out.splitlines() if line.strip().startswith("export "))
+        exported = dict(w.split("=", 1) for w in shlex.split(export)[1:])
+        assert exported["AWS_ACCESS_KEY_ID"] == "devkey", export
+        aws_lines = [line.strip() for line in out.splitlines() if line.strip().startswith("aws ")]
         assert len(aws_lines) >= 2, out
+        # The data directory is named in full.
+        assert f"data in {data.resolve()}" in out, out
+        # The console's address and token work.
+        console = re.search(r"console:\s+(\S+) \(token: (\S+)\)", out)
+        assert requests.get(console.group(1), timeout=5).status_code == 200
+        assert requests.get(console.group(1) + "api/health", timeout=5,
+                            headers={"Authorization": f"Bearer {console.group(2)}"}).json()["status"] == "healthy"
         work = tmp_path / "work"
         work.mkdir()
         (work / "README.md").write_text("# hello from the e2e suite\n")
         results = []
         for line in aws_lines:
             words = shlex.split(line)
-            env = h.aws_env("x", "x", tmp_path)
-            while "=" in words[0]:
-                k, _, v = words.pop(0).partition("=")
-                env[k] = v
-            assert words[0] == "aws"
+            env = {**h.aws_env("x", "x", tmp_path), **exported}
             words[0] = h.tool("aws")
             results.append(h.run(words, env=env, cwd=work))
         assert "README.md" in results[-1].stdout

@@ -22,6 +22,8 @@ use native::{BackendClient, NativeBody};
 /// The gateway's dev credential (documented in the README and printed at start).
 pub const DEV_ACCESS_KEY: &str = "devkey";
 pub const DEV_SECRET_KEY: &str = "devsecret";
+/// The admin console's token in dev mode (the gateway listens on 127.0.0.1 only).
+const DEV_ADMIN_TOKEN: &str = "s3-balance-dev-console";
 pub const DEV_BUCKET: &str = "dev";
 const BACKENDS: usize = 3;
 
@@ -127,7 +129,10 @@ pub fn dev_config(backends: Vec<BackendConfig>, db: &Path, port: u16) -> Config 
             max_body_bytes: None,
             upload_id_secret: Secret::new("dev-mode-upload-id-secret"),
         },
-        admin: shared::config::AdminConfig::default(),
+        admin: shared::config::AdminConfig {
+            token: Some(Secret::new(DEV_ADMIN_TOKEN)),
+            ..Default::default()
+        },
         metadata: MetadataBackend::Sqlite {
             path: db.to_string_lossy().into_owned(),
         },
@@ -191,7 +196,19 @@ pub async fn run(data: PathBuf, port: u16) -> ExitCode {
 }
 
 async fn start(data: PathBuf, port: u16) -> Result<(), String> {
+    // The port first: when it is taken, nothing else starts and the message says what to do.
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "port {port} on 127.0.0.1 is already in use; choose another with --port (e.g. --port {})",
+                port.saturating_add(1)
+            ),
+            _ => format!("listening on 127.0.0.1:{port}: {e}"),
+        })?;
     std::fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
+    // Printed and logged in full, so the user finds the files whatever directory they ran in.
+    let data = std::fs::canonicalize(&data).unwrap_or(data);
     let mut backends = Vec::new();
     for n in 1..=BACKENDS {
         let mut b = backend(n, String::new());
@@ -202,9 +219,6 @@ async fn start(data: PathBuf, port: u16) -> Result<(), String> {
         tracing::info!(backend = %b.name, endpoint = %b.endpoint, dir = %root.display(), "dev backend started");
         backends.push(b);
     }
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("binding 127.0.0.1:{port}: {e}"))?;
     let endpoint = format!(
         "http://{}",
         listener.local_addr().map_err(|e| e.to_string())?
@@ -242,12 +256,13 @@ async fn start(data: PathBuf, port: u16) -> Result<(), String> {
             .map_err(|e| e.to_string())
         })
         .unwrap_or_else(|e| format!("<presigning failed: {e}>"));
-    let env = format!("AWS_ACCESS_KEY_ID={DEV_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={DEV_SECRET_KEY} AWS_REGION=us-east-1");
+    let env = format!("export AWS_ACCESS_KEY_ID={DEV_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={DEV_SECRET_KEY} AWS_REGION=us-east-1");
     println!(
         "\ns3-balance dev mode\n  endpoint:   {endpoint}\n  bucket:     {DEV_BUCKET} (over 3 local backends, data in {data})\n  \
-         access key: {DEV_ACCESS_KEY}\n  secret key: {DEV_SECRET_KEY}\n\nTry:\n  \
-         {env} aws --endpoint-url {endpoint} s3 cp README.md s3://{DEV_BUCKET}/\n  \
-         {env} aws --endpoint-url {endpoint} s3 ls s3://{DEV_BUCKET}/\n  \
+         access key: {DEV_ACCESS_KEY}\n  secret key: {DEV_SECRET_KEY}\n  console:    {endpoint}/_admin/ (token: {DEV_ADMIN_TOKEN})\n\nTry:\n  \
+         {env}\n  \
+         aws --endpoint-url {endpoint} s3 cp README.md s3://{DEV_BUCKET}/\n  \
+         aws --endpoint-url {endpoint} s3 ls s3://{DEV_BUCKET}/\n  \
          curl -L \"{presigned}\"\n",
         data = data.display()
     );

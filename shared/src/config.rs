@@ -1622,6 +1622,22 @@ mod tests {
     const GO_FIXTURE: &str = include_str!("../../config/go-s3-balance.yaml");
     const EXAMPLE_YAML: &str = include_str!("../../config/config.example.yaml");
     const EXAMPLE_TOML: &str = include_str!("../../config/config.example.toml");
+    const EXAMPLE_MINIO: &str = include_str!("../../config/minio-local.yaml");
+
+    #[test]
+    fn the_local_minio_example_loads_with_its_secret_from_the_environment() {
+        let var = |n: &str| (n == "MINIO_SECRET").then(|| "minioadmin".to_owned());
+        let (c, warnings) =
+            Config::from_text(Some("minio-local.yaml"), EXAMPLE_MINIO, &var).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.backends.len(), 2);
+        assert!(c
+            .backends
+            .iter()
+            .all(|b| b.path_style && b.secret_key.expose() == "minioadmin"));
+        assert_eq!(c.virtual_buckets[0].name, "files");
+        assert!(c.admin.token.is_some() && c.api.credentials[0].admin);
+    }
 
     const GB: u64 = 1 << 30;
 
@@ -2005,6 +2021,9 @@ mod tests {
             (base("", "data_path:\n  reads: teleport\n"), "config: data_path.reads: \"teleport\" is not a mode (use proxy, redirect or auto)"),
             (base("  - name: v\n    virtual: true\n    key_layout: \"{key}/{bucket}\"\n", ""), "config: buckets[2].key_layout: \"{key}/{bucket}\" is not a key layout"),
             (base("", "metrics:\n  path: metrics\n"), "config: metrics.path: \"metrics\" must start with /"),
+            (base("", "admin:\n  prefix: admin\n"), "config: admin.prefix: \"admin\" must start with / and not end with / (e.g. \"/_admin\")"),
+            (base("", "admin:\n  prefix: /x/\n"), "config: admin.prefix: \"/x/\" must start with / and not end with / (e.g. \"/_admin\")"),
+            (base("", "admin:\n  user: root\n"), "config: admin.user: unknown key (known here: enabled, prefix, token)"),
             ("buckets: 3\n".to_owned(), "config: buckets: expected a list, found 3"),
         ];
         for (text, want) in cases {

@@ -11,7 +11,7 @@
 //! | `PUT {prefix}/api/strategy` | `{"strategy": "weighted"}` |
 //! | `DELETE {prefix}/api/overrides` | drops every change made here: the config as written applies |
 //! | `POST {prefix}/api/health-check` | runs the probes now; answers the new health |
-//! | `POST {prefix}/api/usage-scan` | runs the usage scan now (one budget's worth) |
+//! | `POST {prefix}/api/usage-scan` | runs a step of the usage scan now (30 listing pages) |
 //!
 //! Every call needs a credential marked `admin` (SigV4, as for S3 calls) or
 //! `Authorization: Bearer <admin.token>`; never anonymous, whatever `auth_required` says.
@@ -32,6 +32,9 @@ use crate::store::MetadataStore;
 
 /// The console page, compiled in: no build step, no asset to deploy.
 const CONSOLE_HTML: &str = include_str!("../admin/console.html");
+/// Listing pages one on-demand usage scan fetches: within a Worker invocation's subrequest cap
+/// (50 on the Free plan); the next call, or the scheduled scan, goes on from there.
+const ON_DEMAND_SCAN_REQUESTS: usize = 30;
 /// Admin request bodies are small JSON documents.
 const BODY_LIMIT: usize = 64 * 1024;
 
@@ -266,7 +269,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 Ok(snapshot(&self.state()))
             }
             (&Method::POST, ["api", "usage-scan"]) => {
-                self.scan_usage(super::Budget::SERVER.scan_requests, ctx.now)
+                self.scan_usage(ON_DEMAND_SCAN_REQUESTS, ctx.now)
                     .await
                     .map_err(super::store_unavailable)?;
                 self.refresh(ctx.now)

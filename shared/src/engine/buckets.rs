@@ -26,7 +26,47 @@ pub(crate) fn valid_bucket_name(name: &str) -> bool {
         && !name.contains("..")
 }
 
+/// The store document with the date each configured virtual bucket was first listed (JSON
+/// map of name to unix seconds): a bucket from the config has no creation date of its own, and
+/// ListBuckets should not show 1970.
+const CONFIGURED_BUCKETS_DOCUMENT: &str = "configured-buckets";
+
 impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
+    /// The creation dates of configured buckets: when this gateway first listed them, recorded
+    /// now for those seen for the first time (a failed write only delays that).
+    async fn configured_bucket_dates(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<std::collections::BTreeMap<String, u64>, S3Error> {
+        let stored = self
+            .store
+            .get_document(CONFIGURED_BUCKETS_DOCUMENT)
+            .await
+            .map_err(store_unavailable)?;
+        let mut dates: std::collections::BTreeMap<String, u64> = stored
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let now = crate::time::unix_secs(call.ctx.now);
+        let mut new = false;
+        for b in &call.config.virtual_buckets {
+            dates.entry(b.name.clone()).or_insert_with(|| {
+                new = true;
+                now
+            });
+        }
+        if new {
+            let text = serde_json::to_string(&dates).unwrap_or_default();
+            if let Err(e) = self
+                .store
+                .put_document(CONFIGURED_BUCKETS_DOCUMENT, &text)
+                .await
+            {
+                tracing::warn!(error = %e, "could not record the configured buckets' dates");
+            }
+        }
+        Ok(dates)
+    }
+
     pub(crate) async fn list_buckets(
         &self,
         call: &mut Call<'_>,
@@ -35,12 +75,15 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             Identity::AccessKey(ak) => call.config.credential(ak).and_then(|c| c.buckets.clone()),
             Identity::Anonymous => None,
         };
-        let epoch = std::time::UNIX_EPOCH;
+        let first_seen = self.configured_bucket_dates(call).await?;
         let mut buckets: Vec<(String, std::time::SystemTime)> = call
             .config
             .virtual_buckets
             .iter()
-            .map(|b| (b.name.clone(), epoch))
+            .map(|b| {
+                let secs = first_seen.get(&b.name).copied().unwrap_or_default();
+                (b.name.clone(), crate::time::from_unix_secs(secs))
+            })
             .collect();
         for b in self.store.list_buckets().await.map_err(store_unavailable)? {
             if !buckets.iter().any(|(n, _)| *n == b.name) {

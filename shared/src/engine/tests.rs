@@ -1221,6 +1221,23 @@ fn a_panic_on_the_request_path_answers_500_internal_error_with_no_body_on_head()
 }
 
 #[test]
+fn configured_buckets_are_listed_with_the_date_the_gateway_first_listed_them() {
+    let mut h = Harness::new(Strategy::RoundRobin);
+    let first = tags(&h.get("/").text(), "CreationDate");
+    assert!(!first.is_empty());
+    assert!(
+        first.iter().all(|d| d == &crate::time::iso8601(h.now)),
+        "{first:?}"
+    );
+    h.now += Duration::from_secs(86_400);
+    assert_eq!(
+        tags(&h.get("/").text(), "CreationDate"),
+        first,
+        "kept, not renewed"
+    );
+}
+
+#[test]
 fn list_buckets_pages_with_max_buckets_and_continuation_token_and_filters_by_prefix() {
     let h = Harness::new(Strategy::RoundRobin);
     let names = |a: &Answer| tags(&a.text(), "Name");
