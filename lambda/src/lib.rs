@@ -267,6 +267,8 @@ impl<S: MetadataStore + Clone, C: HttpClient + Clone> App<S, C> {
         // No subrequest cap here: the server's share of older copies, the usage scan as set.
         let budget = Budget {
             scan_requests: scan_budget,
+            // Moves go through the function's memory: a few per run.
+            move_batch: 10,
             ..Budget::SERVER
         };
         let run = self.engine.run_scheduled(budget, &SystemTime::now).await;

@@ -7,6 +7,7 @@ mod dev;
 mod healthcheck;
 mod http_server;
 mod migrate;
+mod moves;
 mod reindex;
 mod setup;
 mod store;
@@ -72,6 +73,26 @@ enum Command {
         #[arg(long)]
         restart: bool,
     },
+    /// Empty a backend: mark it read-only for every gateway, then move each of its objects to
+    /// where placement puts it now (verified before the index switches; never unreadable).
+    /// Safe while gateways serve; a killed run resumes.
+    Drain {
+        #[arg(long)]
+        config: PathBuf,
+        /// The backend (the `name` of a real bucket in the config).
+        backend: String,
+        #[command(flatten)]
+        moves: MoveArgs,
+    },
+    /// Move objects where the strategy wants them now: with consistent-hash, those whose place
+    /// changed (about 1/N after adding a backend); otherwise towards each backend's share of
+    /// the bytes (capacity, else weight). Safe while gateways serve; a killed run resumes.
+    Rebalance {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        moves: MoveArgs,
+    },
     /// Copy all metadata between stores: sqlite:PATH, postgres://..., mysql://... (stop the
     /// gateways first). Shows a progress bar on a terminal.
     Migrate {
@@ -93,6 +114,40 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
+}
+
+/// Options of `drain` and `rebalance`.
+#[derive(clap::Args)]
+struct MoveArgs {
+    /// Print what would move (per source and target), moving nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Start over instead of resuming the stored run.
+    #[arg(long)]
+    restart: bool,
+    /// Index entries looked at per step.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Larger objects are left in place (objects move whole through memory).
+    #[arg(long, default_value = "256MiB", value_parser = shared::config::parse_size)]
+    max_object_size: u64,
+    /// Seconds an index entry must be old to move; more than the clock skew between gateways.
+    #[arg(long, default_value_t = shared::engine::SETTLE_SECS)]
+    settle: u64,
+}
+
+impl MoveArgs {
+    fn options(self) -> moves::Options {
+        moves::Options {
+            dry_run: self.dry_run,
+            restart: self.restart,
+            limits: shared::engine::MoveLimits {
+                batch: self.batch.max(1),
+                max_object: self.max_object_size,
+                settle_secs: self.settle,
+            },
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -172,6 +227,26 @@ fn main() -> ExitCode {
                 dry_run,
                 restart,
             } => reindex::run(&config, reindex::Options { dry_run, restart }).await,
+            Command::Drain {
+                config,
+                backend,
+                moves,
+            } => {
+                moves::run(
+                    &config,
+                    shared::engine::MoveGoal::Drain(backend),
+                    moves.options(),
+                )
+                .await
+            }
+            Command::Rebalance { config, moves } => {
+                moves::run(
+                    &config,
+                    shared::engine::MoveGoal::Rebalance,
+                    moves.options(),
+                )
+                .await
+            }
             Command::Migrate {
                 from,
                 to,

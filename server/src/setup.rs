@@ -34,7 +34,14 @@ pub fn build_engine(config: Config) -> Result<Arc<ServerEngine>, String> {
     let settings = ClientSettings::new(&config.backend_client, PoolScope::PerThread);
     let client = BackendClient::with_settings(settings)
         .map_err(|e| format!("building the HTTP client: {e}"))?;
-    Ok(Arc::new(Engine::new(Arc::new(config), store, client)))
+    let engine = Engine::new(Arc::new(config), store, client);
+    // Its name in the leases of drain and rebalance steps.
+    engine.set_instance_id(format!(
+        "gw-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    Ok(Arc::new(engine))
 }
 
 #[cfg(test)]

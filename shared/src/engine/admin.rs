@@ -12,6 +12,8 @@
 //! | `DELETE {prefix}/api/overrides` | drops every change made here: the config as written applies |
 //! | `POST {prefix}/api/health-check` | runs the probes now; answers the new health |
 //! | `POST {prefix}/api/usage-scan` | runs a step of the usage scan now (30 listing pages) |
+//! | `POST {prefix}/api/drain/{name}`, `POST {prefix}/api/rebalance` | starts (or resumes) a move and runs one small step; the scheduled job of every runtime goes on with it |
+//! | `GET {prefix}/api/moves`, `POST .../moves/step`, `DELETE .../moves` | the move in progress: its progress, one more step, stop |
 //!
 //! Every call needs a credential marked `admin` (SigV4, as for S3 calls) or
 //! `Authorization: Bearer <admin.token>`; never anonymous, whatever `auth_required` says.
@@ -35,6 +37,9 @@ const CONSOLE_HTML: &str = include_str!("../admin/console.html");
 /// Listing pages one on-demand usage scan fetches: within a Worker invocation's subrequest cap
 /// (50 on the Free plan); the next call, or the scheduled scan, goes on from there.
 const ON_DEMAND_SCAN_REQUESTS: usize = 30;
+/// Objects one on-demand move step looks at: about five backend requests each, within a
+/// Worker invocation's subrequest cap; the scheduled job goes on from there.
+const ON_DEMAND_MOVE_BATCH: usize = 5;
 /// Admin request bodies are small JSON documents.
 const BODY_LIMIT: usize = 64 * 1024;
 
@@ -277,10 +282,37 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     .map_err(super::store_unavailable)?;
                 Ok(snapshot(&self.state()))
             }
+            (&Method::GET, ["api", "moves"]) => {
+                Ok(serde_json::to_value(self.move_run().await?).unwrap_or_default())
+            }
+            (&Method::POST, ["api", "drain", name]) => {
+                let goal = super::MoveGoal::Drain((*name).to_owned());
+                let limits = move_limits(body)?;
+                self.start_move_run(goal, super::MoveDriver::Scheduled, limits, false, ctx.now)
+                    .await?;
+                self.admin_move_step(ctx.now).await?;
+                Ok(serde_json::to_value(self.move_run().await?).unwrap_or_default())
+            }
+            (&Method::POST, ["api", "rebalance"]) => {
+                let goal = super::MoveGoal::Rebalance;
+                let limits = move_limits(body)?;
+                self.start_move_run(goal, super::MoveDriver::Scheduled, limits, false, ctx.now)
+                    .await?;
+                self.admin_move_step(ctx.now).await?;
+                Ok(serde_json::to_value(self.move_run().await?).unwrap_or_default())
+            }
+            (&Method::POST, ["api", "moves", "step"]) => {
+                self.admin_move_step(ctx.now).await?;
+                Ok(serde_json::to_value(self.move_run().await?).unwrap_or_default())
+            }
+            (&Method::DELETE, ["api", "moves"]) => {
+                self.cancel_move_run().await?;
+                Ok(serde_json::to_value(self.move_run().await?).unwrap_or_default())
+            }
             (
                 _,
                 ["api", "buckets" | "health" | "virtual-buckets" | "strategy" | "overrides"
-                | "health-check" | "usage-scan", ..],
+                | "health-check" | "usage-scan" | "moves" | "drain" | "rebalance", ..],
             ) => Err(S3Error::new(
                 S3ErrorCode::MethodNotAllowed,
                 "The specified method is not allowed against this resource.",
@@ -290,6 +322,32 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 format!("no admin call at {rest}"),
             )),
         }
+    }
+
+    /// One small step of the scheduled run, under this instance's lease.
+    async fn admin_move_step(&self, now: std::time::SystemTime) -> Result<(), S3Error> {
+        let owner = self.instance_id(now);
+        self.continue_move_run(
+            ON_DEMAND_MOVE_BATCH,
+            super::MoveDriver::Scheduled,
+            &owner,
+            now,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Marks `backend` read-only for every instance (an admin override): a drain's first step.
+    pub async fn mark_read_only(&self, backend: &str) -> Result<(), S3Error> {
+        let state = self.state();
+        if state.config.backend(backend).is_some_and(|b| b.read_only) {
+            return Ok(());
+        }
+        self.change_overrides(&state, |o| {
+            o.backends.entry(backend.to_owned()).or_default().read_only = Some(true);
+        })
+        .await
+        .map(drop)
     }
 
     /// Stores the overrides after `change` and puts them in force here at once; the other
@@ -356,6 +414,28 @@ mod serde_with_null {
     {
         Option::<T>::deserialize(d).map(Some)
     }
+}
+
+/// The optional body of a drain or rebalance: `{"batch": 100, "max_object": 268435456,
+/// "settle_secs": 60}`, each defaulting to [`super::MoveLimits::default`].
+fn move_limits(body: &[u8]) -> Result<super::MoveLimits, S3Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Given {
+        batch: Option<usize>,
+        max_object: Option<u64>,
+        settle_secs: Option<u64>,
+    }
+    let defaults = super::MoveLimits::default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(defaults);
+    }
+    let given: Given = parse(body)?;
+    Ok(super::MoveLimits {
+        batch: given.batch.unwrap_or(defaults.batch).max(1),
+        max_object: given.max_object.unwrap_or(defaults.max_object),
+        settle_secs: given.settle_secs.unwrap_or(defaults.settle_secs),
+    })
 }
 
 fn snapshot_of<'a>(

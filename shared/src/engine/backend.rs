@@ -183,6 +183,27 @@ pub(crate) fn write_headers(client: &HeaderMap) -> HeaderMap {
     h
 }
 
+/// The object's own headers in a backend's answer (type, encoding, caching, user metadata),
+/// for writing the same object elsewhere (a move between backends). The storage class is
+/// left out: class names differ between providers.
+pub(crate) fn object_headers(backend: &HeaderMap) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    copy_headers(
+        backend,
+        &mut h,
+        &[
+            "content-type",
+            "content-encoding",
+            "content-disposition",
+            "content-language",
+            "cache-control",
+            "expires",
+        ],
+        true,
+    );
+    h
+}
+
 /// The headers of a backend's answer that the client sees.
 pub(crate) fn response_headers(backend: &HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::new();

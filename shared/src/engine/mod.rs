@@ -36,6 +36,7 @@ mod integrity_tests;
 mod listing;
 mod locks;
 mod maintenance;
+mod moves;
 mod multipart;
 mod objects;
 mod reindex;
@@ -87,6 +88,10 @@ pub struct State {
     pub stale_copies_pending: bool,
 }
 
+pub use moves::{
+    MoveCursor, MoveDriver, MoveGoal, MoveLimits, MoveReport, MoveRun, MoveStep, PlannedMove,
+    SETTLE_SECS,
+};
 pub use reindex::{ReindexCursor, ReindexError, ReindexReport};
 pub use schedule::{Budget, Job, ScheduledRun, REFRESH_PERIOD, STALE_COPY_PERIOD};
 
@@ -128,6 +133,8 @@ pub struct Engine<S, C> {
     circuits: Mutex<BTreeMap<String, Circuit>>,
     /// When each scheduled job last ended ([`schedule`]).
     schedule: Mutex<schedule::Schedule>,
+    /// This instance's name in leases ([`Engine::instance_id`]).
+    instance: Mutex<String>,
 }
 
 /// Object and bucket reads (GET, HEAD, lists) are billed class B; everything else class A.
@@ -259,7 +266,28 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             key_locks: Default::default(),
             circuits: Mutex::new(BTreeMap::new()),
             schedule: Default::default(),
+            instance: Mutex::new(String::new()),
         }
+    }
+
+    /// Names this instance in leases (a drain or rebalance step): the adapter sets a random
+    /// one where it has randomness.
+    pub fn set_instance_id(&self, id: String) {
+        *self.instance.lock().unwrap_or_else(|e| e.into_inner()) = id;
+    }
+
+    /// This instance's name: the one set, else one made from the time of first use and the
+    /// engine's address (different for every process in practice).
+    pub fn instance_id(&self, now: SystemTime) -> String {
+        let mut id = self.instance.lock().unwrap_or_else(|e| e.into_inner());
+        if id.is_empty() {
+            let nanos = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let seed = format!("{nanos}/{:p}", self as *const Self);
+            *id = format!("gw-{:016x}", placement::rendezvous_hash(&seed, "", ""));
+        }
+        id.clone()
     }
 
     pub fn store(&self) -> &S {

@@ -5,7 +5,8 @@
 //! - The server keeps a timer: it starts [`Engine::take_due_jobs`] with [`Engine::run_job`]
 //!   and sleeps until [`Engine::next_deadline`].
 //! - The Worker's cron and the Lambda's scheduled function are woken by their platform: they
-//!   call [`Engine::run_scheduled`], which runs every job once within their budget.
+//!   call [`Engine::run_scheduled`], which runs every job once within their budget (a drain or
+//!   rebalance started through the admin API thus goes on in bounded steps).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -21,6 +22,8 @@ pub const STALE_COPY_PERIOD: Duration = Duration::from_secs(10);
 /// How often health, usage and operation counts are re-read from the store and pending
 /// counts written to it (server).
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(2);
+/// How often a step of a drain or rebalance in progress runs (server).
+pub const MOVE_PERIOD: Duration = Duration::from_secs(5);
 /// A zero period would spin: a second is the floor.
 const MIN_PERIOD: Duration = Duration::from_secs(1);
 
@@ -36,14 +39,17 @@ pub enum Job {
     SettleStaleCopies,
     /// Backend usage recounted from listings ([`Engine::scan_usage`]).
     UsageScan,
+    /// A step of the drain or rebalance in progress, if any ([`Engine::continue_move_run`]).
+    Moves,
 }
 
 impl Job {
-    pub const ALL: [Job; 4] = [
+    pub const ALL: [Job; 5] = [
         Job::Refresh,
         Job::HealthCheck,
         Job::SettleStaleCopies,
         Job::UsageScan,
+        Job::Moves,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +58,7 @@ impl Job {
             Job::HealthCheck => "health check",
             Job::SettleStaleCopies => "stale-copy removal",
             Job::UsageScan => "usage scan",
+            Job::Moves => "drain/rebalance step",
         }
     }
 
@@ -63,6 +70,7 @@ impl Job {
             Job::HealthCheck => config.balancer.health_check_period,
             Job::SettleStaleCopies => STALE_COPY_PERIOD,
             Job::UsageScan => config.balancer.update_stats_period,
+            Job::Moves => MOVE_PERIOD,
         };
         period.max(MIN_PERIOD)
     }
@@ -76,6 +84,9 @@ pub struct Budget {
     pub stale_copies: usize,
     /// Listing pages the usage scan may fetch per run; the next run resumes where it stopped.
     pub scan_requests: usize,
+    /// Objects a step of a drain or rebalance looks at (each move costs about five
+    /// requests).
+    pub move_batch: usize,
 }
 
 impl Budget {
@@ -83,17 +94,22 @@ impl Budget {
     pub const SERVER: Budget = Budget {
         stale_copies: 100,
         scan_requests: 200,
+        move_batch: 50,
     };
 
     /// Within `subrequests` backend requests per run (a Worker invocation's cap): one probe
     /// per backend first, then older copies within half of what is left (they keep the
-    /// one-live-copy promise), then the usage scan with the rest.
+    /// one-live-copy promise), then half of the rest for a move in progress, then the usage
+    /// scan.
     pub fn within(subrequests: usize, backends: usize) -> Budget {
         let left = subrequests.saturating_sub(backends);
         let stale_copies = (left / 2) / (backends + 1);
+        let rest = left.saturating_sub(stale_copies * (backends + 1));
+        let move_batch = rest / 2 / 5;
         Budget {
             stale_copies,
-            scan_requests: left.saturating_sub(stale_copies * (backends + 1)),
+            scan_requests: rest.saturating_sub(move_batch * 5),
+            move_batch,
         }
     }
 }
@@ -228,6 +244,18 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 .scan_usage(budget.scan_requests, clock())
                 .await
                 .map_err(failed)?,
+            Job::Moves if budget.move_batch > 0 => {
+                let owner = self.instance_id(clock());
+                self.continue_move_run(
+                    budget.move_batch,
+                    super::MoveDriver::Scheduled,
+                    &owner,
+                    clock(),
+                )
+                .await
+                .map_err(|e| format!("{} failed: {e}", job.name()))?;
+            }
+            Job::Moves => {}
         }
         Ok(None)
     }
@@ -246,6 +274,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             Job::Refresh,
             Job::HealthCheck,
             Job::SettleStaleCopies,
+            Job::Moves,
             Job::UsageScan,
             Job::Refresh,
         ];
@@ -279,7 +308,8 @@ mod tests {
             Budget::within(45, 2),
             Budget {
                 stale_copies: 7,
-                scan_requests: 22
+                scan_requests: 12,
+                move_batch: 2,
             }
         );
         // Not even one probe each: nothing else runs.
@@ -287,7 +317,8 @@ mod tests {
             Budget::within(1, 2),
             Budget {
                 stale_copies: 0,
-                scan_requests: 0
+                scan_requests: 0,
+                move_batch: 0,
             }
         );
     }
