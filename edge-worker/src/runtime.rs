@@ -207,19 +207,10 @@ impl Runtime {
     pub async fn scheduled(&self) {
         let backends = self.engine.config().backends.len();
         let budget = Budget::within(self.settings.scan_budget, backends);
-        let run = self
-            .engine
+        // The engine logs what each job found.
+        self.engine
             .run_scheduled(budget, &|| system_time(now_ms()))
             .await;
-        if let Some(snapshot) = run.health {
-            let unhealthy: Vec<&String> = snapshot
-                .backends
-                .iter()
-                .filter(|(_, h)| !h.healthy)
-                .map(|(n, _)| n)
-                .collect();
-            tracing::info!(backends, ?unhealthy, "health check done");
-        }
         self.refreshed_ms.set(now_ms());
     }
 }
