@@ -80,8 +80,9 @@ def test_a_read_only_backend_takes_no_uploads_across_restart_and_reload_until_cl
     upload("after-restart")
     assert not [k for k in keys_on(g1) if "after-restart" in k]
 
-    # The strategy too; then clearing returns to the config as written.
+    # The strategy too; the overrides read back; clearing returns to the config as written.
     assert api(gw, "PUT", "/strategy", {"strategy": "least-space"}).json() == {"strategy": "least-space"}
+    assert api(gw, "GET", "/overrides").json() == {"strategy": "least-space", "backends": {"g1": {"read_only": True}}}
     cleared = api(gw, "DELETE", "/overrides").json()
     assert cleared["strategy"] == "round-robin"
     assert all(not b["read_only"] for b in cleared["buckets"])

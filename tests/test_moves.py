@@ -153,11 +153,12 @@ def test_drain_under_load_is_resumable_and_leaves_every_object_readable_once(mak
 
 
 @pytest.mark.timeout(600)
-def test_consistent_hash_rebalance_after_adding_a_fourth_backend_moves_about_a_quarter(make_gateway, moto2):
+def test_consistent_hash_rebalance_under_load_after_adding_a_fourth_backend_moves_about_a_quarter(make_gateway, moto2):
     gw = make_gateway(3, strategy="consistent-hash", admin_token=TOKEN)
     s3 = gw.client()
-    bodies = {f"ch/{i:04d}": h.payload(100 + i % 700, f"c{i}") for i in range(1000)}
-    put_many(s3, bodies)
+    stable = {f"stable/{i:04d}": h.payload(100 + (i * 53) % 4000, f"c{i}") for i in range(1800)}
+    hot = {f"hot/{i:03d}": h.payload(200 + i, f"ch{i}") for i in range(200)}
+    put_many(s3, {**stable, **hot})
     g4 = h.Backend("g4", moto2, gw.backends[0].bucket.replace("real-1", "real-4"))
     moto2.create_bucket(g4.bucket)
     gw.backends.append(g4)
@@ -166,18 +167,27 @@ def test_consistent_hash_rebalance_after_adding_a_fourth_backend_moves_about_a_q
     h.wait_until("the gateway sees g4", lambda: requests.get(
         f"{gw.endpoint}/_admin/api/buckets/g4", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).ok, 20)
     time.sleep(2)
-    run = cli(gw, "rebalance")
-    out, err = run.communicate(timeout=400)
+    with Load(gw, stable, list(hot)) as load:
+        run = cli(gw, "rebalance")
+        out, err = run.communicate(timeout=400)
+        time.sleep(0.5)
     assert run.returncode == 0, out + err
-    moved = len(g4.moto.keys(g4.bucket))
-    fraction = moved / len(bodies)
-    assert abs(fraction - 0.25) <= 0.025, f"moved {moved} of {len(bodies)}"
-    assert f"{moved} objects" in out, out
-    verify(s3, bodies, set())
-    assert len(gw.vbucket("data").placements("ch/")) == len(bodies)
+    assert load.reads > 100
+    assert load.unreadable == [], load.unreadable[:10]
+    moved = int(out.split("rebalance: ")[1].split(" objects")[0])
+    fraction = moved / 2000
+    assert abs(fraction - 0.25) <= 0.025, f"moved {moved} of 2000"
+    # Only what g4 now wins moved there: every stable object g4 holds hashes to it.
+    on_g4 = {k for k, b in gw.vbucket("data").placements("stable/").items() if b == "g4"}
+    assert on_g4 and len(on_g4) <= moved
+    expected = {**stable, **{k: v for k, v in hot.items() if k not in load.deleted}, **load.expected}
+    for k in load.deleted:
+        expected.pop(k, None)
+    verify(s3, expected, load.deleted)
+    assert set(gw.vbucket("data").placements()) == set(expected), "each object once"
     # Already balanced: a second run moves nothing.
     again = cli(gw, "rebalance", "--restart")
-    out, err = again.communicate(timeout=200)
+    out, err = again.communicate(timeout=300)
     assert again.returncode == 0 and "rebalance: 0 objects" in out, out + err
 
 
@@ -198,3 +208,15 @@ def test_the_admin_api_starts_a_drain_and_steps_it(make_gateway):
     verify(s3, bodies, set())
     bad = requests.post(f"{gw.endpoint}/_admin/api/drain/nope", headers=auth, timeout=10)
     assert bad.status_code == 404 and bad.json()["code"] == "NoSuchBucket"
+    # The other move calls: progress, a step of a finished run, a rebalance started and stopped.
+    assert requests.post(f"{gw.endpoint}/_admin/api/moves/step", headers=auth, timeout=30).json()["done"] is True
+    started = requests.post(f"{gw.endpoint}/_admin/api/rebalance", json={"settle_secs": 1}, headers=auth, timeout=30)
+    assert started.status_code == 200 and started.json()["goal"] == "Rebalance", started.text
+    stopped = requests.delete(f"{gw.endpoint}/_admin/api/moves", headers=auth, timeout=30).json()
+    assert stopped["goal"] == "Rebalance" and stopped["done"] is True
+    # A second goal while one runs is refused with an S3 code.
+    requests.post(f"{gw.endpoint}/_admin/api/rebalance", json={"settle_secs": 1}, headers=auth, timeout=30)
+    busy = requests.post(f"{gw.endpoint}/_admin/api/drain/g1", headers=auth, timeout=30)
+    if not requests.get(f"{gw.endpoint}/_admin/api/moves", headers=auth, timeout=5).json()["done"]:
+        assert busy.status_code == 400 and busy.json()["code"] == "InvalidRequest", busy.text
+    requests.delete(f"{gw.endpoint}/_admin/api/moves", headers=auth, timeout=30)

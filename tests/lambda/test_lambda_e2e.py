@@ -368,6 +368,10 @@ def test_admin_api_read_only_backend_takes_no_uploads(stack):
     listing = admin_call(stack, "GET", "/buckets")
     assert listing.status_code == 200, listing.text
     assert [b["name"] for b in listing.json()["buckets"]] == ["back-a", "back-b"]
+    # An earlier test stopped back-b: probes on demand see it back at once.
+    probed = admin_call(stack, "POST", "/health-check")
+    assert probed.status_code == 200, probed.text
+    assert [b["available"] for b in probed.json()["buckets"]] == [True, True], probed.text
     s3 = gw(stack)
     try:
         r = admin_call(stack, "PATCH", "/buckets/back-a", {"read_only": True})

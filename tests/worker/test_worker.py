@@ -331,6 +331,19 @@ def test_admin_api_read_only_backend_takes_no_uploads_and_kv_keeps_the_change(ga
         cleared = requests.delete(f"{api}/overrides", headers=auth, timeout=10)
         assert cleared.status_code == 200, cleared.text
     assert requests.get(f"{api}/buckets/a", headers=auth, timeout=10).json()["read_only"] is False
+    # Every other call answers on the Worker as on the server.
+    assert requests.get(f"{api}/health", headers=auth, timeout=10).json()["status"] in ("healthy", "degraded")
+    vb = requests.get(f"{api}/virtual-buckets", headers=auth, timeout=10).json()["virtual_buckets"]
+    assert {"photos", "public"} <= {v["name"] for v in vb}
+    try:
+        assert requests.put(f"{api}/strategy", json={"strategy": "least-space"}, headers=auth, timeout=10).json() == {"strategy": "least-space"}
+        assert requests.get(f"{api}/overrides", headers=auth, timeout=10).json() == {"strategy": "least-space"}
+    finally:
+        requests.delete(f"{api}/overrides", headers=auth, timeout=10)
+    probed = requests.post(f"{api}/health-check", headers=auth, timeout=30).json()
+    assert all(b["health_history"] for b in probed["buckets"])
+    assert requests.post(f"{api}/usage-scan", headers=auth, timeout=60).status_code == 200
+    assert requests.get(f"{api}/moves", headers=auth, timeout=10).status_code == 200
 
 
 def test_admin_drain_runs_in_bounded_steps_and_the_cron_finishes_it(bundle, motos, tmp_path):
@@ -361,6 +374,11 @@ def test_admin_drain_runs_in_bounded_steps_and_the_cron_finishes_it(bundle, moto
         for key, data in bodies.items():
             assert s3.get_object(Bucket="photos", Key=key)["Body"].read() == data
         assert requests.get(f"{api}/buckets/a", headers=auth, timeout=10).json()["read_only"] is True
+        # A rebalance started and stopped; a step of a finished run does nothing.
+        started = requests.post(f"{api}/rebalance", json={"settle_secs": 1}, headers=auth, timeout=60)
+        assert started.status_code == 200 and started.json()["goal"] == "Rebalance", started.text
+        assert requests.delete(f"{api}/moves", headers=auth, timeout=10).json()["done"] is True
+        assert requests.post(f"{api}/moves/step", headers=auth, timeout=60).json()["done"] is True
     finally:
         stop_gateway(gw)
 
