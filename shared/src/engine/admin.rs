@@ -118,30 +118,19 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         ctx: &RequestContext,
     ) -> Result<(), S3Error> {
         let config = &state.config;
-        let bearer = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if let Some(given) = bearer {
-            let ok = config.admin.token.as_ref().is_some_and(|token| {
-                subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.expose().as_bytes()).into()
-            });
+        if let Some(given) = super::bearer(&parts.headers) {
+            let ok = config
+                .admin
+                .token
+                .as_ref()
+                .is_some_and(|token| super::token_matches(given, token));
             return if ok {
                 Ok(())
             } else {
                 Err(S3Error::access_denied())
             };
         }
-        let signed = crate::sigv4::SignedParts {
-            method: parts.method.as_str(),
-            raw_path: parts.uri.path(),
-            raw_query: parts.uri.query().unwrap_or(""),
-            headers: &parts.headers,
-        };
-        let lookup = |ak: &str| config.credential(ak).map(|c| &c.secret_key);
-        let verified =
-            crate::sigv4::verify::verify_with_keys(&signed, &lookup, ctx.now, &self.client_keys)?;
+        let verified = self.verify_signature(config, parts, ctx.now)?;
         let Identity::AccessKey(key) = &verified.identity else {
             return Err(S3Error::access_denied());
         };

@@ -532,15 +532,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         }
         if config.metrics.enabled && path == config.metrics.path {
             if let Some(token) = &config.metrics.token {
-                let given = parts
-                    .headers
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                let expected = format!("Bearer {}", token.expose());
-                let ok = given.is_some_and(|g| {
-                    subtle::ConstantTimeEq::ct_eq(g.as_bytes(), expected.as_bytes()).into()
-                });
-                if !ok {
+                if !bearer(&parts.headers).is_some_and(|given| token_matches(given, token)) {
                     return Some(Err(S3Error::access_denied()));
                 }
             }
@@ -634,7 +626,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         result
     }
 
-    fn authenticate(
+    /// The request's signature checked against the configured credentials, whatever
+    /// `auth_required` says (the admin API never accepts less).
+    fn verify_signature(
         &self,
         config: &Config,
         parts: &http::request::Parts,
@@ -647,7 +641,16 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             headers: &parts.headers,
         };
         let lookup = |ak: &str| config.credential(ak).map(|c| &c.secret_key);
-        match crate::sigv4::verify::verify_with_keys(&signed, &lookup, now, &self.client_keys) {
+        crate::sigv4::verify::verify_with_keys(&signed, &lookup, now, &self.client_keys)
+    }
+
+    fn authenticate(
+        &self,
+        config: &Config,
+        parts: &http::request::Parts,
+        now: SystemTime,
+    ) -> Result<Verified, S3Error> {
+        match self.verify_signature(config, parts, now) {
             Ok(verified) => Ok(verified),
             // Auth off (the Go project's `auth_required: false`): any signature is accepted
             // unchecked, but the body framing it announces must still be decoded.
@@ -1061,6 +1064,20 @@ pub fn error_response<B: Body>(error: &S3Error, request_id: &str, head: bool) ->
     let mut r: http::Response<B> = xml(crate::xml::error_body(error, request_id));
     *r.status_mut() = status;
     r
+}
+
+/// The token of `Authorization: Bearer <token>`, if the request has one.
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// `given` is `token`, compared in constant time.
+pub(crate) fn token_matches(given: &str, token: &crate::config::Secret) -> bool {
+    subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.expose().as_bytes()).into()
 }
 
 /// `base` with `overrides` laid over it (the same `Arc` when there are none).
