@@ -872,9 +872,7 @@ fn load_tree(tree: Value) -> Result<(Config, Warnings), ConfigError> {
     )?;
     let api = load_api(&s3api, &backends, &virtual_buckets, &mut warnings)?;
 
-    if balancer.strategy == Strategy::Weighted
-        && backends.iter().filter(|b| b.enabled).all(|b| b.weight == 0)
-    {
+    if weighted_without_weight(balancer.strategy, &backends) {
         return Err(ConfigError::new(
             "balancer.strategy",
             "\"weighted\" needs at least one enabled backend with weight > 0 (all have weight 0)",
@@ -1072,6 +1070,12 @@ fn load_metrics(s: &Section<'_>, warnings: &mut Warnings) -> Result<MetricsConfi
         path,
         token,
     })
+}
+
+/// The weighted strategy with every enabled backend at weight 0: nothing to choose from. A
+/// config (and an admin change) that says so is refused.
+pub(crate) fn weighted_without_weight(strategy: Strategy, backends: &[BackendConfig]) -> bool {
+    strategy == Strategy::Weighted && backends.iter().filter(|b| b.enabled).all(|b| b.weight == 0)
 }
 
 fn load_admin(s: &Section<'_>) -> Result<AdminConfig, ConfigError> {

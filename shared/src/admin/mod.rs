@@ -98,13 +98,7 @@ impl Overrides {
             ));
         }
         let applied = next.apply(config);
-        if applied.balancer.strategy == Strategy::Weighted
-            && applied
-                .backends
-                .iter()
-                .filter(|b| b.enabled)
-                .all(|b| b.weight == 0)
-        {
+        if crate::config::weighted_without_weight(applied.balancer.strategy, &applied.backends) {
             return Err(S3Error::new(
                 S3ErrorCode::InvalidArgument,
                 "the weighted strategy needs at least one enabled backend with weight > 0",
