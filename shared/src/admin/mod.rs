@@ -81,9 +81,9 @@ impl Overrides {
         out
     }
 
-    /// The overrides after `change`, refused (400 InvalidArgument, nothing stored) when the
-    /// result could not place objects as asked: an unknown backend, or the weighted strategy
-    /// with every enabled backend at weight 0.
+    /// The overrides after `change`, refused (nothing stored) when the result could not
+    /// place objects as asked: an unknown backend (404 NoSuchBucket), or the weighted strategy
+    /// with every enabled backend at weight 0 (400 InvalidArgument).
     pub fn changed(
         &self,
         config: &Config,
@@ -91,7 +91,13 @@ impl Overrides {
     ) -> Result<Overrides, S3Error> {
         let mut next = self.clone();
         change(&mut next);
-        if let Some(unknown) = next.backends.keys().find(|n| config.backend(n).is_none()) {
+        // Only a backend named by this change: an override of one the config has since lost
+        // stays (ignored by `apply`) and must not block every later change.
+        let unknown = next
+            .backends
+            .keys()
+            .find(|n| config.backend(n).is_none() && !self.backends.contains_key(*n));
+        if let Some(unknown) = unknown {
             return Err(S3Error::new(
                 S3ErrorCode::NoSuchBucket,
                 format!("no backend named {unknown:?}"),
@@ -308,6 +314,21 @@ mod tests {
             }
         });
         assert_eq!(no_weight.unwrap_err().code, S3ErrorCode::InvalidArgument);
+        // An override of a backend the config has since lost blocks no other change.
+        let stale = Overrides {
+            strategy: None,
+            backends: BTreeMap::from([(
+                "gone".to_owned(),
+                BackendOverride {
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+            )]),
+        };
+        let next = stale
+            .changed(&config, |o| o.strategy = Some(Strategy::LeastSpace))
+            .unwrap();
+        assert_eq!(next.strategy, Some(Strategy::LeastSpace));
         // Setting a value back to nothing drops the entry.
         let cleared = Overrides::default()
             .changed(&config, |o| {

@@ -185,6 +185,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             }
             (&Method::PATCH, ["api", "buckets", name]) => {
                 let change: BackendChange = parse(body)?;
+                // Checked here too: a stale override may still name a backend the config lost.
                 if state.config.backend(name).is_none() {
                     return Err(no_such_backend(name));
                 }
