@@ -56,7 +56,7 @@ pub async fn run(config_path: &Path, goal: MoveGoal, options: Options) -> ExitCo
     if run.examined > 0 {
         eprintln!(
             "resuming a run started at {} ({} objects moved so far); --restart starts over",
-            shared::time::iso8601(SystemTime::UNIX_EPOCH + Duration::from_secs(run.started)),
+            shared::time::iso8601(shared::time::from_unix_secs(run.started)),
             run.moved
         );
     }
@@ -94,9 +94,7 @@ pub async fn run(config_path: &Path, goal: MoveGoal, options: Options) -> ExitCo
                     eprintln!(
                         "waiting for the lease of {} (until {})",
                         run.lease_owner,
-                        shared::time::iso8601(
-                            SystemTime::UNIX_EPOCH + Duration::from_secs(run.lease_until)
-                        )
+                        shared::time::iso8601(shared::time::from_unix_secs(run.lease_until))
                     );
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -177,16 +177,15 @@ pub struct Snapshot<'a> {
 
 impl Snapshot<'_> {
     pub fn backends(&self) -> Vec<BackendView> {
-        self.config
-            .backends
-            .iter()
-            .map(|b| self.backend(&b.name))
-            .collect::<Option<_>>()
-            .unwrap_or_default()
+        self.config.backends.iter().map(|b| self.view(b)).collect()
     }
 
     pub fn backend(&self, name: &str) -> Option<BackendView> {
-        let b = self.config.backend(name)?;
+        self.config.backend(name).map(|b| self.view(b))
+    }
+
+    fn view(&self, b: &crate::config::BackendConfig) -> BackendView {
+        let name = b.name.as_str();
         let health = self.health.backends.get(name).cloned().unwrap_or_default();
         let usage = self.usage.iter().find(|u| u.backend == name);
         let used = usage.map_or(0, |u| u.used_bytes);
@@ -198,7 +197,7 @@ impl Snapshot<'_> {
             ),
             _ => (-1, 0.0),
         };
-        Some(BackendView {
+        BackendView {
             name: b.name.clone(),
             endpoint: b.endpoint.clone(),
             region: b.region.clone(),
@@ -215,9 +214,7 @@ impl Snapshot<'_> {
             healthy: health.healthy,
             last_checked: match health.last_checked {
                 0 => String::new(),
-                secs => crate::time::iso8601(
-                    std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-                ),
+                secs => crate::time::iso8601(crate::time::from_unix_secs(secs)),
             },
             last_error: health.last_error.clone(),
             last_latency_ms: health.last_latency_ms,
@@ -235,7 +232,7 @@ impl Snapshot<'_> {
                 .get(name)
                 .cloned()
                 .unwrap_or_default(),
-        })
+        }
     }
 
     /// The overall health, in Go's words: `unhealthy` when no backend is available,

@@ -212,32 +212,28 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 }))
             }
             (&Method::GET, ["api", "virtual-buckets"]) => {
-                let mut buckets: Vec<serde_json::Value> = state
+                let configured = state
                     .config
                     .virtual_buckets
                     .iter()
-                    .map(|v| {
+                    .map(|v| (v.clone(), false));
+                let created = state
+                    .created_buckets
+                    .iter()
+                    .map(|c| (state.config.bucket_or_default(&c.name), true));
+                let buckets: Vec<serde_json::Value> = configured
+                    .chain(created)
+                    .map(|(v, created_at_run_time)| {
                         serde_json::json!({
                             "name": v.name,
-                            "backends": state.config.pool(v).iter().map(|b| &b.name).collect::<Vec<_>>(),
+                            "backends": state.config.pool(&v).iter().map(|b| &b.name).collect::<Vec<_>>(),
                             "reads": v.reads,
                             "writes": v.writes,
                             "anonymous_read": v.anonymous_read,
-                            "created_at_run_time": false,
+                            "created_at_run_time": created_at_run_time,
                         })
                     })
                     .collect();
-                for created in &state.created_buckets {
-                    let v = state.config.bucket_or_default(&created.name);
-                    buckets.push(serde_json::json!({
-                        "name": created.name,
-                        "backends": state.config.pool(&v).iter().map(|b| &b.name).collect::<Vec<_>>(),
-                        "reads": v.reads,
-                        "writes": v.writes,
-                        "anonymous_read": v.anonymous_read,
-                        "created_at_run_time": true,
-                    }));
-                }
                 Ok(serde_json::json!({ "virtual_buckets": buckets }))
             }
             (&Method::PUT, ["api", "strategy"]) => {
@@ -277,19 +273,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             }
             (&Method::POST, ["api", "drain", name]) => {
                 let goal = super::MoveGoal::Drain((*name).to_owned());
-                let limits = move_limits(body)?;
-                self.start_move_run(goal, super::MoveDriver::Scheduled, limits, false, ctx.now)
-                    .await?;
-                self.admin_move_step(ctx.now).await?;
-                Ok(serde_json::to_value(self.move_run().await?).unwrap_or_default())
+                self.start_admin_move(goal, body, ctx.now).await
             }
             (&Method::POST, ["api", "rebalance"]) => {
-                let goal = super::MoveGoal::Rebalance;
-                let limits = move_limits(body)?;
-                self.start_move_run(goal, super::MoveDriver::Scheduled, limits, false, ctx.now)
-                    .await?;
-                self.admin_move_step(ctx.now).await?;
-                Ok(serde_json::to_value(self.move_run().await?).unwrap_or_default())
+                self.start_admin_move(super::MoveGoal::Rebalance, body, ctx.now)
+                    .await
             }
             (&Method::POST, ["api", "moves", "step"]) => {
                 self.admin_move_step(ctx.now).await?;
@@ -312,6 +300,21 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 format!("no admin call at {rest}"),
             )),
         }
+    }
+
+    /// Starts (or resumes) a drain or rebalance for the scheduled job, runs its first step and
+    /// answers the run.
+    async fn start_admin_move(
+        &self,
+        goal: super::MoveGoal,
+        body: &[u8],
+        now: std::time::SystemTime,
+    ) -> Result<serde_json::Value, S3Error> {
+        let limits = move_limits(body)?;
+        self.start_move_run(goal, super::MoveDriver::Scheduled, limits, false, now)
+            .await?;
+        self.admin_move_step(now).await?;
+        Ok(serde_json::to_value(self.move_run().await?).unwrap_or_default())
     }
 
     /// One small step of the scheduled run, under this instance's lease.
