@@ -9,7 +9,7 @@ use crate::body::Body;
 use crate::error::{S3Error, S3ErrorCode};
 use crate::http::HttpClient;
 use crate::sigv4::Identity;
-use crate::store::{BucketRecord, MetadataStore};
+use crate::store::{BucketRecord, MetadataStore, StoreError};
 
 /// S3's bucket naming rules: 3-63 characters of lowercase letters, digits, `.` and `-`,
 /// starting and ending with a letter or digit.
@@ -32,6 +32,21 @@ pub(crate) fn valid_bucket_name(name: &str) -> bool {
 const CONFIGURED_BUCKETS_DOCUMENT: &str = "configured-buckets";
 
 impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
+    /// Every virtual bucket, configured or created at run time, sorted by name: what reindex,
+    /// drain and rebalance walk.
+    pub(crate) async fn all_bucket_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = self
+            .config()
+            .virtual_buckets
+            .iter()
+            .map(|b| b.name.clone())
+            .collect();
+        names.extend(self.store.list_buckets().await?.into_iter().map(|b| b.name));
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// The creation dates of configured buckets: when this gateway first listed them, recorded
     /// now for those seen for the first time (a failed write only delays that).
     async fn configured_bucket_dates(

@@ -80,11 +80,12 @@ pub enum MoveGoal {
     Rebalance,
 }
 
-/// Where a run stopped: the bucket (index into [`Engine::move_buckets`]'s order) and the
-/// last key looked at. Kept by the caller between steps (a file, a store document).
+/// Where a run stopped: the bucket (by name, so that buckets created or deleted between
+/// steps shift nothing) and the last key looked at; `None` before the first bucket. Kept by
+/// the caller between steps (a file, a store document).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MoveCursor {
-    pub bucket: usize,
+    pub bucket: Option<String>,
     pub after: Option<String>,
 }
 
@@ -127,21 +128,6 @@ enum Moved {
 }
 
 impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
-    /// The virtual buckets whose objects a move walks, in a stable order.
-    pub fn move_buckets(&self) -> Vec<String> {
-        let state = self.state();
-        let mut names: Vec<String> = state
-            .config
-            .virtual_buckets
-            .iter()
-            .map(|b| b.name.clone())
-            .collect();
-        names.extend(state.created_buckets.iter().map(|b| b.name.clone()));
-        names.sort();
-        names.dedup();
-        names
-    }
-
     /// One bounded step of a drain or rebalance: up to `batch` index entries from `cursor`,
     /// each moved (unless `dry_run`) when the goal says so and it is at most `max_object`
     /// bytes. Returns what it did and where the next step starts.
@@ -157,7 +143,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             batch, max_object, ..
         } = limits;
         let state = self.state();
-        let buckets = self.move_buckets();
+        let buckets = self
+            .all_bucket_names()
+            .await
+            .map_err(super::store_unavailable)?;
         let mut report = MoveReport::default();
         let mut cursor = cursor.clone();
         let mut shares = Shares::new(self, &state).await?;
@@ -165,16 +154,22 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let by_share = *goal == MoveGoal::Rebalance
             && state.config.balancer.strategy != Strategy::ConsistentHash;
         while report.examined < batch as u64 {
-            let Some(bucket) = buckets.get(cursor.bucket) else {
+            // The cursor's bucket, or the first one after it (names are sorted).
+            let next = match &cursor.bucket {
+                None => buckets.first(),
+                Some(current) => buckets.iter().find(|b| *b >= current),
+            };
+            let Some(bucket) = next else {
                 report.done = true;
                 break;
             };
+            if cursor.bucket.as_ref() != Some(bucket) {
+                cursor = MoveCursor {
+                    bucket: Some(bucket.clone()),
+                    after: None,
+                };
+            }
             let config = state.config.bucket_or_default(bucket);
-            let config = state
-                .config
-                .virtual_bucket(bucket)
-                .cloned()
-                .unwrap_or(config);
             let want = batch - report.examined as usize;
             let entries = self
                 .store
@@ -182,10 +177,18 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 .await
                 .map_err(super::store_unavailable)?;
             if entries.is_empty() {
-                cursor = MoveCursor {
-                    bucket: cursor.bucket + 1,
-                    after: None,
-                };
+                match buckets.iter().find(|b| *b > bucket) {
+                    Some(next) => {
+                        cursor = MoveCursor {
+                            bucket: Some(next.clone()),
+                            after: None,
+                        }
+                    }
+                    None => {
+                        report.done = true;
+                        break;
+                    }
+                }
                 continue;
             }
             for (key, entry) in entries {
@@ -809,6 +812,7 @@ mod tests {
     use std::time::Duration;
 
     use futures_executor::block_on;
+    use http::Method;
 
     use super::*;
     use crate::config::Strategy;
@@ -1056,5 +1060,40 @@ mod tests {
         assert!(matches!(busy.unwrap(), MoveStep::Busy(_)));
         let cli = block_on(h.engine.continue_move_run(5, MoveDriver::Cli, "cli", later));
         assert_eq!(cli.unwrap(), MoveStep::Idle);
+    }
+
+    #[test]
+    fn a_bucket_deleted_between_steps_makes_the_drain_skip_no_other_bucket() {
+        let h = Harness::new(Strategy::RoundRobin);
+        assert_eq!(h.send(Method::PUT, "/alpha", &[], b"").status, 200);
+        for i in 0..3 {
+            h.put(&format!("/alpha/k{i}"), b"a");
+            h.put(&format!("/photos/k{i}"), b"p");
+        }
+        let later = h.now + Duration::from_secs(SETTLE_SECS + 1);
+        let goal = MoveGoal::Drain("b1".into());
+        let limits = MoveLimits { batch: 3, ..LIMITS };
+        // The first step walks alpha; then alpha goes away.
+        let (first, cursor) =
+            block_on(
+                h.engine
+                    .move_step(&goal, &MoveCursor::default(), limits, false, later),
+            )
+            .unwrap();
+        assert_eq!(cursor.bucket.as_deref(), Some("alpha"), "{first:?}");
+        for i in 0..3 {
+            h.send(Method::DELETE, &format!("/alpha/k{i}"), &[], b"");
+        }
+        assert_eq!(h.send(Method::DELETE, "/alpha", &[], b"").status, 204);
+        let mut cursor = cursor;
+        for _ in 0..10 {
+            let (report, next) =
+                block_on(h.engine.move_step(&goal, &cursor, limits, false, later)).unwrap();
+            cursor = next;
+            if report.done {
+                break;
+            }
+        }
+        assert!(on(&h, 0, "photos/k").is_empty(), "photos was not skipped");
     }
 }

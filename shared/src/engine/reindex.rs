@@ -111,17 +111,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 }
             }
         }
-        let config = self.config();
-        let mut buckets: Vec<String> = config
-            .virtual_buckets
-            .iter()
-            .map(|b| b.name.clone())
-            .collect();
-        for b in self.store.list_buckets().await? {
-            if !buckets.contains(&b.name) {
-                buckets.push(b.name);
-            }
-        }
+        let buckets = self.all_bucket_names().await?;
         Ok(ReindexCursor {
             started: crate::time::unix_secs(now),
             dry_run,
