@@ -250,6 +250,8 @@ class VBucket:
     reads: str | None = None
     writes: str | None = None
     anonymous_read: bool = False
+    # CORS rules in the config's form (allowed_origins, allowed_methods, ...).
+    cors: list[dict] | None = None
 
     def real_key(self, key: str) -> str:
         return self.key_layout.replace("{bucket}", self.name).replace("{key}", key)
@@ -344,6 +346,8 @@ def make_config(
             entry["reads"] = v.reads
         if v.writes:
             entry["writes"] = v.writes
+        if v.cors:
+            entry["cors"] = v.cors
         buckets.append(entry)
     base_domains = list(base_domains)
     doc = {
@@ -670,3 +674,24 @@ def make_tree(root, n: int, seed: int, sizes, large: int = 0):
     for p in root.rglob("*"):
         os.utime(p, (old, old))
     return root
+
+
+def chromium_driver():
+    """Headless Chromium under Selenium (Debian's chromium and chromium-driver); missing
+    pieces fail under CI=true."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        missing("selenium is not installed (scripts/install-test-deps installs it)")
+    if not (chromium and driver):
+        missing("chromium and chromium-driver are not installed (scripts/install-test-deps installs them)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,700",
+                "--disable-background-networking", "--disable-component-update", "--no-first-run"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=options)

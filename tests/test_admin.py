@@ -94,29 +94,11 @@ def test_a_read_only_backend_takes_no_uploads_across_restart_and_reload_until_cl
     assert probed["buckets"][1]["health_history"][-1]["at"] >= before
 
 
-def chromium_driver():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-    except ImportError:
-        h.missing("selenium is not installed (scripts/install-test-deps installs it)")
-    if not (chromium and driver):
-        h.missing("chromium and chromium-driver are not installed (scripts/install-test-deps installs them)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,700"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
 def test_the_console_signs_in_shows_both_backends_and_a_read_only_click_moves_uploads(make_gateway, logs):
     gw = make_gateway(2, max_sizes=["10MB", None], admin_token=TOKEN)
     from selenium.webdriver.common.by import By
 
-    browser = chromium_driver()
+    browser = h.chromium_driver()
     try:
         browser.set_page_load_timeout(30)
         browser.get(f"{gw.endpoint}/_admin/")

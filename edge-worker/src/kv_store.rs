@@ -13,8 +13,9 @@
 //! - No "list after": `list_objects` pages through the bucket's prefix with KV cursors and
 //!   skips up to `start_after` (linear; the request path does not use it: listings merge the
 //!   backends' own listings).
-//! - `create_bucket` is read-then-write, not a transaction: two concurrent creates of the same
-//!   name may both answer "created" (the record is the same).
+//! - `create_bucket` and `update_bucket` are read-then-write, not transactions: two concurrent
+//!   creates of the same name may both answer "created" (the later write's owner stays), and a
+//!   PutBucketAcl or PutBucketCors racing DeleteBucket may write the record back.
 //! - No compare-and-set: reindex's conditional writes (`put_object_unless_newer`,
 //!   `delete_object_unless_newer`) read then write. A client's write landing between the two
 //!   can be replaced by what the reindex listed; that entry then points at the right backend
@@ -307,6 +308,16 @@ impl MetadataStore for KvStore {
         }
         self.put_json(&name, record, Some(record)).await?;
         Ok(true)
+    }
+
+    async fn update_bucket(&self, record: &BucketRecord) -> Result<(), StoreError> {
+        // Read then write, as create_bucket: a DeleteBucket landing in between can be undone
+        // (KV has no conditional write).
+        let name = keys::bucket_name(&record.name);
+        if self.get_json::<BucketRecord>(&name).await?.is_none() {
+            return Ok(());
+        }
+        self.put_json(&name, record, Some(record)).await
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {

@@ -36,6 +36,7 @@ delegate! {
     delete_object_unless_newer(bucket: &str, key: &str, not_before: u64) -> bool;
     list_objects(bucket: &str, start_after: &str, limit: usize) -> Vec<(String, ObjectRecord)>;
     create_bucket(record: &BucketRecord) -> bool;
+    update_bucket(record: &BucketRecord) -> ();
     delete_bucket(name: &str) -> ();
     list_buckets() -> Vec<BucketRecord>;
     add_usage(backend: &str, bytes: i64, objects: i64) -> ();

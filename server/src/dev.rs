@@ -88,6 +88,7 @@ pub fn dev_config(backends: Vec<BackendConfig>, db: &Path, port: u16) -> Config 
             name: DEV_BUCKET.into(),
             backends: backends.iter().map(|b| b.name.clone()).collect(),
             anonymous_read: false,
+            cors: Vec::new(),
             // Presigned URLs (curl, browsers) are redirected to the backend; SDK traffic is proxied.
             reads: DataPathMode::Auto,
             writes: DataPathMode::Auto,

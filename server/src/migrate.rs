@@ -340,6 +340,9 @@ mod tests {
         s.create_bucket(&BucketRecord {
             name: "made".into(),
             created: 5,
+            owner: Some("AKIAOWNER".into()),
+            acl: shared::acl::CannedAcl::PublicRead,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS objects (
     backend TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL, last_modified INTEGER NOT NULL,
     PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, created INTEGER NOT NULL, record TEXT);
 CREATE TABLE IF NOT EXISTS usage (
     backend TEXT PRIMARY KEY, used_bytes INTEGER NOT NULL, objects INTEGER NOT NULL
 );
@@ -35,6 +35,29 @@ CREATE TABLE IF NOT EXISTS stale_copies (
     PRIMARY KEY (bucket, key, backend)
 ) WITHOUT ROWID;
 ";
+
+/// Files written before bucket records had owners, ACLs and CORS rules have `buckets` without
+/// the `record` column (the whole record as JSON); it is added in place. Rows without it read
+/// as records with only a name and a date.
+fn add_bucket_record_column(conn: &Connection) -> Result<(), StoreError> {
+    let has_it = conn
+        .prepare("SELECT 1 FROM pragma_table_info('buckets') WHERE name = 'record'")
+        .and_then(|mut s| s.exists([]))
+        .map_err(err)?;
+    if has_it {
+        return Ok(());
+    }
+    match conn.execute_batch("ALTER TABLE buckets ADD COLUMN record TEXT") {
+        Ok(()) => Ok(()),
+        // Another connection or process added it first.
+        Err(e) if e.to_string().contains("duplicate column") => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn bucket_json(record: &BucketRecord) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(err)
+}
 
 /// The metadata index in one SQLite file.
 ///
@@ -89,6 +112,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        add_bucket_record_column(&conn)?;
         Ok(conn)
     }
 
@@ -356,10 +380,22 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn create_bucket(&self, record: &BucketRecord) -> Result<bool, StoreError> {
+        let json = bucket_json(record)?;
         self.write(|c| {
-            c.prepare_cached("INSERT OR IGNORE INTO buckets (name, created) VALUES (?1, ?2)")?
-                .execute(params![record.name, record.created as i64])
-                .map(|n| n == 1)
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO buckets (name, created, record) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![record.name, record.created as i64, json])
+            .map(|n| n == 1)
+        })
+    }
+
+    async fn update_bucket(&self, record: &BucketRecord) -> Result<(), StoreError> {
+        let json = bucket_json(record)?;
+        self.write(|c| {
+            c.prepare_cached("UPDATE buckets SET record = ?2 WHERE name = ?1")?
+                .execute(params![record.name, json])
+                .map(drop)
         })
     }
 
@@ -373,12 +409,24 @@ impl MetadataStore for SqliteStore {
 
     async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StoreError> {
         self.read(|c| {
-            c.prepare_cached("SELECT name, created FROM buckets ORDER BY name")?
+            c.prepare_cached("SELECT name, created, record FROM buckets ORDER BY name")?
                 .query_map([], |r| {
-                    Ok(BucketRecord {
-                        name: r.get(0)?,
-                        created: r.get::<_, i64>(1)? as u64,
-                    })
+                    let name: String = r.get(0)?;
+                    let created = r.get::<_, i64>(1)? as u64;
+                    match r.get::<_, Option<String>>(2)? {
+                        Some(json) => serde_json::from_str(&json).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                2,
+                                rusqlite::types::Type::Text,
+                                Box::new(e),
+                            )
+                        }),
+                        None => Ok(BucketRecord {
+                            name,
+                            created,
+                            ..Default::default()
+                        }),
+                    }
                 })?
                 .collect()
         })

@@ -152,6 +152,8 @@ pub struct VirtualBucketConfig {
     pub backends: Vec<String>,
     /// Anonymous GET/HEAD/List allowed.
     pub anonymous_read: bool,
+    /// CORS rules (`cors`, new): browsers on other origins may use the bucket as they allow.
+    pub cors: Vec<crate::cors::CorsRule>,
     pub reads: DataPathMode,
     pub writes: DataPathMode,
     pub key_layout: KeyLayout,
@@ -400,6 +402,7 @@ impl Config {
                 name: name.to_owned(),
                 backends: Vec::new(),
                 anonymous_read: false,
+                cors: Vec::new(),
                 reads: self.default_reads,
                 writes: self.default_writes,
                 key_layout: self.default_key_layout,
@@ -1078,6 +1081,40 @@ pub(crate) fn weighted_without_weight(strategy: Strategy, backends: &[BackendCon
     strategy == Strategy::Weighted && backends.iter().filter(|b| b.enabled).all(|b| b.weight == 0)
 }
 
+/// A virtual bucket's `cors` rules, checked as PutBucketCors checks them.
+fn load_cors(b: &Section<'_>) -> Result<Vec<crate::cors::CorsRule>, ConfigError> {
+    let mut rules = Vec::new();
+    for (path, value) in b.list("cors")? {
+        let r = Section::new(&path, Some(value))?;
+        r.only(&[
+            "id",
+            "allowed_origins",
+            "allowed_methods",
+            "allowed_headers",
+            "expose_headers",
+            "max_age_seconds",
+        ])?;
+        let rule = crate::cors::CorsRule {
+            id: r.string("id")?,
+            allowed_origins: r.string_list("allowed_origins")?.unwrap_or_default(),
+            allowed_methods: r.string_list("allowed_methods")?.unwrap_or_default(),
+            allowed_headers: r.string_list("allowed_headers")?.unwrap_or_default(),
+            expose_headers: r.string_list("expose_headers")?.unwrap_or_default(),
+            max_age_seconds: match r.uint("max_age_seconds")? {
+                None => None,
+                Some(n) => Some(
+                    u32::try_from(n)
+                        .map_err(|_| ConfigError::new(r.key("max_age_seconds"), "is too large"))?,
+                ),
+            },
+        };
+        rule.validate()
+            .map_err(|e| ConfigError::new(path.clone(), e.message))?;
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
 fn load_admin(s: &Section<'_>) -> Result<AdminConfig, ConfigError> {
     s.only(&["enabled", "prefix", "token"])?;
     let defaults = AdminConfig::default();
@@ -1302,6 +1339,7 @@ fn load_buckets(
                 "enabled",
                 "backends",
                 "anonymous_read",
+                "cors",
                 "reads",
                 "writes",
                 "key_layout",
@@ -1312,6 +1350,7 @@ fn load_buckets(
                 name: name.clone(),
                 backends: b.string_list("backends")?.unwrap_or_default(),
                 anonymous_read: b.bool("anonymous_read")?.unwrap_or(false),
+                cors: load_cors(&b)?,
                 reads: b.mode("reads")?.unwrap_or(default_reads),
                 writes: b.mode("writes")?.unwrap_or(default_writes),
                 key_layout: b.layout("key_layout")?.unwrap_or(default_key_layout),

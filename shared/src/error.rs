@@ -28,9 +28,11 @@ macro_rules! codes {
 
 codes! {
     AccessDenied => 403,
+    AccessForbidden => 403,
     AuthorizationHeaderMalformed => 400,
     AuthorizationQueryParametersError => 400,
     BadDigest => 400,
+    BadRequest => 400,
     BucketAlreadyExists => 409,
     BucketAlreadyOwnedByYou => 409,
     BucketNotEmpty => 409,
@@ -51,10 +53,13 @@ codes! {
     InvalidStorageClass => 400,
     InvalidURI => 400,
     KeyTooLongError => 400,
+    MalformedACLError => 400,
     MalformedXML => 400,
     MethodNotAllowed => 405,
     MissingContentLength => 411,
+    MissingSecurityHeader => 400,
     NoSuchBucket => 404,
+    NoSuchCORSConfiguration => 404,
     NoSuchKey => 404,
     NoSuchUpload => 404,
     NotImplemented => 501,
@@ -65,6 +70,7 @@ codes! {
     ServiceUnavailable => 503,
     SignatureDoesNotMatch => 403,
     SlowDown => 503,
+    UnexpectedContent => 400,
     XAmzContentSHA256Mismatch => 400,
 }
 

@@ -13,9 +13,11 @@
 // The traits are used with concrete types by each adapter; Send-ness leaks through there.
 #![allow(async_fn_in_trait)]
 
+pub mod acl;
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod cors;
 pub mod engine;
 pub mod error;
 // The fuzz targets' properties (`fuzz/`), replayed over the kept inputs by `cargo test`.

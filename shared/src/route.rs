@@ -31,6 +31,9 @@
 //! | bucket | GET | `uploads` | ListMultipartUploads |
 //! | bucket | POST | `delete` | DeleteObjects |
 //! | bucket | POST | | NotImplemented(PostObject) (browser form upload) |
+//! | bucket | GET / PUT | `acl` | GetBucketAcl / PutBucketAcl |
+//! | bucket | GET / PUT / DELETE | `cors` | GetBucketCors / PutBucketCors / DeleteBucketCors |
+//! | bucket or object | OPTIONS | | Preflight (CORS), whatever the query |
 //! | object | GET / HEAD / DELETE | | GetObject / HeadObject / DeleteObject |
 //! | object | PUT | | PutObject, CopyObject with `x-amz-copy-source` |
 //! | object | POST | `uploads` | CreateMultipartUpload |
@@ -48,9 +51,8 @@
 //!
 //! | sub-resource | resource | method | answer |
 //! |---|---|---|---|
-//! | `acl` | bucket | GET | Default(GetBucketAcl): owner `s3-balance`, FULL_CONTROL |
-//! | `acl` | bucket | PUT | NotImplemented(PutBucketAcl) |
-//! | `acl` | object | GET | Default(GetObjectAcl) |
+//! | `acl` | bucket | GET / PUT | GetBucketAcl / PutBucketAcl (implemented, listed for the order) |
+//! | `acl` | object | GET | Default(GetObjectAcl): the owner's FULL_CONTROL |
 //! | `acl` | object | PUT | NotImplemented(PutObjectAcl) |
 //! | `versioning` | bucket | GET | Default(GetBucketVersioning): never versioned |
 //! | `versioning` | bucket | PUT | NotImplemented(PutBucketVersioning) |
@@ -58,7 +60,7 @@
 //! | `tagging` | object | GET / PUT / DELETE | NotImplemented(Get/Put/DeleteObjectTagging) |
 //! | `policy` | bucket | GET / PUT / DELETE | NotImplemented(Get/Put/DeleteBucketPolicy) |
 //! | `policyStatus` | bucket | GET | NotImplemented(GetBucketPolicyStatus) |
-//! | `cors` | bucket | GET / PUT / DELETE | NotImplemented(Get/Put/DeleteBucketCors) |
+//! | `cors` | bucket | GET / PUT / DELETE | Get/Put/DeleteBucketCors (implemented, listed for the order) |
 //! | `lifecycle` | bucket | GET / PUT / DELETE | NotImplemented(Get/PutBucketLifecycleConfiguration, DeleteBucketLifecycle) |
 //! | `website` | bucket | GET / PUT / DELETE | NotImplemented(Get/Put/DeleteBucketWebsite) |
 //! | `encryption` | bucket | GET / PUT / DELETE | NotImplemented(Get/Put/DeleteBucketEncryption) |
@@ -87,7 +89,7 @@
 //!
 //! Any method S3 does not define for a resource (a sub-resource on the wrong method or on the
 //! wrong level, such as `PUT /b/k?uploads`, `GET /b?delete`, `PUT /b/k?cors`, `POST /b/k`,
-//! `HEAD /`, `PATCH` or `OPTIONS` anything) is `MethodNotAllowed`.
+//! `HEAD /`, `PATCH` anything, `OPTIONS /`) is `MethodNotAllowed`.
 //!
 //! Other query parameters (`prefix`, `max-keys`, `versionId`, `response-content-type`, `x-id`,
 //! the `X-Amz-*` of presigned URLs, `partNumber` on GET/HEAD ...) do not change the operation;
@@ -157,7 +159,6 @@ fn split_query(raw: &str) -> impl Iterator<Item = (&str, &str)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DefaultAnswer {
     GetBucketVersioning,
-    GetBucketAcl,
     GetObjectAcl,
 }
 
@@ -165,7 +166,6 @@ impl DefaultAnswer {
     pub fn name(self) -> &'static str {
         match self {
             DefaultAnswer::GetBucketVersioning => "GetBucketVersioning",
-            DefaultAnswer::GetBucketAcl => "GetBucketAcl",
             DefaultAnswer::GetObjectAcl => "GetObjectAcl",
         }
     }
@@ -209,6 +209,14 @@ pub enum Operation {
     ListParts {
         upload_id: String,
     },
+    GetBucketAcl,
+    PutBucketAcl,
+    GetBucketCors,
+    PutBucketCors,
+    DeleteBucketCors,
+    /// A CORS preflight `OPTIONS` (bucket or object): answered from the bucket's CORS rules,
+    /// without credentials.
+    Preflight,
     Default(DefaultAnswer),
     /// A recognised S3 operation the gateway does not implement (its S3 name, for the
     /// message): answered 501, never handled as another operation.
@@ -241,6 +249,12 @@ impl Operation {
             CompleteMultipartUpload { .. } => "CompleteMultipartUpload",
             AbortMultipartUpload { .. } => "AbortMultipartUpload",
             ListParts { .. } => "ListParts",
+            GetBucketAcl => "GetBucketAcl",
+            PutBucketAcl => "PutBucketAcl",
+            GetBucketCors => "GetBucketCors",
+            PutBucketCors => "PutBucketCors",
+            DeleteBucketCors => "DeleteBucketCors",
+            Preflight => "Preflight",
             Default(d) => d.name(),
             NotImplemented(name) => name,
         }
@@ -264,6 +278,9 @@ impl Operation {
             | GetObject
             | HeadObject
             | ListParts { .. }
+            | GetBucketAcl
+            | GetBucketCors
+            | Preflight
             | Default(_) => false,
             CreateBucket
             | DeleteBucket
@@ -275,7 +292,10 @@ impl Operation {
             | UploadPart { .. }
             | UploadPartCopy { .. }
             | CompleteMultipartUpload { .. }
-            | AbortMultipartUpload { .. } => true,
+            | AbortMultipartUpload { .. }
+            | PutBucketAcl
+            | PutBucketCors
+            | DeleteBucketCors => true,
             NotImplemented(name) => {
                 !(["Get", "List", "Head"].iter().any(|p| name.starts_with(p))
                     || *name == "SelectObjectContent")
@@ -380,13 +400,14 @@ pub(crate) fn virtual_host_bucket(host: &str, base_domains: &[String]) -> Option
         .map(|(_, label)| label)
 }
 
-/// Sub-resource answers that are not implemented operations.
-#[derive(Clone, Copy)]
+/// What a sub-resource is answered with.
 enum Ans {
     Ni(&'static str),
     /// With an `id` parameter the first name, without it the listing (second name).
     NiOrList(&'static str, &'static str),
     Def(DefaultAnswer),
+    /// An implemented sub-resource operation.
+    Op(Operation),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -400,15 +421,16 @@ const PUT: u8 = 1;
 const DELETE: u8 = 2;
 const POST: u8 = 3;
 
-/// The sub-resources of S3 the gateway does not implement: `(name, level, method, answer)`.
+/// The sub-resources of S3 (`(name, level, method, answer)`): those the gateway implements
+/// (`Op`) are listed too, so that the first sub-resource present decides, whichever it is.
 /// Kept in step with the table in the module doc.
 #[rustfmt::skip]
 const UNIMPLEMENTED: &[(&str, Level, u8, Ans)] = {
     use Ans::*;
     use Level::*;
     &[
-        ("acl", Bucket, GET, Def(DefaultAnswer::GetBucketAcl)),
-        ("acl", Bucket, PUT, Ni("PutBucketAcl")),
+        ("acl", Bucket, GET, Op(Operation::GetBucketAcl)),
+        ("acl", Bucket, PUT, Op(Operation::PutBucketAcl)),
         ("acl", Object, GET, Def(DefaultAnswer::GetObjectAcl)),
         ("acl", Object, PUT, Ni("PutObjectAcl")),
         ("versioning", Bucket, GET, Def(DefaultAnswer::GetBucketVersioning)),
@@ -423,9 +445,9 @@ const UNIMPLEMENTED: &[(&str, Level, u8, Ans)] = {
         ("policy", Bucket, PUT, Ni("PutBucketPolicy")),
         ("policy", Bucket, DELETE, Ni("DeleteBucketPolicy")),
         ("policyStatus", Bucket, GET, Ni("GetBucketPolicyStatus")),
-        ("cors", Bucket, GET, Ni("GetBucketCors")),
-        ("cors", Bucket, PUT, Ni("PutBucketCors")),
-        ("cors", Bucket, DELETE, Ni("DeleteBucketCors")),
+        ("cors", Bucket, GET, Op(Operation::GetBucketCors)),
+        ("cors", Bucket, PUT, Op(Operation::PutBucketCors)),
+        ("cors", Bucket, DELETE, Op(Operation::DeleteBucketCors)),
         ("lifecycle", Bucket, GET, Ni("GetBucketLifecycleConfiguration")),
         ("lifecycle", Bucket, PUT, Ni("PutBucketLifecycleConfiguration")),
         ("lifecycle", Bucket, DELETE, Ni("DeleteBucketLifecycle")),
@@ -510,6 +532,7 @@ fn unimplemented(
         None => Err(method_not_allowed()),
         Some((.., Ans::Ni(n))) => Ok(Operation::NotImplemented(n)),
         Some((.., Ans::Def(d))) => Ok(Operation::Default(*d)),
+        Some((.., Ans::Op(op))) => Ok(op.clone()),
         Some((.., Ans::NiOrList(get, list))) => Ok(Operation::NotImplemented(if query.has("id") {
             get
         } else {
@@ -672,6 +695,7 @@ pub fn route(input: &RouteInput<'_>) -> Result<S3Request, S3Error> {
     let copy = input.headers.contains_key("x-amz-copy-source");
     let operation = match (&bucket, &key) {
         (None, _) if *input.method == Method::GET => Operation::ListBuckets,
+        (Some(_), _) if *input.method == Method::OPTIONS => Operation::Preflight,
         (None, _) => return Err(method_not_allowed()),
         (Some(_), None) => bucket_operation(input.method, &query)?,
         (Some(_), Some(_)) => object_operation(input.method, &query, copy)?,
@@ -769,7 +793,9 @@ mod tests {
             ("PUT", "", "uploads", false, Err(E::MethodNotAllowed), None),
             ("GET", "", "uploadId=u", false, Err(E::MethodNotAllowed), None),
             ("PATCH", "", "", false, Err(E::MethodNotAllowed), None),
-            ("OPTIONS", "", "", false, Err(E::MethodNotAllowed), None),
+            // A CORS preflight, whatever the query says.
+            ("OPTIONS", "", "", false, Ok(O::Preflight), None),
+            ("OPTIONS", "", "acl", false, Ok(O::Preflight), None),
             // Object operations.
             ("GET", "/k", "", false, Ok(O::GetObject), k),
             ("HEAD", "/k", "", false, Ok(O::HeadObject), k),
@@ -801,7 +827,7 @@ mod tests {
             ("HEAD", "/k", "uploadId=u1", false, Err(E::MethodNotAllowed), k),
             ("POST", "/k", "", false, Err(E::MethodNotAllowed), k),
             ("PATCH", "/k", "", false, Err(E::MethodNotAllowed), k),
-            ("OPTIONS", "/k", "", false, Err(E::MethodNotAllowed), k),
+            ("OPTIONS", "/k", "", false, Ok(O::Preflight), k),
             ("GET", "/k", "uploads", false, Err(E::MethodNotAllowed), k),
             ("PUT", "/k", "uploads", false, Err(E::MethodNotAllowed), k),
             ("DELETE", "/k", "uploads", false, Err(E::MethodNotAllowed), k),
@@ -834,8 +860,8 @@ mod tests {
         let ni = |n: &'static str| Ok(O::NotImplemented(n));
         let (b, o) = (false, true);
         vec![
-            ("GET", b, "acl", Ok(O::Default(D::GetBucketAcl))),
-            ("PUT", b, "acl", ni("PutBucketAcl")),
+            ("GET", b, "acl", Ok(O::GetBucketAcl)),
+            ("PUT", b, "acl", Ok(O::PutBucketAcl)),
             ("GET", o, "acl", Ok(O::Default(D::GetObjectAcl))),
             ("GET", o, "acl=&versionId=3", Ok(O::Default(D::GetObjectAcl))),
             ("PUT", o, "acl", ni("PutObjectAcl")),
@@ -857,9 +883,10 @@ mod tests {
             ("DELETE", b, "policy", ni("DeleteBucketPolicy")),
             ("PUT", o, "policy", Err(E::MethodNotAllowed)),
             ("GET", b, "policyStatus", ni("GetBucketPolicyStatus")),
-            ("GET", b, "cors", ni("GetBucketCors")),
-            ("PUT", b, "cors", ni("PutBucketCors")),
-            ("DELETE", b, "cors", ni("DeleteBucketCors")),
+            ("GET", b, "cors", Ok(O::GetBucketCors)),
+            ("PUT", b, "cors", Ok(O::PutBucketCors)),
+            ("DELETE", b, "cors", Ok(O::DeleteBucketCors)),
+            ("PUT", b, "cors&tagging", ni("PutBucketTagging")),
             ("PUT", o, "cors", Err(E::MethodNotAllowed)),
             ("GET", b, "lifecycle", ni("GetBucketLifecycleConfiguration")),
             ("PUT", b, "lifecycle", ni("PutBucketLifecycleConfiguration")),
@@ -1045,7 +1072,7 @@ mod tests {
                     .operation,
                 O::ListBuckets
             );
-            for m in ["PUT", "POST", "DELETE", "HEAD", "PATCH"] {
+            for m in ["PUT", "POST", "DELETE", "HEAD", "PATCH", "OPTIONS"] {
                 assert_eq!(
                     run(m, "/", "", host, false).unwrap_err().code,
                     E::MethodNotAllowed,
@@ -1228,18 +1255,17 @@ mod tests {
                 "GetBucketVersioning",
                 false,
             ),
-            (O::Default(D::GetBucketAcl), "GetBucketAcl", false),
+            (O::GetBucketAcl, "GetBucketAcl", false),
+            (O::PutBucketAcl, "PutBucketAcl", true),
+            (O::PutBucketCors, "PutBucketCors", true),
+            (O::Preflight, "Preflight", false),
             (O::Default(D::GetObjectAcl), "GetObjectAcl", false),
             (
                 O::NotImplemented("PutObjectTagging"),
                 "PutObjectTagging",
                 true,
             ),
-            (
-                O::NotImplemented("DeleteBucketCors"),
-                "DeleteBucketCors",
-                true,
-            ),
+            (O::DeleteBucketCors, "DeleteBucketCors", true),
             (O::NotImplemented("RestoreObject"), "RestoreObject", true),
             (O::NotImplemented("PostObject"), "PostObject", true),
             (

@@ -28,11 +28,23 @@ pub struct ObjectRecord {
 }
 
 /// A virtual bucket created at run time with CreateBucket (configured ones are not stored).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Stores keep it whole (JSON beside the name where they have columns), so fields can be
+/// added; records written before a field existed read as its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketRecord {
     pub name: String,
     /// Unix seconds.
     pub created: u64,
+    /// The access key that created it. `None` for buckets created before owners were kept:
+    /// every credential may use those, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Who may read it without credentials (PutBucketAcl, `x-amz-acl` on CreateBucket).
+    #[serde(default)]
+    pub acl: crate::acl::CannedAcl,
+    /// PutBucketCors's rules; empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors: Vec<crate::cors::CorsRule>,
 }
 
 /// A copy of an object on a backend that is not (or may not be) the live one and must be
@@ -106,6 +118,9 @@ pub trait MetadataStore {
 
     /// Creates a bucket record; `Ok(false)` when it already existed (nothing changed).
     async fn create_bucket(&self, record: &BucketRecord) -> Result<bool, StoreError>;
+    /// Replaces the record of a bucket that exists (its ACL, its CORS rules); does nothing
+    /// for one that does not, so a change racing DeleteBucket never brings the bucket back.
+    async fn update_bucket(&self, record: &BucketRecord) -> Result<(), StoreError>;
     async fn delete_bucket(&self, name: &str) -> Result<(), StoreError>;
     async fn list_buckets(&self) -> Result<Vec<BucketRecord>, StoreError>;
 
@@ -177,6 +192,7 @@ macro_rules! delegate_metadata_store {
             list_objects(bucket: &str, start_after: &str, limit: usize)
                 -> Vec<(String, $crate::store::ObjectRecord)>;
             create_bucket(record: &$crate::store::BucketRecord) -> bool;
+            update_bucket(record: &$crate::store::BucketRecord) -> ();
             delete_bucket(name: &str) -> ();
             list_buckets() -> Vec<$crate::store::BucketRecord>;
             add_usage(backend: &str, bytes: i64, objects: i64) -> ();
@@ -324,6 +340,13 @@ impl MetadataStore for MemoryStore {
         }
         inner.buckets.insert(record.name.clone(), record.clone());
         Ok(true)
+    }
+
+    async fn update_bucket(&self, record: &BucketRecord) -> Result<(), StoreError> {
+        if let Some(b) = self.lock().buckets.get_mut(&record.name) {
+            *b = record.clone();
+        }
+        Ok(())
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
@@ -649,18 +672,54 @@ pub mod contract {
     }
 
     async fn buckets<S: MetadataStore>(s: &S) {
-        let b = BucketRecord {
+        let mut b = BucketRecord {
             name: "photos".into(),
             created: 1_700_000_000,
+            owner: Some("AKIAOWNER".into()),
+            ..Default::default()
         };
         assert!(s.create_bucket(&b).await.unwrap(), "first create");
+        let other = BucketRecord {
+            owner: Some("AKIAOTHER".into()),
+            ..b.clone()
+        };
         assert!(
-            !s.create_bucket(&b).await.unwrap(),
+            !s.create_bucket(&other).await.unwrap(),
             "second create reports existing"
         );
-        assert_eq!(s.list_buckets().await.unwrap(), vec![b]);
+        assert_eq!(
+            s.list_buckets().await.unwrap(),
+            vec![b.clone()],
+            "the first owner stays"
+        );
+        // ACL and CORS rules are kept whole and replaced by update_bucket.
+        b.acl = crate::acl::CannedAcl::PublicRead;
+        b.cors = vec![crate::cors::CorsRule {
+            id: Some("web".into()),
+            allowed_origins: vec!["https://app.example.com".into()],
+            allowed_methods: vec!["GET".into(), "PUT".into()],
+            allowed_headers: vec!["*".into()],
+            expose_headers: vec!["ETag".into()],
+            max_age_seconds: Some(600),
+        }];
+        s.update_bucket(&b).await.unwrap();
+        assert_eq!(s.list_buckets().await.unwrap(), vec![b.clone()]);
         s.delete_bucket("photos").await.unwrap();
         assert!(s.list_buckets().await.unwrap().is_empty());
+        s.update_bucket(&b).await.unwrap();
+        assert!(
+            s.list_buckets().await.unwrap().is_empty(),
+            "updating a deleted bucket does not bring it back"
+        );
+        // A record without an owner (written before owners were kept) reads as one.
+        let legacy = BucketRecord {
+            name: "legacy".into(),
+            created: 1,
+            ..Default::default()
+        };
+        assert!(s.create_bucket(&legacy).await.unwrap());
+        assert_eq!(s.list_buckets().await.unwrap(), vec![legacy]);
+        s.delete_bucket("legacy").await.unwrap();
     }
 
     async fn usage<S: MetadataStore>(s: &S) {

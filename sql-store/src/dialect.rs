@@ -116,6 +116,8 @@ pub struct Statements {
 
     /// (name, JSON record); on a duplicate name it fails or changes nothing.
     pub create_bucket: &'static str,
+    /// (JSON record, name); changes only an existing row.
+    pub update_bucket: &'static str,
     /// (name).
     pub delete_bucket: &'static str,
     /// Records in byte order of the name.

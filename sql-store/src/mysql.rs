@@ -45,6 +45,7 @@ impl Dialect for MySql {
 
         // A plain INSERT: its duplicate error is the only answer that tells "existed" apart.
         create_bucket: "INSERT INTO s3balance_buckets (name, record) VALUES (?, ?)",
+        update_bucket: "UPDATE s3balance_buckets SET record = ? WHERE name = ?",
         delete_bucket: "DELETE FROM s3balance_buckets WHERE name = ?",
         list_buckets: "SELECT record FROM s3balance_buckets ORDER BY name",
 

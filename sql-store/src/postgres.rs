@@ -50,6 +50,7 @@ impl Dialect for Postgres {
 
         create_bucket: "INSERT INTO s3balance_buckets (name, record) VALUES ($1, $2)
              ON CONFLICT (name) DO NOTHING",
+        update_bucket: "UPDATE s3balance_buckets SET record = $1 WHERE name = $2",
         delete_bucket: "DELETE FROM s3balance_buckets WHERE name = $1",
         list_buckets: "SELECT record FROM s3balance_buckets ORDER BY name COLLATE \"C\"",
 

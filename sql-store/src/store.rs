@@ -315,6 +315,13 @@ where
             .await
     }
 
+    async fn update_bucket(&self, record: &BucketRecord) -> Result<(), StoreError> {
+        let q = sqlx::query(D::SQL.update_bucket)
+            .bind(bucket_json(record)?)
+            .bind(D::text(&record.name));
+        self.execute(q).await.map(drop)
+    }
+
     async fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
         let q = sqlx::query(D::SQL.delete_bucket).bind(D::text(name));
         self.execute(q).await.map(drop)

@@ -189,6 +189,7 @@ fn all_checks(kind: SqlKind) {
         let r = BucketRecord {
             name: "photos".into(),
             created: 7,
+            ..Default::default()
         };
         assert!(a.create_bucket(&r).await.unwrap());
         assert!(

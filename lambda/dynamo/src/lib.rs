@@ -79,6 +79,17 @@ fn stale_copy(item: &Item) -> Result<StaleCopy, StoreError> {
     })
 }
 
+/// A bucket's item: its name and date as attributes of their own (what records written before
+/// owners were kept have), and the whole record as JSON in `record`.
+fn bucket_item(record: &BucketRecord) -> Result<Item, StoreError> {
+    let json = serde_json::to_string(record)
+        .map_err(|e| StoreError(format!("dynamodb: bucket record: {e}")))?;
+    let mut item = key(BUCKETS.to_owned(), &record.name);
+    item.insert("created".into(), n(record.created));
+    item.insert("record".into(), s(json));
+    Ok(item)
+}
+
 fn objects_pk(bucket: &str) -> String {
     format!("o#{bucket}")
 }
@@ -431,14 +442,12 @@ impl MetadataStore for DynamoStore {
     }
 
     async fn create_bucket(&self, record: &BucketRecord) -> Result<bool, StoreError> {
-        let mut item = key(BUCKETS.to_owned(), &record.name);
-        item.insert("created".into(), n(record.created));
         let result = self
             .client()
             .await
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(bucket_item(record)?))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
@@ -454,6 +463,29 @@ impl MetadataStore for DynamoStore {
         }
     }
 
+    async fn update_bucket(&self, record: &BucketRecord) -> Result<(), StoreError> {
+        let result = self
+            .client()
+            .await
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(bucket_item(record)?))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Deleted meanwhile: stays deleted.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(err("PutItem bucket", e)),
+        }
+    }
+
     async fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
         self.delete("DeleteItem bucket", BUCKETS.to_owned(), name)
             .await
@@ -463,11 +495,15 @@ impl MetadataStore for DynamoStore {
         self.query("Query buckets", BUCKETS.to_owned(), "", usize::MAX)
             .await?
             .iter()
-            .map(|item| {
-                Ok(BucketRecord {
+            .map(|item| match item.get("record") {
+                Some(AttributeValue::S(json)) => serde_json::from_str(json)
+                    .map_err(|e| StoreError(format!("dynamodb: corrupt bucket record: {e}"))),
+                // Written before bucket records had owners, ACLs and CORS rules.
+                _ => Ok(BucketRecord {
                     name: get_s(item, "sk")?.to_owned(),
                     created: get_n(item, "created")?,
-                })
+                    ..Default::default()
+                }),
             })
             .collect()
     }

@@ -110,6 +110,7 @@ async fn adds_accumulate_and_bucket_create_races_once() {
     let b = BucketRecord {
         name: "race".into(),
         created: 1,
+        ..Default::default()
     };
     let creates: Vec<_> = (0..5)
         .map(|_| {

@@ -160,6 +160,15 @@ pub(crate) fn read_headers(client: &HeaderMap) -> HeaderMap {
 pub(crate) fn write_headers(client: &HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::new();
     copy_headers(client, &mut h, WRITE_HEADERS, true);
+    // An object's canned ACL goes to the backend that keeps it (checked by the engine before);
+    // `private` and the bucket-owner ACLs are every backend's default and not sent, as some
+    // providers refuse ACL headers.
+    if let Some(v) = client
+        .get("x-amz-acl")
+        .filter(|v| v.as_bytes() == b"public-read")
+    {
+        h.insert("x-amz-acl", v.clone());
+    }
     // `aws-chunked` is how the body was sent, not what it is: it is dropped. The rest passes
     // byte for byte (`deflate, gzip` stays `deflate, gzip`).
     if let Some(enc) = h.get("content-encoding").and_then(|v| v.to_str().ok()) {

@@ -101,6 +101,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             })
             .collect();
         for b in self.store.list_buckets().await.map_err(store_unavailable)? {
+            // Only the caller's own buckets (and those without an owner); admins see all.
+            if !super::access::lists(call.config, &call.verified.identity, &b) {
+                continue;
+            }
             if !buckets.iter().any(|(n, _)| *n == b.name) {
                 buckets.push((b.name, crate::time::from_unix_secs(b.created)));
             }
@@ -148,10 +152,15 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         )))
     }
 
+    /// CreateBucket. The bucket belongs to the access key that creates it. Creating it again
+    /// is `200` for its owner in us-east-1 (no `LocationConstraint`), as AWS's legacy answer,
+    /// and `409 BucketAlreadyOwnedByYou` elsewhere; another owner's name is
+    /// `409 BucketAlreadyExists`. `x-amz-acl` sets its canned ACL.
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateBucket.html>
     pub(crate) async fn create_bucket(
         &self,
         call: &mut Call<'_>,
-        _body: C::Body,
+        body: C::Body,
     ) -> Result<http::Response<C::Body>, S3Error> {
         let name = call.bucket().to_owned();
         if !valid_bucket_name(&name) {
@@ -161,31 +170,60 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             )
             .with_resource(name));
         }
-        let owned = || {
-            S3Error::new(S3ErrorCode::BucketAlreadyOwnedByYou, "Your previous request to create the named bucket succeeded and you already own it.").with_resource(name.clone())
+        let acl = crate::acl::CannedAcl::from_headers(&call.parts.headers)?.unwrap_or_default();
+        let body = Self::small_body(call, body, 64 * 1024).await?;
+        let region = location_constraint(&body)?;
+        let caller = match &call.verified.identity {
+            Identity::AccessKey(key) => Some(key.clone()),
+            Identity::Anonymous => None,
         };
-        if call.config.virtual_bucket(&name).is_some() {
-            return Err(owned());
+        let created_answer = || {
+            let mut r = empty(StatusCode::OK);
+            if let Ok(v) = http::HeaderValue::from_str(&format!("/{name}")) {
+                r.headers_mut().insert(http::header::LOCATION, v);
+            }
+            r
+        };
+        // An existing bucket: configured ones and those without an owner are everyone's.
+        let exists = |owner: Option<&String>| {
+            if owner.is_none() || owner == caller.as_ref() {
+                if region.is_empty() || region == "us-east-1" {
+                    Ok(created_answer())
+                } else {
+                    Err(S3Error::new(S3ErrorCode::BucketAlreadyOwnedByYou, "Your previous request to create the named bucket succeeded and you already own it.").with_resource(name.clone()))
+                }
+            } else {
+                Err(S3Error::new(S3ErrorCode::BucketAlreadyExists, "The requested bucket name is not available. The bucket namespace is shared by all users of the system. Please select a different name and try again.").with_resource(name.clone()))
+            }
+        };
+        if let Some(existing) = &call.access {
+            return exists(existing.owner.as_ref());
         }
         if !call.config.api.allow_create_bucket {
             return Err(S3Error::new(S3ErrorCode::AccessDenied, "Creating buckets is turned off in this gateway's configuration (s3api.allow_create_bucket)."));
         }
+        let record = BucketRecord {
+            name: name.clone(),
+            created: crate::time::unix_secs(call.ctx.now),
+            owner: caller.clone(),
+            acl,
+            cors: Vec::new(),
+        };
         let created = self
             .store
-            .create_bucket(&BucketRecord {
-                name: name.clone(),
-                created: crate::time::unix_secs(call.ctx.now),
-            })
+            .create_bucket(&record)
             .await
             .map_err(store_unavailable)?;
         if !created {
-            return Err(owned());
+            // Created meanwhile, perhaps by another instance: by whom decides the answer.
+            let winner = self.store.list_buckets().await.map_err(store_unavailable)?;
+            let owner = winner
+                .into_iter()
+                .find(|b| b.name == name)
+                .and_then(|b| b.owner);
+            return exists(owner.as_ref());
         }
-        let mut r = empty(StatusCode::OK);
-        if let Ok(v) = http::HeaderValue::from_str(&format!("/{name}")) {
-            r.headers_mut().insert(http::header::LOCATION, v);
-        }
-        Ok(r)
+        Ok(created_answer())
     }
 
     pub(crate) async fn delete_bucket(
@@ -231,8 +269,36 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     }
 }
 
+/// The region a CreateBucket body asks for (`""` without a body or constraint).
+fn location_constraint(body: &[u8]) -> Result<String, S3Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    let root = crate::xml::parse(body)
+        .ok()
+        .filter(|r| r.name == "CreateBucketConfiguration")
+        .ok_or_else(|| {
+            S3Error::new(
+                S3ErrorCode::MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema",
+            )
+        })?;
+    Ok(root
+        .text_of("LocationConstraint")
+        .unwrap_or_default()
+        .to_owned())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn location_constraints() {
+        assert_eq!(super::location_constraint(b"").unwrap(), "");
+        let eu = b"<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>";
+        assert_eq!(super::location_constraint(eu).unwrap(), "eu-west-1");
+        assert!(super::location_constraint(b"<Other/>").is_err());
+    }
+
     #[test]
     fn bucket_names() {
         for ok in ["abc", "my-bucket.v2", "a1b"] {

@@ -21,12 +21,15 @@ use crate::health::{Circuit, HealthSnapshot};
 use crate::http::HttpClient;
 use crate::metrics::Metrics;
 use crate::placement::{self, BackendState, Entropy};
-use crate::route::{Operation, RouteInput, S3Request};
+use crate::route::{DefaultAnswer, Operation, RouteInput, S3Request};
 use crate::sigv4::{Identity, Verified};
 use crate::store::{
     BackendUsage, BucketRecord, MetadataStore, ObjectRecord, OperationCounts, StoreError,
 };
 
+mod access;
+#[cfg(test)]
+mod access_tests;
 mod admin;
 mod backend;
 mod buckets;
@@ -160,6 +163,8 @@ pub(crate) struct Call<'a> {
     pub log: RequestLog,
     /// The config of `s3.bucket`, looked up once: several steps of a request read it.
     pub bucket_config: std::borrow::Cow<'a, VirtualBucketConfig>,
+    /// Owner, ACL and CORS rules of `s3.bucket` (`None`: no bucket, or not created yet).
+    pub access: Option<access::BucketAccess>,
 }
 
 impl Call<'_> {
@@ -475,6 +480,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let (parts, body) = request.into_parts();
         let is_head = parts.method == Method::HEAD;
         let mut log = RequestLog::default();
+        let mut cors = None;
         let result = match self.admin(&state, &parts) {
             Some(r) => {
                 log.operation = "Admin";
@@ -484,9 +490,15 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 log.operation = "Admin";
                 Ok(self.admin_api(&state, parts, body, ctx).await)
             }
-            None => self.serve(&state, parts, body, ctx, &mut log).await,
+            None => {
+                self.serve(&state, parts, body, ctx, &mut log, &mut cors)
+                    .await
+            }
         };
         let mut response = result.unwrap_or_else(|e| error_response(&e, &ctx.request_id, is_head));
+        if let Some(headers) = cors {
+            access::set_cors_headers(&mut response, &headers);
+        }
         set_request_id(&mut response, &ctx.request_id);
         response.extensions_mut().insert(log);
         response
@@ -559,6 +571,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         body: C::Body,
         ctx: &RequestContext,
         log: &mut RequestLog,
+        cors: &mut Option<Vec<(&'static str, String)>>,
     ) -> Result<http::Response<C::Body>, S3Error> {
         let config = &*state.config;
         let base_domains: &[String] = if config.api.virtual_host {
@@ -579,19 +592,41 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         })?;
         log.operation = s3.operation.name();
         log.bucket = s3.bucket.clone();
+        if s3.operation == Operation::Preflight {
+            // Preflights carry no credentials: the bucket's CORS rules alone decide.
+            let bucket = s3.bucket.as_deref().unwrap_or_default();
+            return match self.bucket_access(state, bucket).await? {
+                Some(a) => access::preflight(&parts.headers, &a),
+                None => Err(S3Error::no_such_bucket(bucket)),
+            };
+        }
         let verified = self.authenticate(config, &parts, ctx.now)?;
-        if let Err(denied) = authorize(config, &verified, &s3) {
+        let bucket_access = match &s3.bucket {
+            Some(bucket) => self.bucket_access(state, bucket).await?,
+            None => None,
+        };
+        // Every answer to a request from an origin the bucket's rules allow carries the CORS
+        // headers, errors and redirects included, so the page can read what happened.
+        if let (Some(a), Some(origin)) = (
+            &bucket_access,
+            parts.headers.get("origin").and_then(|o| o.to_str().ok()),
+        ) {
+            *cors = a.cors_headers(origin, parts.method.as_str());
+        }
+        let creating = matches!(s3.operation, Operation::CreateBucket);
+        if let Err(denied) = access::authorize(config, &verified, &s3, bucket_access.as_ref()) {
             // AWS tells an anonymous caller that a bucket does not exist before it refuses
             // (404 NoSuchBucket); a bucket that exists stays 403.
             if let (Identity::Anonymous, Some(bucket)) = (&verified.identity, &s3.bucket) {
-                if denied.code == S3ErrorCode::AccessDenied
-                    && !matches!(s3.operation, Operation::CreateBucket)
-                    && !self.bucket_exists(state, bucket).await?
+                if denied.code == S3ErrorCode::AccessDenied && !creating && bucket_access.is_none()
                 {
                     return Err(S3Error::no_such_bucket(bucket));
                 }
             }
             return Err(denied);
+        }
+        if let (Some(bucket), None, false) = (&s3.bucket, &bucket_access, creating) {
+            return Err(S3Error::no_such_bucket(bucket));
         }
         let bucket_config = {
             let name = s3.bucket.as_deref().unwrap_or_default();
@@ -612,14 +647,8 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             verified,
             log: RequestLog::default(),
             bucket_config,
+            access: bucket_access,
         };
-        if let Some(bucket) = call.s3.bucket.clone() {
-            if !matches!(call.s3.operation, Operation::CreateBucket)
-                && !self.bucket_exists(state, &bucket).await?
-            {
-                return Err(S3Error::no_such_bucket(&bucket));
-            }
-        }
         let result = self.dispatch(&mut call, body).await;
         log.backend = call.log.backend.take();
         log.bytes = call.log.bytes;
@@ -662,23 +691,19 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         }
     }
 
-    async fn bucket_exists(&self, state: &State, bucket: &str) -> Result<bool, S3Error> {
-        if state.config.virtual_bucket(bucket).is_some()
-            || state.created_buckets.iter().any(|b| b.name == bucket)
-        {
-            return Ok(true);
-        }
-        // Created since the last refresh, maybe by another instance.
-        let created = self.store.list_buckets().await.map_err(store_unavailable)?;
-        Ok(created.iter().any(|b| b.name == bucket))
-    }
-
     async fn dispatch(
         &self,
         call: &mut Call<'_>,
         body: C::Body,
     ) -> Result<http::Response<C::Body>, S3Error> {
         use crate::listing::ListKind;
+        if matches!(
+            call.s3.operation,
+            Operation::PutObject | Operation::CopyObject | Operation::CreateMultipartUpload
+        ) {
+            // A canned ACL the gateway cannot keep is refused, never dropped.
+            crate::acl::CannedAcl::from_headers(&call.parts.headers)?;
+        }
         match call.s3.operation.clone() {
             Operation::ListBuckets => self.list_buckets(call).await,
             Operation::CreateBucket => self.create_bucket(call, body).await,
@@ -710,6 +735,15 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 self.abort_multipart_upload(call, &upload_id).await
             }
             Operation::ListParts { upload_id } => self.list_parts(call, &upload_id).await,
+            Operation::GetBucketAcl | Operation::Default(DefaultAnswer::GetObjectAcl) => {
+                Ok(Self::get_acl(call))
+            }
+            Operation::PutBucketAcl => self.put_bucket_acl(call, body).await,
+            Operation::GetBucketCors => Self::get_bucket_cors(call),
+            Operation::PutBucketCors => self.put_bucket_cors(call, body).await,
+            Operation::DeleteBucketCors => self.delete_bucket_cors(call).await,
+            // Answered before authentication, in `serve`.
+            Operation::Preflight => Err(S3Error::internal()),
             Operation::Default(answer) => Ok(xml(crate::xml::default_answer(answer))),
             Operation::NotImplemented(name) => Err(S3Error::not_implemented(name)),
         }
@@ -1003,48 +1037,6 @@ fn unchecked(parts: &http::request::Parts) -> Verified {
         identity: Identity::Anonymous,
         presigned,
         payload,
-    }
-}
-
-/// Whether `verified` may perform `s3`: bucket scope and read-only keys; anonymous reads
-/// only of buckets that allow them.
-fn authorize(config: &Config, verified: &Verified, s3: &S3Request) -> Result<(), S3Error> {
-    let write = s3.operation.is_write();
-    match &verified.identity {
-        Identity::Anonymous => {
-            if !config.api.auth_required {
-                return Ok(());
-            }
-            let public = s3
-                .bucket
-                .as_deref()
-                .and_then(|b| config.virtual_bucket(b))
-                .is_some_and(|b| b.anonymous_read);
-            if public && !write && !matches!(s3.operation, Operation::ListBuckets) {
-                Ok(())
-            } else {
-                Err(S3Error::access_denied())
-            }
-        }
-        Identity::AccessKey(key) => {
-            let Some(credential) = config.credential(key) else {
-                return Err(S3Error::new(
-                    S3ErrorCode::InvalidAccessKeyId,
-                    "The AWS Access Key Id you provided does not exist in our records.",
-                ));
-            };
-            if write && credential.read_only {
-                return Err(S3Error::access_denied());
-            }
-            match (&credential.buckets, &s3.bucket) {
-                (Some(allowed), Some(bucket)) if !allowed.iter().any(|b| b == bucket) => {
-                    Err(S3Error::access_denied())
-                }
-                // A scoped key may not create buckets outside its scope (checked above) nor
-                // list buckets beyond its scope (filtered in ListBuckets).
-                _ => Ok(()),
-            }
-        }
     }
 }
 

@@ -922,20 +922,12 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let layout = call.config.bucket_or_default(&bucket).key_layout;
         let real_key = format!("{}{key}", layout.prefix(&bucket));
         super::check_key(&key, real_key.len() - key.len())?;
-        if let crate::sigv4::Identity::AccessKey(ak) = &call.verified.identity {
-            if let Some(allowed) = call.config.credential(ak).and_then(|c| c.buckets.as_ref()) {
-                if !allowed.contains(&bucket) {
-                    return Err(S3Error::access_denied());
-                }
+        // The caller must be allowed to read the source: its scope, owner and ACL.
+        match self.bucket_access(call.state, &bucket).await? {
+            Some(access) => {
+                super::access::may_read(call.config, &call.verified, &bucket, &access)?;
             }
-        }
-        if call.config.virtual_bucket(&bucket).is_none()
-            && !call.state.created_buckets.iter().any(|b| b.name == bucket)
-        {
-            let created = self.store.list_buckets().await.map_err(store_unavailable)?;
-            if !created.iter().any(|b| b.name == bucket) {
-                return Err(S3Error::no_such_bucket(&bucket));
-            }
+            None => return Err(S3Error::no_such_bucket(&bucket)),
         }
         let mut located = self.locate(call, &bucket, &key).await?;
         if located.from_index {
@@ -1132,7 +1124,7 @@ fn md5_digest(bytes: &[u8]) -> [u8; 16] {
 /// DeleteObjects must carry `Content-MD5` or an `x-amz-checksum-*` header, and the body must
 /// match it, as AWS requires.
 /// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html>
-fn check_body_integrity(call: &Call<'_>, body: &[u8]) -> Result<(), S3Error> {
+pub(crate) fn check_body_integrity(call: &Call<'_>, body: &[u8]) -> Result<(), S3Error> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut checked = false;

@@ -93,25 +93,13 @@ pub fn bucket_location(region: &str) -> String {
 ///
 /// - GetBucketVersioning: the empty configuration of a bucket that was never versioned
 ///   (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketVersioning.html>).
-/// - GetBucketAcl / GetObjectAcl: the owner `s3-balance` with FULL_CONTROL, the ACL of a
-///   private resource (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketAcl.html>).
+/// - GetObjectAcl: the owner `s3-balance` with FULL_CONTROL, the ACL of a private resource;
+///   the engine answers it with the bucket's owner and ACL ([`crate::acl`]).
 pub fn default_answer(answer: DefaultAnswer) -> String {
     match answer {
         DefaultAnswer::GetBucketVersioning => Writer::empty("VersioningConfiguration", true),
-        DefaultAnswer::GetBucketAcl | DefaultAnswer::GetObjectAcl => {
-            let mut d = Writer::new("AccessControlPolicy", true);
-            d.owner("Owner").open("AccessControlList").open("Grant");
-            d.raw(
-                "<Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" \
-                 xsi:type=\"CanonicalUser\">",
-            );
-            d.el("ID", OWNER_ID)
-                .el("DisplayName", OWNER_ID)
-                .close("Grantee");
-            d.el("Permission", "FULL_CONTROL")
-                .close("Grant")
-                .close("AccessControlList");
-            d.finish("AccessControlPolicy")
+        DefaultAnswer::GetObjectAcl => {
+            crate::acl::access_control_policy(OWNER_ID, crate::acl::CannedAcl::Private)
         }
     }
 }

@@ -97,7 +97,6 @@ fn default_answers_exact() {
          <ID>s3-balance</ID><DisplayName>s3-balance</DisplayName></Grantee><Permission>FULL_CONTROL</Permission></Grant>\
          </AccessControlList></AccessControlPolicy>"
     );
-    assert_eq!(default_answer(DefaultAnswer::GetBucketAcl), acl);
     assert_eq!(default_answer(DefaultAnswer::GetObjectAcl), acl);
     // Well-formed, with the namespace-prefixed attribute.
     assert_eq!(parse(acl.as_bytes()).unwrap().name, "AccessControlPolicy");
