@@ -273,3 +273,18 @@ def test_health_and_metrics_endpoints(env, s3, prefix):
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
         # promtool exits 1 for lint warnings (e.g. counter naming); 3+ for parse errors.
         assert "error while linting" not in check.stderr and check.returncode in (0, 1), check.stderr
+
+
+def test_chunked_put_without_length_is_411_and_writes_nothing(env, s3, prefix):
+    """S3 needs an object's length up front: a PUT sent with `Transfer-Encoding: chunked` and no
+    Content-Length is `411 MissingContentLength`, as AWS answers (README, compatibility notes)."""
+    import requests
+
+    key = prefix + "chunked"
+    url = h.presigned_url("PUT", f"{env.gw.endpoint}/vb/{urllib.parse.quote(key)}", h.ADMIN_KEY, h.ADMIN_SECRET, 300)
+    r = requests.put(url, data=iter([b"abc", b"def"]), timeout=30)
+    assert r.request.headers.get("Transfer-Encoding") == "chunked"
+    assert (r.status_code, h.error_code(r)) == (411, "MissingContentLength")
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="vb", Key=key)
+    assert status_of(e.value) == 404

@@ -627,6 +627,36 @@ mod tests {
     }
 
     #[test]
+    fn a_file_from_before_bucket_owners_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE buckets (name TEXT PRIMARY KEY, created INTEGER NOT NULL);
+                 INSERT INTO buckets VALUES ('made-before', 42);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let mut before = BucketRecord {
+            name: "made-before".into(),
+            created: 42,
+            ..Default::default()
+        };
+        assert_eq!(
+            block_on(store.list_buckets()).unwrap(),
+            vec![before.clone()]
+        );
+        before.acl = shared::acl::CannedAcl::PublicRead;
+        block_on(store.update_bucket(&before)).unwrap();
+        drop(store);
+        // Opened again (the column exists now): the change is kept.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(block_on(store.list_buckets()).unwrap(), vec![before]);
+    }
+
+    #[test]
     fn any_store_delegates_and_passes_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db").to_string_lossy().into_owned();

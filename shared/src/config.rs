@@ -1895,7 +1895,10 @@ mod tests {
             (docs.reads, docs.writes),
             (DataPathMode::Proxy, DataPathMode::Proxy)
         );
-        assert_eq!(c.api.credentials.len(), 2);
+        assert_eq!(c.api.credentials.len(), 3);
+        assert_eq!(photos.cors.len(), 1);
+        assert_eq!(photos.cors[0].allowed_methods, ["GET", "PUT", "HEAD"]);
+        assert_eq!(photos.cors[0].max_age_seconds, Some(3000));
         let ro = c.credential("AKIAEXAMPLEREADONLY1").unwrap();
         assert_eq!(
             (ro.buckets.clone(), ro.read_only),
@@ -2022,6 +2025,14 @@ mod tests {
             (
                 base("  - name: v\n    virtual: true\n    backends: [a, a]\n", ""),
                 "config: buckets[2].backends[1]: \"a\" is listed twice",
+            ),
+            (
+                base("  - name: v\n    virtual: true\n    cors:\n      - allowed_origins: [\"*\"]\n        allowed_methods: [PATCH]\n", ""),
+                "config: buckets[2].cors[0]: Found unsupported HTTP method in CORS config. Unsupported method is PATCH",
+            ),
+            (
+                base("  - name: v\n    virtual: true\n    cors:\n      - allowed_methods: [GET]\n        origins: [\"*\"]\n", ""),
+                "config: buckets[2].cors[0].origins: unknown key",
             ),
             (
                 "buckets:\n  - name: a\n    endpoint: http://x\n    access_key_id: k\n    secret_access_key: s\n    weight: 0\n\

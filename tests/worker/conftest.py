@@ -38,6 +38,9 @@ SECRET_KEY = "worker-test-secret-000001"
 MOTO_SECRET = "moto-secret"
 # The admin API's bearer token: a Worker secret through ${ADMIN_TOKEN} in the config.
 ADMIN_TOKEN = "worker-admin-token"
+# Ordinary users (not admin) of the test config.
+ALICE = ("AKIDWORKERALICE00001", "worker-alice-secret")
+BOB = ("AKIDWORKERBOB0000001", "worker-bob-secret")
 # The Worker's body limit in these tests (var S3_BALANCE_MAX_BODY_BYTES; the config sets none).
 MAX_BODY = 6_000_000
 
@@ -175,6 +178,12 @@ data_path:
 s3api:
   access_key: "{ACCESS_KEY}"
   secret_key: "{SECRET_KEY}"
+  # Two ordinary users beside the owner's key, for bucket ownership (test_worker_access.py).
+  credentials:
+    - access_key: "{ALICE[0]}"
+      secret_key: "{ALICE[1]}"
+    - access_key: "{BOB[0]}"
+      secret_key: "{BOB[1]}"
   auth_required: true
   virtual_host: false
   allow_create_bucket: true

@@ -1580,3 +1580,138 @@ proptest! {
         }
     }
 }
+
+/// `encoding-type=url`, field by field, as AWS documents it for each listing: the elements
+/// that carry key names are encoded, opaque tokens and ids are not.
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjects.html> (Delimiter, Marker,
+/// Prefix, NextMarker, Key), `API_ListObjectsV2.html` (Delimiter, Prefix, Key, StartAfter),
+/// `API_ListObjectVersions.html` (KeyMarker, NextKeyMarker, Prefix, Key, Delimiter),
+/// `API_ListMultipartUploads.html` (Delimiter, KeyMarker, Prefix, NextKeyMarker, Key); a
+/// common prefix is a prefix, encoded everywhere.
+#[test]
+fn url_encoding_field_by_field() {
+    const RAW: &str = "a b/ü";
+    const ENCODED: &str = "a%20b/%C3%BC";
+    let root = |xml: &str| crate::xml::parse(xml.as_bytes()).unwrap();
+    // Every element named `name` anywhere in the tree.
+    fn texts<'a>(e: &'a crate::xml::Element, name: &str, out: &mut Vec<&'a str>) {
+        if e.name == name {
+            out.push(&e.text);
+        }
+        for c in &e.children {
+            texts(c, name, out);
+        }
+    }
+    let check = |xml: &str, encoded: &[&str], raw: &[&str]| {
+        let tree = root(xml);
+        for (names, want) in [(encoded, ENCODED), (raw, RAW)] {
+            for name in names {
+                let mut found = Vec::new();
+                texts(&tree, name, &mut found);
+                assert!(!found.is_empty(), "{name} missing in {xml}");
+                assert!(
+                    found.iter().all(|t| *t == want),
+                    "{name}: {found:?} in {xml}"
+                );
+            }
+        }
+    };
+    let result = ListResult {
+        entries: vec![obj(RAW)],
+        common_prefixes: vec![RAW.into()],
+        truncated: true,
+        next: Some(RAW.into()),
+    };
+    let delimiter = "ü";
+    let delimited = |xml: &str| {
+        let tree = root(xml);
+        let mut found = Vec::new();
+        texts(&tree, "Delimiter", &mut found);
+        assert_eq!(found, ["%C3%BC"], "Delimiter in {xml}");
+    };
+    // V1: Prefix, Marker, NextMarker, Key, CommonPrefixes/Prefix, Delimiter.
+    let v1 = parse_params(
+        ListKind::V1,
+        &q(&[
+            ("prefix", RAW),
+            ("marker", RAW),
+            ("delimiter", delimiter),
+            ("encoding-type", "url"),
+        ]),
+    )
+    .unwrap();
+    let xml = render(&v1, "vb", &result);
+    check(&xml, &["Prefix", "Marker", "NextMarker", "Key"], &[]);
+    delimited(&xml);
+    // V2: Prefix, StartAfter, Key, CommonPrefixes/Prefix, Delimiter; the continuation tokens
+    // are opaque and stay as given.
+    let v2 = parse_params(
+        ListKind::V2,
+        &q(&[
+            ("list-type", "2"),
+            ("prefix", RAW),
+            ("start-after", RAW),
+            ("delimiter", delimiter),
+            ("continuation-token", "a2EgYg"),
+            ("encoding-type", "url"),
+        ]),
+    )
+    .unwrap();
+    let xml = render(&v2, "vb", &result);
+    check(&xml, &["Prefix", "StartAfter", "Key"], &[]);
+    delimited(&xml);
+    assert!(
+        xml.contains("<ContinuationToken>a2EgYg</ContinuationToken>"),
+        "{xml}"
+    );
+    // Versions: Prefix, KeyMarker, NextKeyMarker, Key; version ids are not names.
+    let versions = parse_params(
+        ListKind::Versions,
+        &q(&[
+            ("versions", ""),
+            ("prefix", RAW),
+            ("key-marker", RAW),
+            ("delimiter", delimiter),
+            ("encoding-type", "url"),
+        ]),
+    )
+    .unwrap();
+    let xml = render(&versions, "vb", &result);
+    check(&xml, &["Prefix", "KeyMarker", "NextKeyMarker", "Key"], &[]);
+    delimited(&xml);
+    assert!(xml.contains("<NextVersionIdMarker>null</NextVersionIdMarker>"));
+    // Without encoding-type every field is the name itself (XML-escaped only).
+    let plain = parse_params(ListKind::V1, &q(&[("prefix", RAW), ("marker", RAW)])).unwrap();
+    check(
+        &render(&plain, "vb", &result),
+        &[],
+        &["Prefix", "Marker", "NextMarker", "Key"],
+    );
+    // Multipart uploads: Prefix, KeyMarker, NextKeyMarker, Key; upload ids are not names.
+    let uploads = parse_upload_params(&q(&[
+        ("uploads", ""),
+        ("prefix", RAW),
+        ("key-marker", RAW),
+        ("upload-id-marker", "id 1"),
+        ("encoding-type", "url"),
+    ]))
+    .unwrap();
+    let listed = UploadListResult {
+        uploads: vec![UploadEntry {
+            key: RAW.into(),
+            upload_id: "id 2".into(),
+            initiated: from_unix_secs(T),
+        }],
+        common_prefixes: vec![RAW.into()],
+        truncated: true,
+        next_key_marker: Some(RAW.into()),
+        next_upload_id_marker: Some("id 2".into()),
+    };
+    let xml = render_uploads(&uploads, "vb", &listed);
+    check(&xml, &["Prefix", "KeyMarker", "NextKeyMarker", "Key"], &[]);
+    assert!(
+        xml.contains("<UploadIdMarker>id 1</UploadIdMarker>")
+            && xml.contains("<NextUploadIdMarker>id 2</NextUploadIdMarker>"),
+        "{xml}"
+    );
+}
