@@ -46,6 +46,10 @@ LIMITED_KEY, LIMITED_SECRET = "AKIAE2ELIMITED000001", "e2e-limited-secret-000000
 # Read-only, all buckets.
 READONLY_KEY, READONLY_SECRET = "AKIAE2EREADONLY00001", "e2e-readonly-secret-0000000000000000001"
 
+# Tables that tests leave for the end of the run (conftest prints them in pytest's summary,
+# with or without -s): the conformance suites' results.
+SUMMARIES: list[str] = []
+
 
 def wait_until(what: str, check: Callable[[], object], timeout: float, interval: float = 0.1):
     """Polls `check` until it returns something truthy; fails after `timeout` seconds."""
