@@ -363,17 +363,12 @@ def test_minio_functional(make_gateway, make_moto, logs):
 
 
 # ---------------------------------------------------------------------------------------------
-# Gateway bugs the suites found, each reduced to one request (strict xfail: when a fix makes
-# one pass, this fails until the mark and the known gap are removed)
+# Gateway bugs the suites found, each reduced to one request (fixed: listing resumed at the
+# later of start-after and the continuation token; UTF-8 metadata failed backend signing;
+# x-amz-checksum-mode was not passed on)
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ListObjectsV2 resumes after max(start-after, continuation token) instead of ignoring "
-    "start-after when a continuation token is given (shared/src/listing/params.rs); minio-py "
-    "sends both, so it lists only the first 1000 keys (minio: test_list_objects_with_1001_files)",
-)
 def test_list_v2_continuation_token_wins_over_start_after(make_gateway):
     s3 = make_gateway(n=2).client()
     for key in ("0a", "0b", "0c"):
@@ -384,12 +379,6 @@ def test_list_v2_continuation_token_wins_over_start_after(make_gateway):
     assert [o["Key"] for o in page.get("Contents", [])] == ["0b"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a user-metadata value with UTF-8 bytes passes the client's signature check, then "
-    "signing the backend request fails ('header value to sign is not text'): 500 InternalError "
-    "(s3s-e2e: test_put_object_with_non_ascii_metadata)",
-)
 def test_put_with_utf8_metadata_is_not_an_internal_error(make_gateway):
     gw = make_gateway(n=2)
     value = "你好，世界"
@@ -401,12 +390,6 @@ def test_put_with_utf8_metadata_is_not_an_internal_error(make_gateway):
     assert r.status_code == 200, f"{r.status_code} {h.error_code(r)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GetObject does not pass x-amz-checksum-mode to the backend (not in READ_HEADERS, "
-    "shared/src/engine/backend.rs), so the stored checksum never comes back "
-    "(s3s-e2e: test_put_object_with_checksum_algorithm)",
-)
 def test_get_with_checksum_mode_returns_the_stored_checksum(make_gateway):
     s3 = make_gateway(n=2).client()
     put = s3.put_object(Bucket="data", Key="sum", Body=b"a" * 1000, ChecksumAlgorithm="CRC32")

@@ -395,3 +395,36 @@ fn configured_cors_rules_apply_to_configured_buckets() {
         "the config's rules change in the config"
     );
 }
+
+#[test]
+fn a_malformed_content_md5_is_refused_before_anything_is_written() {
+    let h = users();
+    for bad in ["not-base64!", "AAAA"] {
+        let r = signed_with(
+            &h,
+            Method::PUT,
+            "/photos/md5",
+            "gwkey",
+            "gwsecret",
+            &[("content-md5", bad)],
+            b"x",
+        );
+        assert_eq!(
+            (r.status, code(&r)),
+            (StatusCode::BAD_REQUEST, "InvalidDigest".into()),
+            "{bad}"
+        );
+    }
+    assert!(h.holders("photos/md5").is_empty());
+    let good = content_md5(b"x");
+    let r = signed_with(
+        &h,
+        Method::PUT,
+        "/photos/md5",
+        "gwkey",
+        "gwsecret",
+        &[("content-md5", &good)],
+        b"x",
+    );
+    assert_eq!(r.status, StatusCode::OK);
+}

@@ -86,6 +86,8 @@ const READ_HEADERS: &[&str] = &[
     "if-none-match",
     "if-modified-since",
     "if-unmodified-since",
+    // Asks the backend for the object's stored checksum (x-amz-checksum-* in the answer).
+    "x-amz-checksum-mode",
 ];
 
 /// Request headers carried to the backend on writes (PutObject, CreateMultipartUpload, copy).

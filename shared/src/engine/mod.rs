@@ -704,6 +704,12 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             // A canned ACL the gateway cannot keep is refused, never dropped.
             crate::acl::CannedAcl::from_headers(&call.parts.headers)?;
         }
+        if matches!(
+            call.s3.operation,
+            Operation::PutObject | Operation::UploadPart { .. }
+        ) {
+            check_content_md5_form(&call.parts.headers)?;
+        }
         match call.s3.operation.clone() {
             Operation::ListBuckets => self.list_buckets(call).await,
             Operation::CreateBucket => self.create_bucket(call, body).await,
@@ -1037,6 +1043,32 @@ fn unchecked(parts: &http::request::Parts) -> Verified {
         identity: Identity::Anonymous,
         presigned,
         payload,
+    }
+}
+
+/// A `Content-MD5` must be the base64 of 16 bytes (`400 InvalidDigest`), whether or not the
+/// backend checks it; the backend compares it with the bytes it receives.
+fn check_content_md5_form(headers: &http::HeaderMap) -> Result<(), S3Error> {
+    use base64::Engine as _;
+    let Some(value) = headers.get("content-md5") else {
+        return Ok(());
+    };
+    let well_formed = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+        })
+        .is_some_and(|d| d.len() == 16);
+    if well_formed {
+        Ok(())
+    } else {
+        Err(S3Error::new(
+            S3ErrorCode::InvalidDigest,
+            "The Content-MD5 you specified was invalid.",
+        ))
     }
 }
 

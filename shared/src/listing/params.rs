@@ -168,16 +168,17 @@ pub fn parse_params(kind: ListKind, query: &Query) -> Result<ListParams, S3Error
         ListKind::V2 => {
             params.start_after = value(query, "start-after").map(str::to_string);
             params.continuation_token = query.get("continuation-token").map(str::to_string);
-            let from_start = params
-                .start_after
-                .as_deref()
-                .map(resume)
-                .unwrap_or_default();
-            let from_token = match params.continuation_token.as_deref() {
+            // A continuation token decides where a later page starts; start-after only
+            // places the first page (paginators send it again on every page, and minio-py
+            // sends the token's own text as start-after).
+            params.resume_after = match params.continuation_token.as_deref() {
                 Some(token) => decode_continuation_token(token)?,
-                None => String::new(),
+                None => params
+                    .start_after
+                    .as_deref()
+                    .map(resume)
+                    .unwrap_or_default(),
             };
-            params.resume_after = from_start.max(from_token);
         }
         ListKind::Versions => {
             params.marker = value(query, "key-marker").map(str::to_string);

@@ -136,10 +136,9 @@ impl SignerCache {
                 if i > 0 {
                     creq.push(b',');
                 }
-                let v = v
-                    .to_str()
-                    .map_err(|e| signing_failed("header value to sign is not text", e))?;
-                push_spaces_trimmed(v, &mut creq);
+                // As bytes: a user-metadata value may be UTF-8 (not `to_str` text), which
+                // the SDKs send and sign as its bytes, and the backend checks the same way.
+                push_spaces_trimmed(v.as_bytes(), &mut creq);
             }
             creq.push(b'\n');
         }
@@ -243,10 +242,14 @@ fn encoded(bytes: &[u8]) -> String {
 
 /// `aws-sigv4`'s header value normalization: leading and trailing spaces removed, runs of
 /// spaces collapsed to one; other whitespace (tabs) kept.
-fn push_spaces_trimmed(value: &str, out: &mut Vec<u8>) {
-    let trimmed = value.trim_matches(' ');
+fn push_spaces_trimmed(value: &[u8], out: &mut Vec<u8>) {
+    let start = value.iter().position(|&b| b != b' ').unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|&b| b != b' ')
+        .map_or(start, |i| i + 1);
     let mut prev_space = false;
-    for &b in trimmed.as_bytes() {
+    for &b in value.get(start..end).unwrap_or_default() {
         if b == b' ' {
             if prev_space {
                 continue;

@@ -1521,6 +1521,32 @@ fn sign_request_round_trips_through_verify() {
     }
 }
 
+/// A user-metadata value in UTF-8 (not visible ASCII, so not `to_str` text) is signed as its
+/// bytes, as the SDKs sign it and backends check it; it used to fail the backend request.
+#[test]
+fn utf8_metadata_is_signed_as_its_bytes() {
+    let (mut parts, ()) = http::Request::builder()
+        .method("PUT")
+        .uri("http://127.0.0.1:9000/real/k")
+        .header(
+            "x-amz-meta-greeting",
+            http::HeaderValue::from_bytes(" 你好， 世界 ".as_bytes()).unwrap(),
+        )
+        .body(())
+        .unwrap()
+        .into_parts();
+    let cache = sign::SignerCache::default();
+    cache
+        .sign_request(
+            &mut parts,
+            &backend("eu-west-3"),
+            &sign::PayloadHash::Unsigned,
+            rt_time(),
+        )
+        .unwrap();
+    rt_verify("PUT", "/real/k", "", &parts.headers, RT_SECRET).unwrap();
+}
+
 #[test]
 fn presign_round_trips_through_verify() {
     for uri in [
