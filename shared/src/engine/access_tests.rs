@@ -330,6 +330,20 @@ fn cors_rules_answer_preflights_and_mark_answers() {
         denied.header("access-control-allow-origin"),
         Some("https://app.example.com")
     );
+    let forged = signed_with(
+        &h,
+        Method::GET,
+        "/web/page.txt",
+        "alice",
+        "wrong-secret",
+        &[("origin", "https://app.example.com")],
+        b"",
+    );
+    assert_eq!(code(&forged), "SignatureDoesNotMatch");
+    assert_eq!(
+        forged.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
     let other = signed_with(
         &h,
         Method::GET,

@@ -600,19 +600,20 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 None => Err(S3Error::no_such_bucket(bucket)),
             };
         }
-        let verified = self.authenticate(config, &parts, ctx.now)?;
         let bucket_access = match &s3.bucket {
             Some(bucket) => self.bucket_access(state, bucket).await?,
             None => None,
         };
         // Every answer to a request from an origin the bucket's rules allow carries the CORS
-        // headers, errors and redirects included, so the page can read what happened.
+        // headers, errors (a bad signature too) and redirects included, so the page can read
+        // what happened.
         if let (Some(a), Some(origin)) = (
             &bucket_access,
             parts.headers.get("origin").and_then(|o| o.to_str().ok()),
         ) {
             *cors = a.cors_headers(origin, parts.method.as_str());
         }
+        let verified = self.authenticate(config, &parts, ctx.now)?;
         let creating = matches!(s3.operation, Operation::CreateBucket);
         if let Err(denied) = access::authorize(config, &verified, &s3, bucket_access.as_ref()) {
             // AWS tells an anonymous caller that a bucket does not exist before it refuses
