@@ -157,6 +157,32 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
+    /// Writes a bucket's item if `condition` holds; `false` when it does not.
+    async fn put_bucket_if(
+        &self,
+        record: &BucketRecord,
+        condition: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client()
+            .await
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(bucket_item(record)?))
+            .condition_expression(condition)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(err("PutItem bucket", e)),
+        }
+    }
     /// A store over `table` with a ready SDK client.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
@@ -442,48 +468,14 @@ impl MetadataStore for DynamoStore {
     }
 
     async fn create_bucket(&self, record: &BucketRecord) -> Result<bool, StoreError> {
-        let result = self
-            .client()
-            .await
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(bucket_item(record)?))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(err("PutItem bucket", e)),
-        }
+        self.put_bucket_if(record, "attribute_not_exists(pk)").await
     }
 
     async fn update_bucket(&self, record: &BucketRecord) -> Result<(), StoreError> {
-        let result = self
-            .client()
+        // Deleted meanwhile: stays deleted.
+        self.put_bucket_if(record, "attribute_exists(pk)")
             .await
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(bucket_item(record)?))
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Deleted meanwhile: stays deleted.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(err("PutItem bucket", e)),
-        }
+            .map(drop)
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
