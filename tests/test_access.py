@@ -99,9 +99,22 @@ def test_canned_acls_open_a_bucket_to_anonymous_readers_only(gw):
     assert error(lambda: alice.put_bucket_acl(Bucket="later-public", ACL="public-read-write")) == (501, "NotImplemented")
     assert error(lambda: alice.put_object(Bucket="later-public", Key="c", Body=b"c", ACL="authenticated-read")) == (501, "NotImplemented")
     assert error(lambda: alice.head_object(Bucket="later-public", Key="c")) == (404, "404")
-    # Object ACLs the gateway keeps are accepted (and carried to the backend).
+    # Object ACLs the gateway keeps are accepted and carried to the backend holding the object.
     alice.put_object(Bucket="later-public", Key="d", Body=b"d", ACL="public-read")
     alice.put_object(Bucket="later-public", Key="e", Body=b"e", ACL="private")
+
+    def grants_on_backend(key):
+        (holder,) = [b for b in gw.backends if b.has(f"later-public/{key}")]
+        acl = holder.moto.s3.get_object_acl(Bucket=holder.bucket, Key=f"later-public/{key}")
+        return {g["Grantee"].get("URI") for g in acl["Grants"]} - {None}
+
+    assert grants_on_backend("d") == {"http://acs.amazonaws.com/groups/global/AllUsers"}
+    assert grants_on_backend("e") == set()
+    alice.put_object_acl(Bucket="later-public", Key="e", ACL="public-read")
+    assert grants_on_backend("e") == {"http://acs.amazonaws.com/groups/global/AllUsers"}
+    assert alice.get_object(Bucket="later-public", Key="e")["Body"].read() == b"e", "the object is untouched"
+    assert error(lambda: alice.put_object_acl(Bucket="later-public", Key="missing", ACL="private"))[0] == 404
+    assert error(lambda: bob.put_object_acl(Bucket="later-public", Key="e", ACL="private")) == (403, "AccessDenied")
 
 
 CORS_RULE = {

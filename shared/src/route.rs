@@ -52,8 +52,8 @@
 //! | sub-resource | resource | method | answer |
 //! |---|---|---|---|
 //! | `acl` | bucket | GET / PUT | GetBucketAcl / PutBucketAcl (implemented, listed for the order) |
-//! | `acl` | object | GET | Default(GetObjectAcl): the owner's FULL_CONTROL |
-//! | `acl` | object | PUT | NotImplemented(PutObjectAcl) |
+//! | `acl` | object | GET | Default(GetObjectAcl): the bucket's owner and ACL |
+//! | `acl` | object | PUT | PutObjectAcl (implemented, listed for the order) |
 //! | `versioning` | bucket | GET | Default(GetBucketVersioning): never versioned |
 //! | `versioning` | bucket | PUT | NotImplemented(PutBucketVersioning) |
 //! | `tagging` | bucket | GET / PUT / DELETE | NotImplemented(Get/Put/DeleteBucketTagging) |
@@ -211,6 +211,8 @@ pub enum Operation {
     },
     GetBucketAcl,
     PutBucketAcl,
+    /// A canned ACL carried to the backend holding the object.
+    PutObjectAcl,
     GetBucketCors,
     PutBucketCors,
     DeleteBucketCors,
@@ -251,6 +253,7 @@ impl Operation {
             ListParts { .. } => "ListParts",
             GetBucketAcl => "GetBucketAcl",
             PutBucketAcl => "PutBucketAcl",
+            PutObjectAcl => "PutObjectAcl",
             GetBucketCors => "GetBucketCors",
             PutBucketCors => "PutBucketCors",
             DeleteBucketCors => "DeleteBucketCors",
@@ -294,6 +297,7 @@ impl Operation {
             | CompleteMultipartUpload { .. }
             | AbortMultipartUpload { .. }
             | PutBucketAcl
+            | PutObjectAcl
             | PutBucketCors
             | DeleteBucketCors => true,
             NotImplemented(name) => {
@@ -432,7 +436,7 @@ const UNIMPLEMENTED: &[(&str, Level, u8, Ans)] = {
         ("acl", Bucket, GET, Op(Operation::GetBucketAcl)),
         ("acl", Bucket, PUT, Op(Operation::PutBucketAcl)),
         ("acl", Object, GET, Def(DefaultAnswer::GetObjectAcl)),
-        ("acl", Object, PUT, Ni("PutObjectAcl")),
+        ("acl", Object, PUT, Op(Operation::PutObjectAcl)),
         ("versioning", Bucket, GET, Def(DefaultAnswer::GetBucketVersioning)),
         ("versioning", Bucket, PUT, Ni("PutBucketVersioning")),
         ("tagging", Bucket, GET, Ni("GetBucketTagging")),
@@ -864,7 +868,7 @@ mod tests {
             ("PUT", b, "acl", Ok(O::PutBucketAcl)),
             ("GET", o, "acl", Ok(O::Default(D::GetObjectAcl))),
             ("GET", o, "acl=&versionId=3", Ok(O::Default(D::GetObjectAcl))),
-            ("PUT", o, "acl", ni("PutObjectAcl")),
+            ("PUT", o, "acl", Ok(O::PutObjectAcl)),
             ("DELETE", o, "acl", Err(E::MethodNotAllowed)),
             ("GET", b, "versioning", Ok(O::Default(D::GetBucketVersioning))),
             ("PUT", b, "versioning", ni("PutBucketVersioning")),

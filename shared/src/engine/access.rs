@@ -233,35 +233,72 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         xml(crate::acl::access_control_policy(owner, acl))
     }
 
-    /// PutBucketAcl: a canned ACL by `x-amz-acl`, or the same grants as an
-    /// `AccessControlPolicy` body. <https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketAcl.html>
+    /// The canned ACL a PutBucketAcl or PutObjectAcl asks for: by `x-amz-acl`, or the same
+    /// grants as an `AccessControlPolicy` body (one or the other).
+    async fn requested_acl(call: &Call<'_>, body: C::Body) -> Result<CannedAcl, S3Error> {
+        let from_header = CannedAcl::from_headers(&call.parts.headers)?;
+        let body = Self::small_body(call, body, 64 * 1024).await?;
+        match (from_header, body.is_empty()) {
+            (Some(acl), true) => Ok(acl),
+            (None, false) => crate::acl::parse_access_control_policy(&body),
+            (Some(_), false) => Err(S3Error::new(
+                S3ErrorCode::UnexpectedContent,
+                "This request does not support content",
+            )),
+            (None, true) => Err(S3Error::new(
+                S3ErrorCode::MissingSecurityHeader,
+                "Your request was missing a required header: x-amz-acl (or an AccessControlPolicy body)",
+            )),
+        }
+    }
+
+    /// PutBucketAcl. <https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketAcl.html>
     pub(crate) async fn put_bucket_acl(
         &self,
         call: &mut Call<'_>,
         body: C::Body,
     ) -> Result<http::Response<C::Body>, S3Error> {
-        let from_header = crate::acl::CannedAcl::from_headers(&call.parts.headers)?;
-        let body = Self::small_body(call, body, 64 * 1024).await?;
-        let acl = match (from_header, body.is_empty()) {
-            (Some(acl), true) => acl,
-            (None, false) => crate::acl::parse_access_control_policy(&body)?,
-            (Some(_), false) => {
-                return Err(S3Error::new(
-                    S3ErrorCode::UnexpectedContent,
-                    "This request does not support content",
-                ))
-            }
-            (None, true) => {
-                return Err(S3Error::new(
-                    S3ErrorCode::MissingSecurityHeader,
-                    "Your request was missing a required header: x-amz-acl (or an AccessControlPolicy body)",
-                ))
-            }
-        };
+        let acl = Self::requested_acl(call, body).await?;
         let mut record = Self::stored_record(call)?;
         record.acl = acl;
         self.update_bucket_record(record).await?;
         Ok(empty(StatusCode::OK))
+    }
+
+    /// PutObjectAcl: the canned ACL is carried to the backend that holds the object (which
+    /// answers for its support of ACLs); reads through the gateway follow the bucket's ACL.
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObjectAcl.html>
+    pub(crate) async fn put_object_acl(
+        &self,
+        call: &mut Call<'_>,
+        body: C::Body,
+    ) -> Result<http::Response<C::Body>, S3Error> {
+        use super::backend::{backend_error, backend_uri, BackendRequest};
+        let acl = Self::requested_acl(call, body).await?;
+        let (bucket, key) = (call.bucket().to_owned(), call.key().to_owned());
+        let real_key = call.real_key(&key);
+        let mut located = self.locate(call, &bucket, &key).await?;
+        // An index entry may be stale: a 404 there asks the backends once.
+        for attempt in 0..2 {
+            let backend = call.backend(&located.backend)?.clone();
+            let mut request = BackendRequest::new(
+                http::Method::PUT,
+                backend_uri(&backend, Some(&real_key), "acl")?,
+            );
+            request
+                .headers
+                .insert("x-amz-acl", HeaderValue::from_static(acl.as_str()));
+            let response = self.send(call, &backend, "PutObjectAcl", request).await?;
+            if response.status().is_success() {
+                return Ok(empty(StatusCode::OK));
+            }
+            if response.status() == StatusCode::NOT_FOUND && located.from_index && attempt == 0 {
+                located = self.find(call, &bucket, &key, Some(&backend.name)).await?;
+                continue;
+            }
+            return Err(backend_error(&backend.name, response).await);
+        }
+        Err(S3Error::no_such_key(&key))
     }
 
     /// GetBucketCors. <https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketCors.html>

@@ -442,3 +442,53 @@ fn a_malformed_content_md5_is_refused_before_anything_is_written() {
     );
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[test]
+fn put_object_acl_goes_to_the_backend_that_answers_for_it() {
+    let h = users();
+    as_user(&h, "alice", Method::PUT, "/objs", b"");
+    as_user(&h, "alice", Method::PUT, "/objs/k", b"body");
+    // The in-memory backend keeps no ACLs: its 501 reaches the client; the object is untouched.
+    let r = signed_with(
+        &h,
+        Method::PUT,
+        "/objs/k?acl",
+        "alice",
+        "alice-secret",
+        &[("x-amz-acl", "public-read")],
+        b"",
+    );
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::NOT_IMPLEMENTED, "NotImplemented".into())
+    );
+    assert_eq!(
+        as_user(&h, "alice", Method::GET, "/objs/k", b"").text(),
+        "body"
+    );
+    let r = signed_with(
+        &h,
+        Method::PUT,
+        "/objs/nothing?acl",
+        "alice",
+        "alice-secret",
+        &[("x-amz-acl", "private")],
+        b"",
+    );
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = signed_with(
+        &h,
+        Method::PUT,
+        "/objs/k?acl",
+        "bob",
+        "bob-secret",
+        &[("x-amz-acl", "private")],
+        b"",
+    );
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = as_user(&h, "alice", Method::PUT, "/objs/k?acl", b"");
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::BAD_REQUEST, "MissingSecurityHeader".into())
+    );
+}

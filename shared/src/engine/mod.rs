@@ -746,6 +746,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 Ok(Self::get_acl(call))
             }
             Operation::PutBucketAcl => self.put_bucket_acl(call, body).await,
+            Operation::PutObjectAcl => self.put_object_acl(call, body).await,
             Operation::GetBucketCors => Self::get_bucket_cors(call),
             Operation::PutBucketCors => self.put_bucket_cors(call, body).await,
             Operation::DeleteBucketCors => self.delete_bucket_cors(call).await,
