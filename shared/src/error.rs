@@ -64,6 +64,7 @@ codes! {
     NoSuchUpload => 404,
     NotImplemented => 501,
     NotModified => 304,
+    OperationAborted => 409,
     PreconditionFailed => 412,
     RequestTimeTooSkewed => 403,
     RequestTimeout => 400,

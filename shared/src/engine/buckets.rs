@@ -214,16 +214,19 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             .create_bucket(&record)
             .await
             .map_err(store_unavailable)?;
-        if !created {
-            // Created meanwhile, perhaps by another instance: by whom decides the answer.
-            let winner = self.store.list_buckets().await.map_err(store_unavailable)?;
-            let owner = winner
-                .into_iter()
-                .find(|b| b.name == name)
-                .and_then(|b| b.owner);
-            return exists(owner.as_ref());
+        if created {
+            return Ok(created_answer());
         }
-        Ok(created_answer())
+        // Created meanwhile, perhaps by another instance: by whom decides the answer.
+        let buckets = self.store.list_buckets().await.map_err(store_unavailable)?;
+        match buckets.into_iter().find(|b| b.name == name) {
+            Some(winner) => exists(winner.owner.as_ref()),
+            // ... and deleted again since: the client may simply try again.
+            None => Err(S3Error::new(
+                S3ErrorCode::OperationAborted,
+                "A conflicting conditional operation is currently in progress against this resource. Please try again.",
+            )),
+        }
     }
 
     pub(crate) async fn delete_bucket(
