@@ -518,19 +518,36 @@ def s3_client(endpoint: str, key: str, secret: str, **config):
     )
 
 
-def virtual_host_client(port: int, key: str, secret: str):
+def virtual_host_client(port: int, key: str, secret: str, **config):
     """boto3 with virtual-host addressing under BASE_DOMAIN. The names do not resolve, so a
     before-send hook sends each (already signed) request to 127.0.0.1 with the virtual host name
-    kept in the Host header."""
-    client = s3_client(f"http://{BASE_DOMAIN}:{port}", key, secret, s3={"addressing_style": "virtual"})
+    kept in the Host header. `config`: more botocore Config settings (as for `s3_client`).
+    Presigned URLs it makes name `<bucket>.s3.test:<port>`: fetch them with
+    `resolve_to_loopback` (curl) or send them to 127.0.0.1 with that Host."""
+    client = s3_client(f"http://{BASE_DOMAIN}:{port}", key, secret, **{**config, "s3": {"addressing_style": "virtual"}})
 
-    def to_loopback(request, **_):
+    def send_to_loopback(request, **_):
         url = requests.utils.urlparse(request.url)
         request.headers["Host"] = url.netloc
         request.url = url._replace(netloc=f"{HOST}:{port}").geturl()
 
-    client.meta.events.register_first("before-send.s3", to_loopback)
+    client.meta.events.register_first("before-send.s3", send_to_loopback)
     return client
+
+
+def resolve_to_loopback(url: str) -> list[str]:
+    """curl's `--resolve` arguments that make the host of `url` (a virtual host under
+    BASE_DOMAIN, which DNS does not know) resolve to 127.0.0.1: curl then sends the URL's own
+    Host, as a user's client would, and a redirect to another host goes there unchanged."""
+    parsed = requests.utils.urlparse(url)
+    return ["--resolve", f"{parsed.hostname}:{parsed.port or 80}:{HOST}"]
+
+
+def to_loopback(url: str) -> tuple[str, dict]:
+    """`url` sent to 127.0.0.1 with its own host in the Host header (for requests/urllib):
+    returns (the loopback URL, {"Host": ...})."""
+    parsed = requests.utils.urlparse(url)
+    return parsed._replace(netloc=f"{HOST}:{parsed.port or 80}").geturl(), {"Host": parsed.netloc}
 
 
 def aws_env(key: str, secret: str, home: Path) -> dict:

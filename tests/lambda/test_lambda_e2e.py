@@ -10,6 +10,9 @@ function `rawPath = /<path>` (prefix stripped), so a client that signed the URL 
 default route is disabled) and sign exactly what the function sees, as
 behind a real function URL.
 
+Virtual-host style (`files.s3.test`, the `virtual_host` tests): the emulator puts the Host the
+client sent into the event's headers, as an HTTP API custom domain does.
+
 Run: pip install -r tests/lambda/requirements.txt && pytest tests/lambda
 Excluded, with reasons:
 - Bodies over ~4.5 MB through the proxy (Lambda's 6 MB payload, base64): refused, tested.
@@ -28,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import boto3
@@ -112,6 +116,8 @@ s3api:
   auth_required: true
   access_key: {key}
   secret_key: {secret}
+  virtual_host: true
+  base_domains: ["{base_domain}"]
 """
 
 
@@ -140,7 +146,7 @@ def stack(tmp_path_factory):
         env = dict(
             os.environ,
             S3_BALANCE_TABLE=TABLE,
-            S3_BALANCE_CONFIG=CONFIG.format(a=a, b=b, key=GW_KEY, secret=GW_SECRET),
+            S3_BALANCE_CONFIG=CONFIG.format(a=a, b=b, key=GW_KEY, secret=GW_SECRET, base_domain=harness.BASE_DOMAIN),
             E2E_BACKEND_SECRET="test",
             AWS_ENDPOINT_URL_DYNAMODB=ddb,
             AWS_REGION="us-east-1",
@@ -313,6 +319,180 @@ def test_six_megabyte_put_is_refused_with_nothing_written(stack):
     assert "presigned URL" in e.value.response["Error"]["Message"]
     assert backend_keys(stack) == before
     assert index_entry(stack, "six.txt") is None
+
+
+# --- virtual-host style: `files.s3.test` -------------------------------------------------------
+# The function sees the Host the client sent (the emulator puts it in the event's headers, as
+# a function URL or an HTTP API custom domain does). Names under s3.test do not resolve:
+# boto3 sends each signed request to 127.0.0.1 with the virtual host in the Host header,
+# curl gets `--resolve files.s3.test:<port>:127.0.0.1`, requests a Host header.
+
+
+def vgw(stack, **config):
+    """boto3 in virtual-host style; `.sent` lists (Host, path) of every request it sent."""
+    client = harness.virtual_host_client(
+        stack["port"], GW_KEY, GW_SECRET,
+        request_checksum_calculation="when_required", response_checksum_validation="when_required", **config,
+    )
+    client.sent = []
+
+    def record(request, **_):
+        host = request.headers["Host"]
+        client.sent.append((host.decode() if isinstance(host, bytes) else host,
+                            urllib.parse.urlparse(request.url).path))
+
+    client.meta.events.register("before-send.s3", record)
+    return client
+
+
+def assert_virtual_host(client, stack, bucket="files"):
+    """Every request named the bucket by its Host, none by its path."""
+    assert client.sent, "no request was sent"
+    for host, path in client.sent:
+        assert host == f"{bucket}.{harness.BASE_DOMAIN}:{stack['port']}", (host, path)
+        assert not path.startswith(f"/{bucket}/") and path != f"/{bucket}", path
+
+
+def test_virtual_host_put_get_head_list_copy_multipart_delete(stack):
+    """The object calls addressed as `files.s3.test`: bytes round-trip, each object is indexed
+    on one backend under `files/`, listings show the keys, a small-part multipart upload
+    completes, deletes reach the index; the path-style client sees the same objects."""
+    vs3, s3 = vgw(stack), gw(stack)
+    objects = {"vh/dir/é file+1.txt": b"first", "vh/dir/a&b.txt": b"second" * 1000, "vh/top.txt": b"top"}
+    for key, data in objects.items():
+        vs3.put_object(Bucket="files", Key=key, Body=data, ContentType="text/plain")
+    for key, data in objects.items():
+        assert vs3.get_object(Bucket="files", Key=key)["Body"].read() == data
+        head = vs3.head_object(Bucket="files", Key=key)
+        assert head["ContentLength"] == len(data) and head["ContentType"] == "text/plain"
+        entry = index_entry(stack, key)
+        assert entry and f"files/{key}" in backend_keys(stack)[entry["backend"]["S"]], key
+        assert s3.get_object(Bucket="files", Key=key)["Body"].read() == data
+
+    listed = vs3.list_objects_v2(Bucket="files", Prefix="vh/", Delimiter="/")
+    assert [o["Key"] for o in listed.get("Contents", [])] == ["vh/top.txt"]
+    assert [p["Prefix"] for p in listed.get("CommonPrefixes", [])] == ["vh/dir/"]
+
+    vs3.copy_object(Bucket="files", Key="vh/copy.txt", CopySource={"Bucket": "files", "Key": "vh/dir/a&b.txt"})
+    assert vs3.get_object(Bucket="files", Key="vh/copy.txt")["Body"].read() == objects["vh/dir/a&b.txt"]
+
+    up = vs3.create_multipart_upload(Bucket="files", Key="vh/mp.txt", ContentType="text/plain")
+    parts = [b"p" * 2048, b"q" * 2048, b"r" * 10]
+    etags = [vs3.upload_part(Bucket="files", Key="vh/mp.txt", UploadId=up["UploadId"], PartNumber=n, Body=d)["ETag"]
+             for n, d in enumerate(parts, start=1)]
+    vs3.complete_multipart_upload(
+        Bucket="files", Key="vh/mp.txt", UploadId=up["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, start=1)]})
+    assert vs3.get_object(Bucket="files", Key="vh/mp.txt")["Body"].read() == b"".join(parts)
+
+    with pytest.raises(ClientError) as e:
+        vs3.get_object(Bucket="files", Key="vh/never-written")
+    assert e.value.response["Error"]["Code"] == "NoSuchKey"
+
+    for key in [*objects, "vh/copy.txt", "vh/mp.txt"]:
+        vs3.delete_object(Bucket="files", Key=key)
+        assert index_entry(stack, key) is None, key
+    assert vs3.list_objects_v2(Bucket="files", Prefix="vh/").get("KeyCount") == 0
+    assert not [k for ks in backend_keys(stack).values() for k in ks if k.startswith("files/vh/")]
+    assert_virtual_host(vs3, stack)
+
+
+def test_virtual_host_unknown_bucket_and_bare_base_domain(stack):
+    """`nosuchbucket.s3.test` is a missing bucket (404 NoSuchBucket), not a path; the bare base
+    domain serves path-style calls (ListBuckets shows `files`)."""
+    vs3 = vgw(stack)
+    with pytest.raises(ClientError) as e:
+        vs3.list_objects_v2(Bucket="nosuchbucket")
+    assert e.value.response["Error"]["Code"] == "NoSuchBucket"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert "files" in [b["Name"] for b in vs3.list_buckets()["Buckets"]]
+
+
+def backend_of(stack, key):
+    """(endpoint, real bucket) of the backend that holds `files/<key>`."""
+    name = index_entry(stack, key)["backend"]["S"]
+    return (stack["a"] if name == "back-a" else stack["b"]), name
+
+
+def test_virtual_host_presigned_get_redirects_to_the_backend(stack):
+    """A presigned GET URL made in virtual-host style (`http://files.s3.test:<port>/<key>`,
+    reads `auto`) is answered 307 with a presigned URL of the backend holding the object;
+    following it with requests, or `curl -L` on the URL itself, yields the bytes. The same URL
+    with another Host is refused: the host is part of what was signed."""
+    vs3 = vgw(stack)
+    key = "vh/redirected é.txt"
+    data = b"redirected through a virtual host"
+    vs3.put_object(Bucket="files", Key=key, Body=data, ContentType="text/plain")
+    url = vs3.generate_presigned_url("get_object", Params={"Bucket": "files", "Key": key}, ExpiresIn=300)
+    parsed = urllib.parse.urlparse(url)
+    assert parsed.netloc == f"files.{harness.BASE_DOMAIN}:{stack['port']}", url
+    assert not parsed.path.startswith("/files/"), url
+    endpoint, bucket = backend_of(stack, key)
+
+    loop, host = harness.to_loopback(url)
+    r = harness.requests.get(loop, headers=host, allow_redirects=False, timeout=60)
+    assert r.status_code == 307, (r.status_code, r.text[:500])
+    location = r.headers["location"]
+    assert location.startswith(f"{endpoint}/{bucket}/files/vh/"), location
+    assert "X-Amz-Signature=" in location, location
+    followed = harness.requests.get(location, timeout=30)
+    assert followed.status_code == 200 and followed.content == data
+
+    out = curl("-L", "--fail", *harness.resolve_to_loopback(url), url)
+    assert out.returncode == 0 and out.stdout == data, out
+
+    for other in (f"back.{harness.BASE_DOMAIN}:{stack['port']}", f"127.0.0.1:{stack['port']}"):
+        r = harness.requests.get(loop, headers={"Host": other}, allow_redirects=False, timeout=60)
+        assert r.status_code == 403, (other, r.status_code, r.text[:500])
+    vs3.delete_object(Bucket="files", Key=key)
+
+
+def test_virtual_host_presigned_put_redirects_to_the_backend(stack, tmp_path):
+    """A presigned PUT URL made in virtual-host style (writes `auto`) is answered 307 with a
+    presigned PUT URL of a backend; the body sent there is then readable through the gateway
+    in either style. curl -L does both hops itself."""
+    vs3 = vgw(stack)
+    key = "vh/uploaded.txt"
+    url = vs3.generate_presigned_url("put_object", Params={"Bucket": "files", "Key": key}, ExpiresIn=300)
+    assert urllib.parse.urlparse(url).netloc == f"files.{harness.BASE_DOMAIN}:{stack['port']}", url
+
+    loop, host = harness.to_loopback(url)
+    data = b"uploaded past the gateway, virtual-host style"
+    r = harness.requests.put(loop, headers={**host, "Content-Type": "text/plain"}, data=data,
+                             allow_redirects=False, timeout=60)
+    assert r.status_code == 307, (r.status_code, r.text[:500])
+    location = r.headers["location"]
+    assert location.startswith((f"{stack['a']}/back-a/files/vh/", f"{stack['b']}/back-b/files/vh/")), location
+    put = harness.requests.put(location, data=data, headers={"Content-Type": "text/plain"}, timeout=30)
+    assert put.status_code == 200, put.text
+    assert vs3.get_object(Bucket="files", Key=key)["Body"].read() == data
+
+    f = tmp_path / "up.txt"
+    f.write_bytes(b"second upload, by curl")
+    r = curl("-L", *harness.resolve_to_loopback(url), "-T", str(f), "-H", "Content-Type: text/plain",
+             "-o", "/dev/null", "-w", "%{http_code} %{num_redirects}", url)
+    assert r.stdout.decode() == "200 1", r
+    assert gw(stack).get_object(Bucket="files", Key=key)["Body"].read() == b"second upload, by curl"
+    vs3.delete_object(Bucket="files", Key=key)
+
+
+def test_virtual_host_large_get_is_redirected(stack):
+    """An object too large for a Lambda response, read in virtual-host style: the SDK gets the
+    307 (instead of a failed response), and curl -L on a presigned virtual-host URL gets the
+    whole object from the backend."""
+    big = b"v" * (5 * 1024 * 1024)
+    aws("s3", stack["b"]).put_object(Bucket="back-b", Key="files/vh/big.txt", Body=big)
+    vs3 = vgw(stack)
+    with pytest.raises(ClientError) as e:
+        vs3.get_object(Bucket="files", Key="vh/big.txt")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 307
+    assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["location"].startswith(
+        f"{stack['b']}/back-b/files/vh/big.txt?")
+    url = vs3.generate_presigned_url("get_object", Params={"Bucket": "files", "Key": "vh/big.txt"}, ExpiresIn=300)
+    r = curl("-L", *harness.resolve_to_loopback(url), "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url)
+    assert r.stdout.decode() == f"200 {len(big)}", r
+    vs3.delete_object(Bucket="files", Key="vh/big.txt")
+    assert_virtual_host(vs3, stack)
 
 
 def test_health_function_marks_a_stopped_backend_and_placement_avoids_it(stack):

@@ -185,7 +185,10 @@ s3api:
     - access_key: "{BOB[0]}"
       secret_key: "{BOB[1]}"
   auth_required: true
-  virtual_host: false
+  # Virtual-host buckets under the base domain, as on a custom domain (`photos.s3.test`); the
+  # tests' own 127.0.0.1 host is not under it, so path-style requests stay path style.
+  virtual_host: true
+  base_domains: ["{h.BASE_DOMAIN}"]
   allow_create_bucket: true
   upload_id_secret: "worker-test-upload-id-secret"
 admin:
@@ -240,6 +243,11 @@ def start_gateway(bundle, motos, tmp, index="on", strategy="round-robin", extra_
         f"""name = "s3-balance-test"
 main = "{bundle}"
 compatibility_date = "2025-09-01"
+# The routes of a custom domain with virtual-host buckets (README, Deploy to Cloudflare).
+routes = [
+  {{ pattern = "*.{h.BASE_DOMAIN}/*", zone_name = "{h.BASE_DOMAIN}" }},
+  {{ pattern = "{h.BASE_DOMAIN}/*", zone_name = "{h.BASE_DOMAIN}" }},
+]
 
 [[kv_namespaces]]
 binding = "S3_BALANCE_KV"
@@ -271,6 +279,10 @@ crons = ["*/5 * * * *"]
             "--persist-to",
             str(state),
             "--test-scheduled",
+            # With routes, `wrangler dev` would otherwise hand the Worker the first route's
+            # host as request.url and Host (`s3.test`, whatever the client sent). On Cloudflare
+            # a Worker on a route sees the client's Host (`photos.s3.example.com`): keep it.
+            "--infer-origin-from-routes=false",
             "--show-interactive-dev-session=false",
         ],
         cwd=tmp,

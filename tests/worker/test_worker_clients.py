@@ -26,10 +26,11 @@ Server scenarios NOT run against the Worker, and why:
 - Placement strategies least-space/weighted and their usage numbers (test_placement.py): the
   Worker's usage is approximate (cron scan), so the exact expectations of the server's tests do
   not hold; round-robin and consistent-hash are exercised in test_worker.py.
-- Virtual-host addressing (test_objects.py): the test config sets `virtual_host: false`;
-  names under a base domain need DNS/routes the local workerd does not have.
 - Metrics bearer token and per-key bucket limits (test_auth.py): not in the Worker's test
   config; auth errors are tested in test_worker.py.
+
+Virtual-host addressing (test_objects.py) is in test_worker_virtual_host.py: the test config
+has `virtual_host: true` under the base domain `s3.test`, with the routes of a custom domain.
 
 rclone signs `Accept-Encoding: gzip` on object GETs, and the Workers runtime hands the Worker a
 normalized Accept-Encoding (the client's value is in `request.cf.clientAcceptEncoding`); the
