@@ -69,6 +69,9 @@ buckets:
   - name: public
     virtual: true
     anonymous_read: true
+    cors:
+      - allowed_origins: [\"https://app.example.com\"]
+        allowed_methods: [GET, PUT]
 balancer:
   strategy: round-robin
   rise: 1
@@ -435,4 +438,36 @@ async fn a_panic_on_the_request_path_answers_500_internal_error_and_the_next_req
     let response = app.handle_http(event(&plain_anonymous_get())).await;
     assert_eq!(response.status(), 200);
     assert_eq!(body_bytes(&response), b"public bytes");
+}
+
+/// A browser's preflight as a function URL delivers it (no CORS configured on the URL, so
+/// Lambda hands the `OPTIONS` to the function): answered from the bucket's rules. (`cargo
+/// lambda watch` answers preflights itself, so the end-to-end tests cannot reach this.)
+#[tokio::test]
+async fn a_function_url_preflight_is_answered_from_the_bucket_cors_rules() {
+    let (app, _, s3) = setup();
+    let preflight = |origin: &str| {
+        let mut e = plain_anonymous_get();
+        e["requestContext"]["http"]["method"] = "OPTIONS".into();
+        e["headers"]["origin"] = origin.into();
+        e["headers"]["access-control-request-method"] = "PUT".into();
+        e
+    };
+    let ok = app
+        .handle_http(event(&preflight("https://app.example.com")))
+        .await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(ok.headers()["access-control-allow-methods"], "GET, PUT");
+    let refused = app
+        .handle_http(event(&preflight("https://evil.example.com")))
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert!(!refused
+        .headers()
+        .contains_key("access-control-allow-origin"));
+    assert!(s3.requests().is_empty(), "no backend asked");
 }

@@ -21,6 +21,9 @@ Excluded, with reasons:
   (S3_UPLOAD_PART_MIN_SIZE) to show the routing works with small parts.
 - Binary bodies without Content-Type: the emulator (not Lambda) decodes such bodies as UTF-8
   text and fails on other bytes, so uploads here set a Content-Type.
+- CORS preflights: the emulator answers every `OPTIONS` itself (a permissive CORS layer of its
+  own, whatever the origin), so they never reach the function here; the function's answer to a
+  function URL's preflight is tested with a JSON event in lambda/tests/handler.rs.
 """
 
 import json
@@ -638,3 +641,4 @@ def test_drill_with_an_outage_and_the_index_lost_and_rebuilt(stack, tmp_path):
     assert reindexed and reindexed[0][1].returncode == 0, reindexed
     assert reindexed[0][0] > 0, "the drill's index entries existed before they were deleted"
     assert result.acked > 200, result.line()
+
