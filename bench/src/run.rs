@@ -64,6 +64,11 @@ fn allowed_cores() -> Vec<usize> {
             })
         })
         .unwrap_or_default();
+    parse_core_list(&list)
+}
+
+/// `"0-3,8-11"` -> 0, 1, 2, 3, 8, 9, 10, 11; empty when unreadable.
+fn parse_core_list(list: &str) -> Vec<usize> {
     let mut cores = Vec::new();
     for part in list.split(',').filter(|p| !p.is_empty()) {
         let mut ends = part.splitn(2, '-').map(|n| n.trim().parse::<usize>());
@@ -102,13 +107,19 @@ impl Pinning {
             eprintln!("taskset not found: processes stay unpinned");
             return None;
         }
-        let (rest, client) = cores.split_at(cores.len() - 2);
+        Some(Self::split(&cores))
+    }
+
+    /// 2 cores for the driver (the last), the rest halved: backend first, then the proxy
+    /// (which gets the odd one).
+    fn split(cores: &[usize]) -> Pinning {
+        let (rest, client) = cores.split_at(cores.len().saturating_sub(2));
         let (backend, proxy) = rest.split_at(rest.len() / 2);
-        Some(Pinning {
+        Pinning {
             backend: backend.to_vec(),
             proxy: proxy.to_vec(),
             client: client.to_vec(),
-        })
+        }
     }
 
     /// Pins this process (every thread) to the driver's cores.
@@ -1585,4 +1596,29 @@ async fn stores(
     }
     lines.push(String::new());
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_lists_and_their_split() {
+        assert_eq!(parse_core_list("0-1"), vec![0, 1]);
+        assert_eq!(parse_core_list("0-3,8-11"), vec![0, 1, 2, 3, 8, 9, 10, 11]);
+        assert_eq!(parse_core_list("5"), vec![5]);
+        assert!(parse_core_list("").is_empty());
+        assert!(parse_core_list("x-1").is_empty());
+        let p = Pinning::split(&(0..8).collect::<Vec<_>>());
+        assert_eq!(
+            (p.backend, p.proxy, p.client),
+            (vec![0, 1, 2], vec![3, 4, 5], vec![6, 7])
+        );
+        let p = Pinning::split(&parse_core_list("0-3,8-12"));
+        assert_eq!(
+            (p.backend, p.proxy, p.client),
+            (vec![0, 1, 2], vec![3, 8, 9, 10], vec![11, 12])
+        );
+        assert_eq!(core_list(&[3, 8, 9]), "3,8,9");
+    }
 }
