@@ -34,6 +34,115 @@ pub struct Options {
     /// Only these sections (large, small, redirect, memory, scale, stores); all when empty.
     #[arg(long)]
     only: Vec<String>,
+    /// Never pin processes to cores. By default, on a machine with 8 or more cores, the
+    /// backend, the proxy under test and the load driver run on separate cores (`taskset`).
+    #[arg(long)]
+    no_pin: bool,
+    /// The cores chosen at start (see [`Pinning`]).
+    #[arg(skip)]
+    pin: Option<Pinning>,
+}
+
+/// Which cores each process may run on, when the machine has enough to keep the backend,
+/// the proxy (gateway or nginx) and the load driver apart. `taskset -c` runs a child on its
+/// cores (it execs the program, so the PID is the program's); the driver pins itself.
+#[derive(Clone, Debug)]
+pub struct Pinning {
+    backend: Vec<usize>,
+    proxy: Vec<usize>,
+    client: Vec<usize>,
+}
+
+/// Cores this process may use, from `Cpus_allowed_list` ("0-3,8-11").
+fn allowed_cores() -> Vec<usize> {
+    let list = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Cpus_allowed_list:")
+                    .map(|v| v.trim().to_owned())
+            })
+        })
+        .unwrap_or_default();
+    parse_core_list(&list)
+}
+
+/// `"0-3,8-11"` -> 0, 1, 2, 3, 8, 9, 10, 11; empty when unreadable.
+fn parse_core_list(list: &str) -> Vec<usize> {
+    let mut cores = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        let mut ends = part.splitn(2, '-').map(|n| n.trim().parse::<usize>());
+        match (ends.next(), ends.next()) {
+            (Some(Ok(a)), None) => cores.push(a),
+            (Some(Ok(a)), Some(Ok(b))) => cores.extend(a..=b),
+            _ => return Vec::new(),
+        }
+    }
+    cores
+}
+
+fn core_list(cores: &[usize]) -> String {
+    cores
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Pinning {
+    /// With 8 or more cores: 2 for the (single-threaded) driver, the rest halved between the
+    /// backend and the proxy. `None` (everything unpinned, sharing every core) below that,
+    /// with `--no-pin`, or without `taskset`.
+    fn choose(no_pin: bool) -> Option<Pinning> {
+        let cores = allowed_cores();
+        if no_pin || cores.len() < 8 {
+            return None;
+        }
+        if !Command::new("taskset")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            eprintln!("taskset not found: processes stay unpinned");
+            return None;
+        }
+        Some(Self::split(&cores))
+    }
+
+    /// 2 cores for the driver (the last), the rest halved: backend first, then the proxy
+    /// (which gets the odd one).
+    fn split(cores: &[usize]) -> Pinning {
+        let (rest, client) = cores.split_at(cores.len().saturating_sub(2));
+        let (backend, proxy) = rest.split_at(rest.len() / 2);
+        Pinning {
+            backend: backend.to_vec(),
+            proxy: proxy.to_vec(),
+            client: client.to_vec(),
+        }
+    }
+
+    /// Pins this process (every thread) to the driver's cores.
+    fn pin_self(&self) -> bool {
+        Command::new("taskset")
+            .args(["-a", "-p", "-c", &core_list(&self.client)])
+            .arg(std::process::id().to_string())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+/// `program` as a command, run on `cores` when given.
+fn pinned_command(program: impl AsRef<std::ffi::OsStr>, cores: Option<&[usize]>) -> Command {
+    match cores {
+        Some(cores) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(core_list(cores)).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 const MIB: usize = 1 << 20;
@@ -208,7 +317,7 @@ async fn start_gateway(opts: &Options, name: &str, config: String, driver: &Driv
             .unwrap()
     };
     let log = std::fs::File::create(opts.work.join(format!("{name}.log"))).expect("log file");
-    let child = Command::new(&opts.server)
+    let child = pinned_command(&opts.server, opts.pin.as_ref().map(|p| &p.proxy[..]))
         .args(["serve", "--config"])
         .arg(&path)
         .stdin(Stdio::null())
@@ -230,7 +339,7 @@ fn start_nginx(opts: &Options, backend_port: u16) -> (Proc, String) {
     let dir = std::fs::canonicalize(&opts.work).unwrap().join("nginx");
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     let conf = format!(
-        "worker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
+        "worker_processes {workers};\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n  access_log {d}/logs/access.log;\n\
            client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
@@ -240,10 +349,15 @@ fn start_nginx(opts: &Options, backend_port: u16) -> (Proc, String) {
              location / {{\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n\
                proxy_set_header Connection \"\";\n      proxy_set_header Host 127.0.0.1:{backend_port};\n\
                proxy_buffering off;\n      proxy_request_buffering off;\n    }}\n  }}\n}}\n",
-        d = dir.display()
+        d = dir.display(),
+        // `auto` counts the machine's cores, not the ones it is pinned to.
+        workers = opts
+            .pin
+            .as_ref()
+            .map_or("auto".to_owned(), |p| p.proxy.len().to_string()),
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new("nginx")
+    let child = pinned_command("nginx", opts.pin.as_ref().map(|p| &p.proxy[..]))
         .arg("-p")
         .arg(&dir)
         .arg("-c")
@@ -361,8 +475,29 @@ fn wants(opts: &Options, section: &str) -> bool {
     opts.only.is_empty() || opts.only.iter().any(|s| s == section)
 }
 
-pub async fn run(opts: Options) -> i32 {
+pub async fn run(mut opts: Options) -> i32 {
     std::fs::create_dir_all(&opts.work).expect("work dir");
+    opts.pin = Pinning::choose(opts.no_pin);
+    if let Some(pin) = &opts.pin {
+        if !pin.pin_self() {
+            eprintln!("taskset could not pin the driver: processes stay unpinned");
+            opts.pin = None;
+        }
+    }
+    let cores = allowed_cores().len();
+    let placement = match &opts.pin {
+        Some(p) => format!(
+            "{cores} cores; pinned apart: backend on {}, proxy (gateway or nginx) on {}, load driver on {}",
+            core_list(&p.backend),
+            core_list(&p.proxy),
+            core_list(&p.client)
+        ),
+        None => format!(
+            "{cores} cores; unpinned: backend, proxy and load driver share them{}",
+            if opts.no_pin { " (--no-pin)" } else { " (pinning needs >= 8)" }
+        ),
+    };
+    eprintln!("{placement}");
     if let Some(dir) = opts.out.parent() {
         std::fs::create_dir_all(dir).expect("out dir");
     }
@@ -378,11 +513,14 @@ pub async fn run(opts: Options) -> i32 {
     let backend_port = free_port();
     let backend = Proc {
         name: "backend".into(),
-        child: Command::new(std::env::current_exe().unwrap())
-            .args(["backend", "--port", &backend_port.to_string()])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start backend"),
+        child: pinned_command(
+            std::env::current_exe().unwrap(),
+            opts.pin.as_ref().map(|p| &p.backend[..]),
+        )
+        .args(["backend", "--port", &backend_port.to_string()])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start backend"),
     };
     let bpid = backend.pid();
     let direct = format!("http://127.0.0.1:{backend_port}");
@@ -716,6 +854,96 @@ pub async fn run(opts: Options) -> i32 {
         );
         lines.push(String::new());
     }
+    // ---- Headline: CPU per operation of the gateway beside nginx's (issue 15).
+    let mut headline = Vec::new();
+    let mut head = serde_json::Map::new();
+    if do_small || wants(&opts, "redirect") {
+        headline.push("## Headline: CPU per operation, gateway vs nginx (same run)".into());
+        headline.push(
+            "| figure | gateway CPU ms/op | reference | reference CPU ms/op | ratio | goal |"
+                .into(),
+        );
+        headline.push("|---|---|---|---|---|---|".into());
+    }
+    if do_small {
+        for (op, c, limit) in [
+            ("GET", 16, Some(1.2)),
+            ("PUT", 16, Some(1.5)),
+            ("GET", 1, None),
+            ("PUT", 1, None),
+        ] {
+            let p = get(&rows, &format!("small {op} c={c} proxy"));
+            let n = get(&rows, &format!("small {op} c={c} nginx"));
+            let ratio = p.cpu() / n.cpu();
+            headline.push(format!(
+                "| 4 KiB {op} c={c} | {:.3} | nginx | {:.3} | {ratio:.2}x | {} |",
+                p.cpu(),
+                n.cpu(),
+                limit.map_or("-".to_owned(), |l| format!("<= {l}x"))
+            ));
+            head.insert(
+                format!("cpu_ratio_{}_c{c}_to_nginx", op.to_lowercase()),
+                json!(ratio),
+            );
+            if let Some(l) = limit {
+                goal(
+                    &mut goals,
+                    &format!("4 KiB {op} c={c}: gateway CPU/op <= {l}x nginx's"),
+                    format!("{ratio:.2}x ({:.3} vs {:.3} ms)", p.cpu(), n.cpu()),
+                    Some(ratio <= l),
+                );
+            }
+        }
+        let (d, p, n) = (
+            get(&rows, "small GET c=1 direct"),
+            get(&rows, "small GET c=1 proxy"),
+            get(&rows, "small GET c=1 nginx"),
+        );
+        let added = p.p50() - d.p50();
+        headline.push(format!(
+            "| added p50 latency, 4 KiB GET c=1 (us, to direct) | {added:.0} | nginx | {:.0} | - | <= 100 us |",
+            n.p50() - d.p50()
+        ));
+        head.insert("added_p50_us_get_c1".into(), json!(added));
+        head.insert("nginx_added_p50_us_get_c1".into(), json!(n.p50() - d.p50()));
+        goal(
+            &mut goals,
+            "4 KiB GET c=1: added p50 <= 100 us",
+            format!("{added:.0} us"),
+            Some(added <= 100.0),
+        );
+    }
+    if wants(&opts, "redirect") {
+        let (r, p) = (
+            get(&rows, "GET redirect 307 c=16"),
+            get(&rows, "GET proxied 0-byte c=16"),
+        );
+        let ratio = r.cpu() / p.cpu();
+        headline.push(format!(
+            "| 307 redirect c=16 | {:.3} | proxied 0-byte GET | {:.3} | {ratio:.2}x | <= 0.4x and <= 0.020 ms |",
+            r.cpu(),
+            p.cpu()
+        ));
+        head.insert("cpu_ratio_redirect_to_proxied_get".into(), json!(ratio));
+        head.insert("redirect_cpu_ms".into(), json!(r.cpu()));
+        goal(
+            &mut goals,
+            "307 redirect: CPU/op <= 0.4x a proxied 0-byte GET's",
+            format!("{ratio:.2}x"),
+            Some(ratio <= 0.4),
+        );
+        goal(
+            &mut goals,
+            "307 redirect: CPU/op <= 0.020 ms",
+            format!("{:.3} ms", r.cpu()),
+            Some(r.cpu() <= 0.020),
+        );
+    }
+    if !headline.is_empty() {
+        headline.push(String::new());
+        lines.splice(0..0, headline);
+        report.insert("headline".into(), Value::Object(head));
+    }
     report.insert(
         "rows".into(),
         Value::Object(rows.iter().map(|(k, r)| (k.clone(), r.json())).collect()),
@@ -846,7 +1074,10 @@ pub async fn run(opts: Options) -> i32 {
         ),
     );
     report.insert("quick".into(), json!(quick));
+    report.insert("placement".into(), json!(placement));
+    report.insert("cores".into(), json!(cores));
     report.insert("rounds".into(), json!(rounds));
+    lines.insert(0, format!("{placement}\n"));
     let text = lines.join("\n");
     println!("{text}");
     report.insert("table".into(), json!(text));
@@ -1365,4 +1596,29 @@ async fn stores(
     }
     lines.push(String::new());
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_lists_and_their_split() {
+        assert_eq!(parse_core_list("0-1"), vec![0, 1]);
+        assert_eq!(parse_core_list("0-3,8-11"), vec![0, 1, 2, 3, 8, 9, 10, 11]);
+        assert_eq!(parse_core_list("5"), vec![5]);
+        assert!(parse_core_list("").is_empty());
+        assert!(parse_core_list("x-1").is_empty());
+        let p = Pinning::split(&(0..8).collect::<Vec<_>>());
+        assert_eq!(
+            (p.backend, p.proxy, p.client),
+            (vec![0, 1, 2], vec![3, 4, 5], vec![6, 7])
+        );
+        let p = Pinning::split(&parse_core_list("0-3,8-12"));
+        assert_eq!(
+            (p.backend, p.proxy, p.client),
+            (vec![0, 1, 2], vec![3, 8, 9, 10], vec![11, 12])
+        );
+        assert_eq!(core_list(&[3, 8, 9]), "3,8,9");
+    }
 }

@@ -6,6 +6,7 @@ mod connections;
 mod dev;
 mod healthcheck;
 mod http_server;
+mod logfmt;
 mod migrate;
 mod moves;
 mod reindex;
@@ -159,7 +160,7 @@ fn init_logging(format: LogFormat) {
         // Colour codes only on a terminal: a log file or journald gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(logfmt::PlainFields).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

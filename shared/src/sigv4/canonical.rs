@@ -220,10 +220,18 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// `AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hex sha256(canonical request)}`.
 pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
-    format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        sha256_hex(canonical_request)
-    )
+    let mut hex = [0u8; 64];
+    // Cannot fail: the buffer is exactly twice the digest.
+    let _ = hex::encode_to_slice(Sha256::digest(canonical_request), &mut hex);
+    let mut sts = String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 67);
+    sts.push_str(ALGORITHM);
+    sts.push('\n');
+    sts.push_str(amz_date);
+    sts.push('\n');
+    sts.push_str(scope);
+    sts.push('\n');
+    sts.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    sts
 }
 
 pub fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
@@ -256,6 +264,9 @@ struct CachedKey {
     region: String,
     date: String,
     key: [u8; 32],
+    /// HMAC-SHA256 keyed with `key` (its inner and outer pads hashed once): a signature
+    /// clones it instead of hashing both pads again.
+    mac: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for SigningKeys {
@@ -268,24 +279,46 @@ impl SigningKeys {
     /// [`signing_key`] for service `s3`, from the cache when `owner`'s entry was derived from
     /// the same secret, date and region.
     pub fn s3_key(&self, owner: &str, secret: &str, date: &str, region: &str) -> [u8; 32] {
+        self.with_s3_key(owner, secret, date, region, |c| c.key)
+    }
+
+    /// HMAC-SHA256 keyed with [`Self::s3_key`]'s key, ready for [`signature_with`].
+    pub fn s3_mac(&self, owner: &str, secret: &str, date: &str, region: &str) -> Hmac<Sha256> {
+        self.with_s3_key(owner, secret, date, region, |c| c.mac.clone())
+    }
+
+    fn with_s3_key<T>(
+        &self,
+        owner: &str,
+        secret: &str,
+        date: &str,
+        region: &str,
+        read: impl FnOnce(&CachedKey) -> T,
+    ) -> T {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = keys.get(owner) {
             if c.date == date && c.region == region && c.secret == secret {
-                return c.key;
+                return read(c);
             }
         }
         let key = signing_key(secret, date, region, "s3");
-        keys.insert(
-            owner.to_owned(),
-            CachedKey {
-                secret: secret.to_owned(),
-                region: region.to_owned(),
-                date: date.to_owned(),
-                key,
-            },
-        );
-        key
+        let cached = CachedKey {
+            secret: secret.to_owned(),
+            region: region.to_owned(),
+            date: date.to_owned(),
+            key,
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length"),
+        };
+        let value = read(&cached);
+        keys.insert(owner.to_owned(), cached);
+        value
     }
+}
+
+/// [`signature`] with the signing key's HMAC state from [`SigningKeys::s3_mac`].
+pub fn signature_with(mut mac: Hmac<Sha256>, string_to_sign: &str) -> String {
+    mac.update(string_to_sign.as_bytes());
+    hex32(&mac.finalize().into_bytes().into())
 }
 
 /// The hex signature of a string to sign.

@@ -78,9 +78,10 @@ impl SignerCache {
         Self::default()
     }
 
-    /// `kSigning` of `backend` for `date` (`YYYYMMDD`), derived once a day per backend.
-    fn signing_key(&self, backend: &BackendConfig, date: &str) -> [u8; 32] {
-        self.keys.s3_key(
+    /// HMAC keyed with `kSigning` of `backend` for `date` (`YYYYMMDD`), derived once a day
+    /// per backend.
+    fn signing_mac(&self, backend: &BackendConfig, date: &str) -> hmac::Hmac<sha2::Sha256> {
+        self.keys.s3_mac(
             &backend.name,
             backend.secret_key.expose(),
             date,
@@ -151,7 +152,7 @@ impl SignerCache {
         let date = amz_date.get(..8).unwrap_or_default();
         let scope = format!("{date}/{}/s3/aws4_request", backend.region);
         let sts = canonical::string_to_sign(&amz_date, &scope, &creq);
-        let signature = canonical::signature(&self.signing_key(backend, date), &sts);
+        let signature = canonical::signature_with(self.signing_mac(backend, date), &sts);
         let authorization = format!(
             "{} Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
             canonical::ALGORITHM,
@@ -220,7 +221,7 @@ impl SignerCache {
         creq.push_str("\n\nhost\n");
         creq.push_str(UNSIGNED_PAYLOAD);
         let sts = canonical::string_to_sign(&amz_date, &scope, creq.as_bytes());
-        let signature = canonical::signature(&self.signing_key(backend, date), &sts);
+        let signature = canonical::signature_with(self.signing_mac(backend, date), &sts);
 
         let mut url = uri.to_string();
         canonical::append_query(
