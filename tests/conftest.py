@@ -127,11 +127,19 @@ def make_gateway(logs, moto1, moto2, request):
     """Factory: a gateway of the test's own, over fresh real buckets, stopped at teardown.
 
     make_gateway(n=3, providers=[moto1, moto2, ...], weights=[..], max_sizes=[..],
-                 layout="{bucket}/{key}", **make_config options) -> Gateway
+                 layout="{bucket}/{key}", conditional_writes=False, **make_config options) -> Gateway
     Backends are named g1..gN; the one virtual bucket is `data`."""
     gateways: list[h.Gateway] = []
 
-    def factory(n: int = 3, providers=None, weights=None, max_sizes=None, layout="{bucket}/{key}", **options):
+    def factory(
+        n: int = 3,
+        providers=None,
+        weights=None,
+        max_sizes=None,
+        layout="{bucket}/{key}",
+        conditional_writes=False,
+        **options,
+    ):
         tag = f"g{next(_counter)}"
         providers = providers or [moto1, moto1, moto2]
         backends = []
@@ -143,6 +151,7 @@ def make_gateway(logs, moto1, moto2, request):
                 f"{tag}-real-{i + 1}",
                 weight=(weights[i] if weights else 1),
                 max_size=(max_sizes[i] if max_sizes else None),
+                conditional_writes=conditional_writes,
             )
             moto.create_bucket(b.bucket)
             backends.append(b)

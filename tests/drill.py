@@ -377,7 +377,12 @@ def against_server(
     gateway = None
     reindex_runs: list = []
     try:
-        backends = [h.Backend(f"p{i + 1}", m, f"drill-real-{i + 1}") for i, m in enumerate(motos)]
+        # Two of the three providers take overwrites with If-Match instead of a HEAD first
+        # (`conditional_writes`), so both ways of confirming an indexed copy meet the faults.
+        backends = [
+            h.Backend(f"p{i + 1}", m, f"drill-real-{i + 1}", conditional_writes=i != 1)
+            for i, m in enumerate(motos)
+        ]
         for b in backends:
             b.moto.create_bucket(b.bucket)
         vbucket = h.VBucket(BUCKET, backends)

@@ -223,6 +223,8 @@ class Backend:
     weight: int = 1
     read_only: bool = False
     enabled: bool = True
+    # The provider honours If-Match on PutObject (moto does): overwrites skip the HEAD.
+    conditional_writes: bool = False
 
     @property
     def s3(self):
@@ -337,6 +339,8 @@ def make_config(
             entry["max_size"] = b.max_size
         if b.read_only:
             entry["read_only"] = True
+        if b.conditional_writes:
+            entry["conditional_writes"] = True
         buckets.append(entry)
     for v in vbuckets:
         entry = {

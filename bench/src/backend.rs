@@ -1,5 +1,5 @@
 //! A fast in-memory S3 backend for benchmarks: path-style only, any signature accepted
-//! without checking. PUT stores the bytes, GET returns them in one write (TCP_NODELAY, one
+//! without checking. PUT stores the bytes (honouring `If-Match`), GET returns them in one write (TCP_NODELAY, one
 //! `Bytes` handed to hyper, no copy), HEAD, DELETE, HeadBucket and ListObjectsV2 (prefix,
 //! start-after, continuation-token, max-keys, encoding-type=url: what the gateway's listing
 //! merge and health probe send).
@@ -207,11 +207,34 @@ async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Response<Full<Byte
     match method {
         Method::PUT => {
             let content_type = req.headers().get("content-type").cloned();
+            let req_if_match = req
+                .headers()
+                .get("if-match")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => return error(StatusCode::BAD_REQUEST, "IncompleteBody"),
             };
             let _ = content_type;
+            // Conditional writes, as S3 answers them: the gateway's overwrites carry the
+            // indexed ETag (`conditional_writes: true` in the bench config).
+            if let Some(wanted) = req_if_match {
+                let current = store
+                    .buckets
+                    .lock()
+                    .unwrap()
+                    .get(&bucket)
+                    .and_then(|b| b.get(&key))
+                    .map(|o| o.etag.clone());
+                match current {
+                    None => return error(StatusCode::NOT_FOUND, "NoSuchKey"),
+                    Some(etag) if etag != wanted => {
+                        return error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed")
+                    }
+                    Some(_) => {}
+                }
+            }
             store.put(&bucket, &key, body);
             let etag = store.buckets.lock().unwrap()[&bucket][&key].etag.clone();
             let mut r = response(StatusCode::OK, Bytes::new());

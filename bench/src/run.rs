@@ -296,7 +296,8 @@ fn gateway_config(
     for b in backends {
         s.push_str(&format!(
             "  - name: {b}\n    endpoint: http://127.0.0.1:{backend_port}\n    region: us-east-1\n    \
-             access_key_id: bench\n    secret_access_key: bench-secret\n    path_style: true\n"
+             access_key_id: bench\n    secret_access_key: bench-secret\n    path_style: true\n    \
+             conditional_writes: true\n"
         ));
     }
     s.push_str(virtuals);

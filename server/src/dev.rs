@@ -69,6 +69,7 @@ fn backend(n: usize, endpoint: String) -> BackendConfig {
         weight: 1,
         enabled: true,
         read_only: false,
+        conditional_writes: false,
         limit_class_a: None,
         limit_class_b: None,
     }

@@ -138,6 +138,13 @@ pub struct BackendConfig {
     pub enabled: bool,
     /// Serves reads, takes no new objects.
     pub read_only: bool,
+    /// The provider honours `If-Match` on PutObject (412 or 404 when the stored ETag differs
+    /// or the key is missing), as AWS S3, R2 and MinIO do (`conditional_writes`, new). An
+    /// overwrite of an indexed key is then sent with the indexed ETag in `If-Match` instead
+    /// of being confirmed by a HEAD first: one backend round trip instead of two. Off by
+    /// default, since a provider that ignores the header would make a misdirected index
+    /// entry undetectable.
+    pub conditional_writes: bool,
     /// Monthly class A (writes, lists) and class B (reads) operation budgets.
     pub limit_class_a: Option<u64>,
     pub limit_class_b: Option<u64>,
@@ -1274,7 +1281,7 @@ fn load_metadata(s: &Section<'_>, warnings: &mut Warnings) -> Result<MetadataBac
     })
 }
 
-const REAL_KEYS: [&str; 14] = [
+const REAL_KEYS: [&str; 15] = [
     "name",
     "virtual",
     "enabled",
@@ -1288,6 +1295,7 @@ const REAL_KEYS: [&str; 14] = [
     "path_style",
     "use_ssl",
     "read_only",
+    "conditional_writes",
     "operation_limits",
 ];
 
@@ -1436,6 +1444,7 @@ fn load_buckets(
             weight,
             enabled,
             read_only: b.bool("read_only")?.unwrap_or(false),
+            conditional_writes: b.bool("conditional_writes")?.unwrap_or(false),
             // 0 is "no limit" in the Go config.
             limit_class_a: limits.uint("type_a")?.filter(|n| *n > 0),
             limit_class_b: limits.uint("type_b")?.filter(|n| *n > 0),
@@ -1840,6 +1849,8 @@ mod tests {
         assert_eq!(yaml, toml);
         assert_eq!(yaml_warnings, toml_warnings);
         assert!(yaml_warnings.is_empty(), "{yaml_warnings:?}");
+        let conditional: Vec<bool> = yaml.backends.iter().map(|b| b.conditional_writes).collect();
+        assert_eq!(conditional, [true, false], "set on R2, off by default");
         let none = &|_: &str| None;
         for (name, text) in [
             (Some("c.toml"), EXAMPLE_TOML),

@@ -378,6 +378,7 @@ mod tests {
             weight: 1,
             enabled: true,
             read_only: false,
+            conditional_writes: false,
             limit_class_a: limits.0,
             limit_class_b: limits.1,
         }

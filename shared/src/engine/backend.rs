@@ -390,6 +390,7 @@ mod tests {
             weight: 1,
             enabled: true,
             read_only: false,
+            conditional_writes: false,
             limit_class_a: None,
             limit_class_b: None,
         }

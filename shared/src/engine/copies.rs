@@ -159,6 +159,10 @@ pub(crate) struct WritePlan {
     /// Backends that could not be asked whether they hold a copy: recorded as stale-copy
     /// hints once the write succeeded, so that a copy there is settled when they are back.
     pub unknown: Vec<String>,
+    /// The plan rests on an index entry no backend has confirmed yet: the write must carry
+    /// this ETag in `If-Match`, and a 412 or 404 answer means the full plan is needed
+    /// ([`Engine::plan_conditional_overwrite`]).
+    pub if_match: Option<String>,
 }
 
 impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
@@ -393,17 +397,38 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         size: Option<u64>,
         fixed: Option<&str>,
     ) -> Result<WritePlan, S3Error> {
+        let entry = self.indexed(call, key).await?;
+        self.plan_write_from(call, key, size, fixed, entry).await
+    }
+
+    /// The index entry of `key` (of the call's bucket), if it names a configured backend.
+    pub(crate) async fn indexed(
+        &self,
+        call: &Call<'_>,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>, S3Error> {
+        Ok(self
+            .store
+            .get_object(call.bucket(), key)
+            .await
+            .map_err(store_unavailable)?
+            .filter(|e| call.config.backend(&e.backend).is_some()))
+    }
+
+    /// [`Self::plan_write`] with the index entry already read (`None`: ask every backend).
+    pub(crate) async fn plan_write_from(
+        &self,
+        call: &Call<'_>,
+        key: &str,
+        size: Option<u64>,
+        fixed: Option<&str>,
+        entry: Option<ObjectRecord>,
+    ) -> Result<WritePlan, S3Error> {
         let object = ObjectRef {
             bucket: call.bucket(),
             key,
             config: call.bucket_config(),
         };
-        let entry = self
-            .store
-            .get_object(object.bucket, key)
-            .await
-            .map_err(store_unavailable)?
-            .filter(|e| call.config.backend(&e.backend).is_some());
         let states = self.pool_states(call.state, object.config);
         if let Some(entry) = &entry {
             // An index hit. The entry may be misdirected (a lagging or repaired index), so the
@@ -424,6 +449,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                         overwritten: Some(copy.size),
                         older: Vec::new(),
                         unknown: Vec::new(),
+                        if_match: None,
                     });
                 }
             }
@@ -466,6 +492,52 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             overwritten,
             older,
             unknown,
+            if_match: None,
+        })
+    }
+
+    /// The plan for an overwrite of an indexed key that the backend itself confirms: the
+    /// write goes where the index entry points, with the entry's ETag in `If-Match`, instead
+    /// of a HEAD before it. A backend that honours the header
+    /// ([`crate::config::BackendConfig::conditional_writes`]) stores nothing and answers 412
+    /// or 404 when the indexed copy is not there; the caller then plans in full
+    /// ([`Self::plan_write_from`] with no entry) and sends the body again, so it must hold
+    /// the body (at most `retry_buffer` bytes). Where the entry holds the very copy, the
+    /// invariant says it is the only one, as after a HEAD.
+    ///
+    /// `None` when this does not apply: no ETag (a redirected upload indexed ahead of it), a
+    /// backend without conditional writes or that takes no writes now, or a body too large
+    /// to send twice.
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html>
+    pub(crate) fn plan_conditional_overwrite(
+        &self,
+        call: &Call<'_>,
+        entry: &ObjectRecord,
+        size: u64,
+    ) -> Option<WritePlan> {
+        let conditional = call
+            .config
+            .backend(&entry.backend)
+            .is_some_and(|b| b.conditional_writes);
+        if !conditional || entry.etag.is_empty() || size > call.config.balancer.retry_buffer {
+            return None;
+        }
+        let states = self.pool_states(call.state, call.bucket_config());
+        if !Self::writable(&states, &entry.backend) {
+            return None;
+        }
+        let etag = if entry.etag.starts_with('"') {
+            entry.etag.clone()
+        } else {
+            format!("\"{}\"", entry.etag)
+        };
+        Some(WritePlan {
+            target: entry.backend.clone(),
+            movable: false,
+            overwritten: Some(entry.size),
+            older: Vec::new(),
+            unknown: Vec::new(),
+            if_match: Some(etag),
         })
     }
 

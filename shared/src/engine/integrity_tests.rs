@@ -108,6 +108,80 @@ fn an_overwrite_after_index_loss_stays_on_the_holder_and_a_delete_is_final() {
     }
 }
 
+/// Backends that honour `If-Match` on PutObject (`conditional_writes`).
+fn conditional(mut c: Config) -> Config {
+    for b in &mut c.backends {
+        b.conditional_writes = true;
+    }
+    c
+}
+
+#[test]
+fn an_overwrite_on_a_conditional_backend_is_confirmed_by_the_put_itself() {
+    let h = Harness::with_config(conditional(photos_only(Placement::RoundRobin)));
+    h.put("/photos/k", b"v1");
+    let holder = h.holders_of("k");
+    h.s3().clear_requests();
+    assert_eq!(h.put("/photos/k", b"v2").status, StatusCode::OK);
+    let sent = h.s3().requests();
+    assert!(
+        sent.iter().all(|(m, _)| *m != Method::HEAD),
+        "no HEAD before the overwrite: {sent:?}"
+    );
+    assert_eq!(sent.len(), 1, "one backend request: {sent:?}");
+    assert_eq!(h.holders_of("k"), holder);
+    assert_eq!(body(&h.get("/photos/k")), "v2");
+
+    // The same without conditional writes: a HEAD confirms the entry first.
+    h.set_config(|c| {
+        c.backends
+            .iter_mut()
+            .for_each(|b| b.conditional_writes = false)
+    });
+    h.s3().clear_requests();
+    assert_eq!(h.put("/photos/k", b"v3").status, StatusCode::OK);
+    let methods: Vec<Method> = h.s3().requests().into_iter().map(|(m, _)| m).collect();
+    assert_eq!(methods, [Method::HEAD, Method::PUT]);
+}
+
+#[test]
+fn a_misdirected_or_outdated_entry_is_refused_by_the_backend_and_the_key_stays_single() {
+    let h = Harness::with_config(conditional(photos_only(Placement::RoundRobin)));
+    h.put("/photos/k", b"v1");
+    let holder = h.holders_of("k")[0];
+    let elsewhere = (holder + 1) % 3;
+    // The entry points at a backend that holds nothing (a lagging or repaired index): that
+    // backend answers 404 to the conditional PUT and stores nothing.
+    let mut entry = h.entry("k").unwrap();
+    entry.backend = format!("b{}", elsewhere + 1);
+    block_on(h.engine.store().put_object("photos", "k", &entry)).unwrap();
+    assert_eq!(h.put("/photos/k", b"v2").status, StatusCode::OK);
+    assert_eq!(
+        h.holders_of("k"),
+        [holder],
+        "written where the copy is, once"
+    );
+    assert_eq!(body(&h.get("/photos/k")), "v2");
+    assert_eq!(h.entry("k").unwrap().backend, format!("b{}", holder + 1));
+
+    // The entry points at the holder, but the copy there changed behind the index: 412,
+    // then the full plan, still one copy.
+    h.s3().put_direct(
+        ENDPOINTS[holder],
+        &bucket_of(holder),
+        "photos/k",
+        &b"out of band"[..],
+    );
+    assert_eq!(h.put("/photos/k", b"v3").status, StatusCode::OK);
+    assert_eq!(h.holders_of("k"), [holder]);
+    assert_eq!(body(&h.get("/photos/k")), "v3");
+
+    // A client's own conditional write goes to the backend as it is, not replaced by ours.
+    let answer = h.send(Method::PUT, "/photos/k", &[("if-match", "\"nope\"")], b"v4");
+    assert_eq!(answer.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(body(&h.get("/photos/k")), "v3");
+}
+
 #[test]
 fn a_key_on_a_backend_that_stops_taking_writes_moves_and_the_old_copy_goes() {
     let h = Harness::with_config(photos_only(Placement::RoundRobin));
@@ -695,9 +769,13 @@ fn path(key: &str) -> String {
     format!("/photos/{}", key.replace(' ', "%20"))
 }
 
-fn run_model(steps: Vec<Step>) {
+/// `conditional`: which of the three backends honour `If-Match` on PutObject.
+fn run_model(steps: Vec<Step>, conditional: [bool; 3]) {
     let mut c = photos_only(Placement::RoundRobin);
     c.balancer.retry_attempts = 2;
+    for (b, on) in c.backends.iter_mut().zip(conditional) {
+        b.conditional_writes = on;
+    }
     let mut h = Harness::with_config(c);
     let mut model = Model::new();
     let mut down: BTreeSet<usize> = BTreeSet::new();
@@ -925,16 +1003,26 @@ fn check_reads(h: &Harness, model: &mut Model, ctx: &str) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
     #[test]
-    fn nothing_is_lost_stale_or_resurrected(steps in proptest::collection::vec(step(), 1..60)) {
-        run_model(steps);
+    fn nothing_is_lost_stale_or_resurrected(
+        steps in proptest::collection::vec(step(), 1..60),
+        conditional in proptest::array::uniform3(any::<bool>()),
+    ) {
+        run_model(steps, conditional);
     }
 }
 
 #[test]
 fn model_smoke() {
-    run_model(vec![
+    for conditional in [[false; 3], [true; 3]] {
+        run_model(smoke_steps(), conditional);
+    }
+    let _ = KeyLayout::Plain;
+}
+
+fn smoke_steps() -> Vec<Step> {
+    vec![
         Step::Put(0),
         Step::LoseIndex,
         Step::Put(0),
@@ -948,6 +1036,5 @@ fn model_smoke() {
         Step::Multipart(3),
         Step::Reindex,
         Step::Get(1),
-    ]);
-    let _ = KeyLayout::Plain;
+    ]
 }

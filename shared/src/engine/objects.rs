@@ -379,7 +379,25 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let key = call.key().to_owned();
         let length = Self::object_length(call, &body)?;
         let _turn = self.key_locks.lock(call.bucket(), &key).await;
-        let plan = self.plan_write(call, &key, Some(length), None).await?;
+        // An overwrite the backend can confirm itself (`If-Match`) skips the HEAD. Not for a
+        // client's own conditional write (its headers go to the backend as they are), nor for
+        // a redirect (the client sends the body, once).
+        let client_conditional = call.parts.headers.contains_key(http::header::IF_MATCH)
+            || call.parts.headers.contains_key(http::header::IF_NONE_MATCH);
+        let entry = self.indexed(call, &key).await?;
+        let fast = match &entry {
+            Some(e) if !client_conditional && !call.redirects(true) => {
+                self.plan_conditional_overwrite(call, e, length)
+            }
+            _ => None,
+        };
+        let mut plan = match fast {
+            Some(plan) => plan,
+            None => {
+                self.plan_write_from(call, &key, Some(length), None, entry)
+                    .await?
+            }
+        };
         call.log.bytes = Some(length);
         // A redirect hands the upload to the client: the gateway never sees it finish, so it
         // cannot remove an older copy elsewhere afterwards. Writes that move a key are proxied.
@@ -402,9 +420,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let (body, verdict) = Self::object_body(call, body)?;
         let retries = call.config.balancer.retry_attempts as usize;
         // A new object small enough to keep can move to another backend if its first one
-        // fails; anything else streams once.
+        // fails, and a conditional overwrite is sent again if the backend refuses it; anything
+        // else streams once.
         let mut body = Some(body);
-        let kept = if plan.movable && retries > 0 && length <= call.config.balancer.retry_buffer {
+        let keep = (plan.movable && retries > 0) || plan.if_match.is_some();
+        let kept = if keep && length <= call.config.balancer.retry_buffer {
             let bytes = match body.take() {
                 Some(b) => b.collect(length as usize).await,
                 None => Ok(Bytes::new()),
@@ -438,12 +458,40 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 .headers
                 .extend(backend::write_headers(&call.parts.headers));
             backend::set_content_length(&mut request.headers, length);
+            if let Some(tag) = plan
+                .if_match
+                .as_deref()
+                .and_then(|t| HeaderValue::from_str(t).ok())
+            {
+                request.headers.insert(http::header::IF_MATCH, tag);
+            }
             match self
                 .send_body(call, &backend, "PutObject", request, &verdict)
                 .await
             {
                 Ok(response) => break response,
-                Err(e) if kept.is_some() && retryable(&e) && failed.len() < retries => {
+                // The indexed copy is not there (404) or not that version (412), and the
+                // backend stored nothing: find every copy, as for an unindexed key.
+                Err(e)
+                    if plan.if_match.is_some()
+                        && kept.is_some()
+                        && matches!(
+                            e.code,
+                            S3ErrorCode::PreconditionFailed | S3ErrorCode::NoSuchKey
+                        ) =>
+                {
+                    tracing::info!(backend = %backend.name, bucket = call.bucket(), key = %key, "index entry not confirmed by the backend; asking the whole pool");
+                    plan = self
+                        .plan_write_from(call, &key, Some(length), None, None)
+                        .await?;
+                    target = plan.target.clone();
+                }
+                Err(e)
+                    if plan.movable
+                        && kept.is_some()
+                        && retryable(&e)
+                        && failed.len() < retries =>
+                {
                     tracing::warn!(backend = %backend.name, error = %e, "write failed; moving the new object to the next backend");
                     failed.push(backend.name.clone());
                     target = match self.place(call, &key, Some(length), &failed) {

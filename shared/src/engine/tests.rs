@@ -34,6 +34,7 @@ pub(super) fn backend(i: usize) -> BackendConfig {
         weight: 1,
         enabled: true,
         read_only: false,
+        conditional_writes: false,
         limit_class_a: None,
         limit_class_b: None,
     }

@@ -1467,6 +1467,7 @@ fn backend(region: &str) -> crate::config::BackendConfig {
         weight: 1,
         enabled: true,
         read_only: false,
+        conditional_writes: false,
         limit_class_a: None,
         limit_class_b: None,
     }
