@@ -17,18 +17,34 @@ pub struct Metrics {
     inner: Mutex<MetricsInner>,
 }
 
+/// Keyed by label values, nested rather than by tuples so that a request finds its counters
+/// by `&str` and allocates a key only the first time a label value is seen. Maps iterate in
+/// label order, which is the exposition's order.
 #[derive(Debug, Default)]
 struct MetricsInner {
-    /// (operation, status) -> count
-    operations: BTreeMap<(String, String), u64>,
+    /// operation -> count per status label ([`PER_STATUS`] order)
+    operations: BTreeMap<String, [u64; 2]>,
     /// operation -> histogram
     durations: BTreeMap<String, Histogram>,
-    /// (backend, strategy) -> count
-    decisions: BTreeMap<(String, String), u64>,
-    /// (backend, operation, result) -> count
-    backend_operations: BTreeMap<(String, String, String), u64>,
-    /// (operation, direction) -> bytes
-    transferred: BTreeMap<(String, &'static str), u64>,
+    /// backend -> strategy -> count
+    decisions: BTreeMap<String, BTreeMap<String, u64>>,
+    /// backend -> operation -> count per result label ([`PER_STATUS`] order)
+    backend_operations: BTreeMap<String, BTreeMap<String, [u64; 2]>>,
+    /// operation -> bytes per direction ([`DIRECTIONS`] order)
+    transferred: BTreeMap<String, [u64; 2]>,
+}
+
+/// The `status` and `result` label values, in label order.
+const PER_STATUS: [&str; 2] = ["error", "success"];
+/// The `direction` label values, in label order.
+const DIRECTIONS: [&str; 2] = ["in", "out"];
+
+/// The value under `key`, inserted (with its key allocated) only the first time.
+fn slot<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 #[derive(Debug, Default, Clone)]
@@ -45,13 +61,9 @@ pub const BUCKETS: [f64; 12] = [
 ];
 
 /// The `status` label as the Go s3-balance writes it (its alert rules select
-/// `status="error"`): `success` below 400, `error` from 400 on.
-fn status_label(status: u16) -> &'static str {
-    if status < 400 {
-        "success"
-    } else {
-        "error"
-    }
+/// `status="error"`): `success` below 400, `error` from 400 on. Its index in [`PER_STATUS`].
+fn status_slot(status: u16) -> usize {
+    usize::from(status < 400)
 }
 
 /// Escapes a label value: backslash, double quote and newline, as the text format requires.
@@ -127,31 +139,22 @@ impl Metrics {
     /// label is `success` or `error` as in the Go s3-balance.
     pub fn record_request(&self, operation: &str, status: u16, seconds: f64) {
         self.with(|m| {
-            *m.operations
-                .entry((operation.to_owned(), status_label(status).to_owned()))
-                .or_default() += 1;
-            m.durations
-                .entry(operation.to_owned())
-                .or_default()
-                .observe(seconds.max(0.0));
+            slot(&mut m.operations, operation)[status_slot(status)] += 1;
+            slot(&mut m.durations, operation).observe(seconds.max(0.0));
         });
     }
 
     /// One placement: `s3_balance_balancer_decisions_total{bucket,strategy}`.
     pub fn record_decision(&self, backend: &str, strategy: &str) {
-        self.with(|m| {
-            *m.decisions
-                .entry((backend.to_owned(), strategy.to_owned()))
-                .or_default() += 1
-        });
+        self.with(|m| *slot(slot(&mut m.decisions, backend), strategy) += 1);
     }
 
     /// Placements per backend since start, all strategies together (the admin API's).
     pub fn placements_by_backend(&self) -> BTreeMap<String, u64> {
         self.with(|m| {
             let mut out = BTreeMap::new();
-            for ((backend, _), n) in &m.decisions {
-                *out.entry(backend.clone()).or_default() += n;
+            for (backend, by_strategy) in &m.decisions {
+                out.insert(backend.clone(), by_strategy.values().sum());
             }
             out
         })
@@ -160,11 +163,8 @@ impl Metrics {
     /// One backend request: `s3_balance_backend_operations_total{bucket,operation,result}`,
     /// `result` being `success` or `error`.
     pub fn record_backend(&self, backend: &str, operation: &str, ok: bool) {
-        let result = if ok { "success" } else { "error" };
         self.with(|m| {
-            *m.backend_operations
-                .entry((backend.to_owned(), operation.to_owned(), result.to_owned()))
-                .or_default() += 1
+            slot(slot(&mut m.backend_operations, backend), operation)[usize::from(ok)] += 1
         });
     }
 
@@ -174,12 +174,10 @@ impl Metrics {
     /// reads it.
     pub fn record_transfer(&self, operation: &str, received: u64, sent: u64) {
         self.with(|m| {
-            for (direction, n) in [("in", received), ("out", sent)] {
-                if n > 0 {
-                    *m.transferred
-                        .entry((operation.to_owned(), direction))
-                        .or_default() += n;
-                }
+            if received > 0 || sent > 0 {
+                let bytes = slot(&mut m.transferred, operation);
+                bytes[0] += received;
+                bytes[1] += sent;
             }
         });
     }
@@ -210,9 +208,11 @@ impl Metrics {
                 "counter",
                 "Total number of S3 operations",
             );
-            for ((operation, status), n) in &m.operations {
-                let l = labels(&[("operation", operation), ("status", status)]);
-                let _ = writeln!(out, "s3_balance_s3_operations_total{l} {n}");
+            for (operation, counts) in &m.operations {
+                for (status, n) in PER_STATUS.iter().zip(counts).filter(|(_, n)| **n > 0) {
+                    let l = labels(&[("operation", operation), ("status", status)]);
+                    let _ = writeln!(out, "s3_balance_s3_operations_total{l} {n}");
+                }
             }
             let name = "s3_balance_s3_operation_duration_seconds";
             header(
@@ -240,9 +240,11 @@ impl Metrics {
                 "counter",
                 "Total number of load balancing decisions",
             );
-            for ((backend, strategy), n) in &m.decisions {
-                let l = labels(&[("bucket", backend), ("strategy", strategy)]);
-                let _ = writeln!(out, "s3_balance_balancer_decisions_total{l} {n}");
+            for (backend, by_strategy) in &m.decisions {
+                for (strategy, n) in by_strategy {
+                    let l = labels(&[("bucket", backend), ("strategy", strategy)]);
+                    let _ = writeln!(out, "s3_balance_balancer_decisions_total{l} {n}");
+                }
             }
             header(
                 &mut out,
@@ -250,13 +252,17 @@ impl Metrics {
                 "counter",
                 "Total number of requests sent to backends",
             );
-            for ((backend, operation, result), n) in &m.backend_operations {
-                let l = labels(&[
-                    ("bucket", backend),
-                    ("operation", operation),
-                    ("result", result),
-                ]);
-                let _ = writeln!(out, "s3_balance_backend_operations_total{l} {n}");
+            for (backend, by_operation) in &m.backend_operations {
+                for (operation, counts) in by_operation {
+                    for (result, n) in PER_STATUS.iter().zip(counts).filter(|(_, n)| **n > 0) {
+                        let l = labels(&[
+                            ("bucket", backend),
+                            ("operation", operation),
+                            ("result", result),
+                        ]);
+                        let _ = writeln!(out, "s3_balance_backend_operations_total{l} {n}");
+                    }
+                }
             }
             header(
                 &mut out,
@@ -264,9 +270,11 @@ impl Metrics {
                 "counter",
                 "Bytes of S3 requests (in: object bytes received, out: response bytes sent)",
             );
-            for ((operation, direction), n) in &m.transferred {
-                let l = labels(&[("operation", operation), ("direction", direction)]);
-                let _ = writeln!(out, "s3_balance_s3_bytes_total{l} {n}");
+            for (operation, bytes) in &m.transferred {
+                for (direction, n) in DIRECTIONS.iter().zip(bytes).filter(|(_, n)| **n > 0) {
+                    let l = labels(&[("operation", operation), ("direction", direction)]);
+                    let _ = writeln!(out, "s3_balance_s3_bytes_total{l} {n}");
+                }
             }
         });
 

@@ -280,15 +280,15 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let mut located = self.locate(call, &bucket, &key).await?;
         // An index entry may be stale: a 404 there asks the backends once.
         for attempt in 0..2 {
-            let backend = call.backend(&located.backend)?.clone();
+            let backend = call.backend(&located.backend)?;
             let mut request = BackendRequest::new(
                 http::Method::PUT,
-                backend_uri(&backend, Some(&real_key), "acl")?,
+                backend_uri(backend, Some(&real_key), "acl")?,
             );
             request
                 .headers
                 .insert("x-amz-acl", HeaderValue::from_static(acl.as_str()));
-            let response = self.send(call, &backend, "PutObjectAcl", request).await?;
+            let response = self.send(call, backend, "PutObjectAcl", request).await?;
             if response.status().is_success() {
                 return Ok(empty(StatusCode::OK));
             }

@@ -167,7 +167,7 @@ pub(crate) struct Call<'a> {
     pub access: Option<access::BucketAccess>,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
     pub fn bucket(&self) -> &str {
         self.s3.bucket.as_deref().unwrap_or_default()
     }
@@ -192,7 +192,9 @@ impl Call<'_> {
         self.config.pool(self.bucket_config())
     }
 
-    pub fn backend(&self, name: &str) -> Result<&BackendConfig, S3Error> {
+    /// A backend of the config by name. Borrowed from the config, not from the call, so the
+    /// call stays free to update while it is used (no per-request clone of the backend).
+    pub fn backend(&self, name: &str) -> Result<&'a BackendConfig, S3Error> {
         self.config.backend(name).ok_or_else(|| {
             tracing::error!(
                 backend = name,

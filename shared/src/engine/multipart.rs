@@ -58,13 +58,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         // Where the parts go is where the key already lives (or a new placement); older copies
         // elsewhere are removed when the upload completes.
         let plan = self.plan_write(call, &key, None, None).await?;
-        let backend = call.backend(&plan.target)?.clone();
+        let backend = call.backend(&plan.target)?;
         call.log.backend = Some(backend.name.clone());
         let mut request =
-            BackendRequest::new(Method::POST, Self::upload_uri(call, &backend, "uploads=")?);
+            BackendRequest::new(Method::POST, Self::upload_uri(call, backend, "uploads=")?);
         request.headers = backend::write_headers(&call.parts.headers);
         let response = self
-            .send(call, &backend, "CreateMultipartUpload", request)
+            .send(call, backend, "CreateMultipartUpload", request)
             .await?;
         if !response.status().is_success() {
             return Err(backend_error(&backend.name, response).await);

@@ -213,11 +213,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let overrides = response_overrides(call)?;
         let mut located = self.locate(call, &bucket, &key).await?;
         loop {
-            let backend = call.backend(&located.backend)?.clone();
+            let backend = call.backend(&located.backend)?;
             call.log.backend = Some(backend.name.clone());
             let redirects = !head && call.redirects(false);
             let uri = backend_uri(
-                &backend,
+                backend,
                 Some(&call.real_key(&key)),
                 &get_query(call, redirects),
             )?;
@@ -225,7 +225,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 let url = self.signers.presign(
                     &Method::GET,
                     &uri,
-                    &backend,
+                    backend,
                     call.config.api.presign_expiry,
                     call.ctx.now,
                 )?;
@@ -237,7 +237,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             let response = self
                 .send(
                     call,
-                    &backend,
+                    backend,
                     if head { "HeadObject" } else { "GetObject" },
                     request,
                 )
@@ -402,13 +402,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         // A redirect hands the upload to the client: the gateway never sees it finish, so it
         // cannot remove an older copy elsewhere afterwards. Writes that move a key are proxied.
         if call.redirects(true) && plan.older.is_empty() {
-            let backend = call.backend(&plan.target)?.clone();
+            let backend = call.backend(&plan.target)?;
             call.log.backend = Some(backend.name.clone());
-            let uri = backend_uri(&backend, Some(&call.real_key(&key)), "")?;
+            let uri = backend_uri(backend, Some(&call.real_key(&key)), "")?;
             let url = self.signers.presign(
                 &Method::PUT,
                 &uri,
-                &backend,
+                backend,
                 call.config.api.presign_expiry,
                 call.ctx.now,
             )?;
@@ -446,13 +446,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let mut target = plan.target.clone();
         let mut failed: Vec<String> = Vec::new();
         let response = loop {
-            let backend = call.backend(&target)?.clone();
+            let backend = call.backend(&target)?;
             call.log.backend = Some(backend.name.clone());
             let payload = match &kept {
                 Some(bytes) => C::Body::from_bytes(bytes.clone()),
                 None => body.take().unwrap_or_else(C::Body::empty),
             };
-            let uri = backend_uri(&backend, Some(&call.real_key(&key)), "")?;
+            let uri = backend_uri(backend, Some(&call.real_key(&key)), "")?;
             let mut request = BackendRequest::new(Method::PUT, uri).with_stream(payload, length);
             request
                 .headers
@@ -466,7 +466,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 request.headers.insert(http::header::IF_MATCH, tag);
             }
             match self
-                .send_body(call, &backend, "PutObject", request, &verdict)
+                .send_body(call, backend, "PutObject", request, &verdict)
                 .await
             {
                 Ok(response) => break response,
@@ -876,10 +876,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let size = source.size;
         let _turn = self.key_locks.lock(call.bucket(), &key).await;
         let plan = self.plan_write(call, &key, Some(size), None).await?;
-        let dest = call.backend(&plan.target)?.clone();
+        let dest = call.backend(&plan.target)?;
         call.log.backend = Some(dest.name.clone());
-        let dest_uri = backend_uri(&dest, Some(&call.real_key(&key)), "")?;
-        let (etag, last_modified, size) = match self.copy_into(call, &source, &dest, dest_uri).await
+        let dest_uri = backend_uri(dest, Some(&call.real_key(&key)), "")?;
+        let (etag, last_modified, size) = match self.copy_into(call, &source, dest, dest_uri).await
         {
             Ok(w) => w,
             Err(e) => {
