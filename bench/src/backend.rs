@@ -1,8 +1,8 @@
 //! A fast in-memory S3 backend for benchmarks: path-style only, any signature accepted
-//! without checking. PUT stores the bytes (honouring `If-Match`), GET returns them in one write (TCP_NODELAY, one
-//! `Bytes` handed to hyper, no copy), HEAD, DELETE, HeadBucket and ListObjectsV2 (prefix,
-//! start-after, continuation-token, max-keys, encoding-type=url: what the gateway's listing
-//! merge and health probe send).
+//! without checking. PUT stores the bytes (honouring `If-Match`), GET returns them in one
+//! write (TCP_NODELAY, one `Bytes` handed to hyper, no copy), HEAD, DELETE, HeadBucket and
+//! ListObjectsV2 (prefix, start-after, continuation-token, max-keys, encoding-type=url: what
+//! the gateway's listing merge and health probe send).
 //!
 //! It is deliberately not a conformance target (s3s-fs and moto are): it exists so that the
 //! backend is not the bottleneck when the proxy's own cost is measured.
@@ -56,6 +56,15 @@ impl Store {
             .entry(bucket.to_owned())
             .or_default()
             .insert(key.to_owned(), object);
+    }
+
+    fn get(&self, bucket: &str, key: &str) -> Option<Object> {
+        self.buckets
+            .lock()
+            .unwrap()
+            .get(bucket)
+            .and_then(|b| b.get(key))
+            .cloned()
     }
 }
 
@@ -220,14 +229,7 @@ async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Response<Full<Byte
             // Conditional writes, as S3 answers them: the gateway's overwrites carry the
             // indexed ETag (`conditional_writes: true` in the bench config).
             if let Some(wanted) = req_if_match {
-                let current = store
-                    .buckets
-                    .lock()
-                    .unwrap()
-                    .get(&bucket)
-                    .and_then(|b| b.get(&key))
-                    .map(|o| o.etag.clone());
-                match current {
+                match store.get(&bucket, &key).map(|o| o.etag) {
                     None => return error(StatusCode::NOT_FOUND, "NoSuchKey"),
                     Some(etag) if etag != wanted => {
                         return error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed")
@@ -242,14 +244,7 @@ async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Response<Full<Byte
             r
         }
         Method::GET | Method::HEAD => {
-            let object = store
-                .buckets
-                .lock()
-                .unwrap()
-                .get(&bucket)
-                .and_then(|b| b.get(&key))
-                .cloned();
-            let Some(o) = object else {
+            let Some(o) = store.get(&bucket, &key) else {
                 if method == Method::HEAD {
                     return response(StatusCode::NOT_FOUND, Bytes::new());
                 }

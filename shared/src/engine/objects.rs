@@ -458,12 +458,8 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 .headers
                 .extend(backend::write_headers(&call.parts.headers));
             backend::set_content_length(&mut request.headers, length);
-            if let Some(tag) = plan
-                .if_match
-                .as_deref()
-                .and_then(|t| HeaderValue::from_str(t).ok())
-            {
-                request.headers.insert(http::header::IF_MATCH, tag);
+            if let Some(tag) = &plan.if_match {
+                backend::insert_header(&mut request.headers, "if-match", tag);
             }
             match self
                 .send_body(call, backend, "PutObject", request, &verdict)
