@@ -6,7 +6,7 @@ mod connections;
 mod dev;
 mod healthcheck;
 mod http_server;
-mod logfmt;
+mod log;
 mod migrate;
 mod moves;
 mod reindex;
@@ -17,7 +17,7 @@ mod tasks;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -27,16 +27,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 )]
 struct Cli {
     /// Log line format (RUST_LOG sets the level; default info).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = log::Format::Text)]
+    log_format: log::Format,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -151,20 +145,6 @@ impl MoveArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: a log file or journald gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.fmt_fields(logfmt::PlainFields).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
 async fn serve(config_path: PathBuf, threads: Option<usize>) -> ExitCode {
     let (config, warnings) = match setup::load_config(&config_path) {
         Ok(c) => c,
@@ -210,7 +190,8 @@ async fn serve(config_path: PathBuf, threads: Option<usize>) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Dropped last, after the runtime: the final lines are written before the process ends.
+    let _log = log::init(cli.log_format, matches!(cli.command, Command::Serve { .. }));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
