@@ -48,16 +48,22 @@ pub fn hex32(bytes: &[u8; 32]) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// Appends `params` to `url`'s query, each name and value URI-encoded (a presigned URL's
-/// `X-Amz-*` parameters).
-pub fn append_query<'a>(url: &mut String, params: impl IntoIterator<Item = (&'a str, &'a str)>) {
-    let mut separator = if !url.contains('?') {
+/// What goes between `url` and a parameter appended to it: `?` when it has no query yet,
+/// nothing after a trailing `?` or `&`, `&` otherwise.
+pub fn query_separator(url: &str) -> &'static str {
+    if !url.contains('?') {
         "?"
     } else if url.ends_with(['?', '&']) {
         ""
     } else {
         "&"
-    };
+    }
+}
+
+/// Appends `params` to `url`'s query, each name and value URI-encoded (a presigned URL's
+/// `X-Amz-*` parameters).
+pub fn append_query<'a>(url: &mut String, params: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    let mut separator = query_separator(url);
     for (name, value) in params {
         url.push_str(separator);
         uri_encode(name.as_bytes(), false, url);

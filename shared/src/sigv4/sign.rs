@@ -3,6 +3,7 @@
 //!
 //! <https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-authenticating-requests.html>
 
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use super::canonical;
@@ -45,10 +46,16 @@ pub(crate) fn host_header(uri: &http::Uri) -> Result<String, S3Error> {
     let host = uri
         .host()
         .ok_or_else(|| signing_failed("backend uri", "no host"))?;
-    Ok(match (uri.scheme_str(), uri.port_u16()) {
-        (Some("http"), Some(80)) | (Some("https"), Some(443)) | (_, None) => host.to_owned(),
-        (_, Some(port)) => format!("{host}:{port}"),
-    })
+    let mut out = String::with_capacity(host.len() + 6);
+    out.push_str(host);
+    match (uri.scheme_str(), uri.port_u16()) {
+        (Some("http"), Some(80)) | (Some("https"), Some(443)) | (_, None) => {}
+        (_, Some(port)) => {
+            out.push(':');
+            let _ = write!(out, "{port}");
+        }
+    }
+    Ok(out)
 }
 
 /// S3's `UNSIGNED-PAYLOAD`, the payload hash of streamed bodies and presigned URLs.
@@ -109,18 +116,24 @@ impl SignerCache {
             http::HeaderValue::from_str(&amz_date).map_err(|e| signing_failed("x-amz-date", e))?;
         let hash_value = http::HeaderValue::from_str(payload_hash)
             .map_err(|e| signing_failed("x-amz-content-sha256", e))?;
-        parts.headers.insert("x-amz-date", date_value);
-        parts.headers.insert("x-amz-content-sha256", hash_value);
+        parts.headers.insert(X_AMZ_DATE, date_value);
+        parts.headers.insert(X_AMZ_CONTENT_SHA256, hash_value);
         parts.headers.remove(http::header::AUTHORIZATION);
 
-        let mut signed: Vec<&str> = parts
+        // By `HeaderName`: looking a value up by `&str` parses the name again.
+        let mut signed: Vec<&http::HeaderName> = parts
             .headers
             .keys()
-            .map(|n| n.as_str())
-            .filter(|n| !EXCLUDED_HEADERS.contains(n))
+            .filter(|n| !EXCLUDED_HEADERS.contains(&n.as_str()))
             .collect();
-        signed.sort_unstable();
-        let signed_headers = signed.join(";");
+        signed.sort_unstable_by_key(|n| n.as_str());
+        let mut signed_headers = String::with_capacity(signed.len() * 16);
+        for (i, name) in signed.iter().enumerate() {
+            if i > 0 {
+                signed_headers.push(';');
+            }
+            signed_headers.push_str(name.as_str());
+        }
 
         let query = canonical::canonical_query(parts.uri.query().unwrap_or(""), None);
         let mut creq = Vec::with_capacity(512);
@@ -131,7 +144,7 @@ impl SignerCache {
         creq.extend_from_slice(query.as_bytes());
         creq.push(b'\n');
         for name in &signed {
-            creq.extend_from_slice(name.as_bytes());
+            creq.extend_from_slice(name.as_str().as_bytes());
             creq.push(b':');
             for (i, v) in parts.headers.get_all(*name).iter().enumerate() {
                 if i > 0 {
@@ -150,14 +163,25 @@ impl SignerCache {
 
         // `YYYYMMDD` of `YYYYMMDDTHHMMSSZ`.
         let date = amz_date.get(..8).unwrap_or_default();
-        let scope = format!("{date}/{}/s3/aws4_request", backend.region);
+        let scope = scope(date, &backend.region);
         let sts = canonical::string_to_sign(&amz_date, &scope, &creq);
         let signature = canonical::signature_with(self.signing_mac(backend, date), &sts);
-        let authorization = format!(
-            "{} Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
-            canonical::ALGORITHM,
-            backend.access_key
+        let mut authorization = String::with_capacity(
+            100 + backend.access_key.len() + scope.len() + signed_headers.len(),
         );
+        for part in [
+            canonical::ALGORITHM,
+            " Credential=",
+            &backend.access_key,
+            "/",
+            &scope,
+            ", SignedHeaders=",
+            &signed_headers,
+            ", Signature=",
+            &signature,
+        ] {
+            authorization.push_str(part);
+        }
         let value = http::HeaderValue::from_str(&authorization)
             .map_err(|e| signing_failed("authorization header", e))?;
         parts.headers.insert(http::header::AUTHORIZATION, value);
@@ -180,36 +204,47 @@ impl SignerCache {
         let amz_date = crate::time::amz_date(now);
         // `YYYYMMDD` of `YYYYMMDDTHHMMSSZ`.
         let date = amz_date.get(..8).unwrap_or_default();
-        let scope = format!("{date}/{}/s3/aws4_request", backend.region);
-        let credential = format!("{}/{scope}", backend.access_key);
-        let expires = expires.to_string();
-        let auth_params: [(&str, &str); 5] = [
-            ("X-Amz-Algorithm", canonical::ALGORITHM),
-            ("X-Amz-Credential", &credential),
-            ("X-Amz-Date", &amz_date),
-            ("X-Amz-Expires", &expires),
-            ("X-Amz-SignedHeaders", "host"),
-        ];
+        let scope = scope(date, &backend.region);
+        // The auth parameters, encoded once and already in canonical order (Algorithm,
+        // Credential, Date, Expires, SignedHeaders): both the canonical query of a URI without
+        // its own parameters, and what is appended to the URL.
+        let mut auth = String::with_capacity(160 + backend.access_key.len() + scope.len());
+        auth.push_str("X-Amz-Algorithm=");
+        auth.push_str(canonical::ALGORITHM);
+        auth.push_str("&X-Amz-Credential=");
+        canonical::uri_encode(backend.access_key.as_bytes(), false, &mut auth);
+        auth.push_str("%2F");
+        canonical::uri_encode(scope.as_bytes(), false, &mut auth);
+        // `YYYYMMDDTHHMMSSZ` and a number: nothing to encode.
+        auth.push_str("&X-Amz-Date=");
+        auth.push_str(&amz_date);
+        auth.push_str("&X-Amz-Expires=");
+        let _ = write!(auth, "{expires}");
+        auth.push_str("&X-Amz-SignedHeaders=host");
         // The canonical query: the URI's own parameters and the auth ones, encoded, sorted.
-        let mut pairs: Vec<(String, String)> = canonical::query_pairs(uri.query().unwrap_or(""))
-            .into_iter()
-            .map(|(k, v)| (encoded(&k), encoded(&v)))
-            .chain(
-                auth_params
-                    .iter()
-                    .map(|(k, v)| (encoded(k.as_bytes()), encoded(v.as_bytes()))),
-            )
-            .collect();
-        pairs.sort_unstable();
-        let mut query = String::with_capacity(256);
-        for (i, (k, v)) in pairs.iter().enumerate() {
-            if i > 0 {
-                query.push('&');
+        let own = canonical::query_pairs(uri.query().unwrap_or(""));
+        let query = if own.is_empty() {
+            std::borrow::Cow::Borrowed(auth.as_str())
+        } else {
+            let own: Vec<(String, String)> =
+                own.iter().map(|(k, v)| (encoded(k), encoded(v))).collect();
+            let mut pairs: Vec<(&str, &str)> = own
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain(auth.split('&').filter_map(|p| p.split_once('=')))
+                .collect();
+            pairs.sort_unstable();
+            let mut query = String::with_capacity(auth.len() + 64);
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    query.push('&');
+                }
+                query.push_str(k);
+                query.push('=');
+                query.push_str(v);
             }
-            query.push_str(k);
-            query.push('=');
-            query.push_str(v);
-        }
+            std::borrow::Cow::Owned(query)
+        };
         let mut creq = String::with_capacity(512);
         creq.push_str(method.as_str());
         creq.push('\n');
@@ -223,17 +258,41 @@ impl SignerCache {
         let sts = canonical::string_to_sign(&amz_date, &scope, creq.as_bytes());
         let signature = canonical::signature_with(self.signing_mac(backend, date), &sts);
 
-        let mut url = uri.to_string();
-        canonical::append_query(
-            &mut url,
-            auth_params
-                .iter()
-                .copied()
-                .chain(std::iter::once(("X-Amz-Signature", signature.as_str()))),
+        // The URI as given (its own parameters unchanged), then the auth parameters.
+        // (What `Uri`'s `Display` writes, without the formatting machinery.)
+        let scheme = uri.scheme_str().unwrap_or("https");
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let mut url = String::with_capacity(
+            scheme.len() + authority.len() + uri.path().len() + auth.len() + 100,
         );
+        url.push_str(scheme);
+        url.push_str("://");
+        url.push_str(authority);
+        url.push_str(uri.path());
+        if let Some(q) = uri.query() {
+            url.push('?');
+            url.push_str(q);
+        }
+        url.push_str(canonical::query_separator(&url));
+        url.push_str(&auth);
+        url.push_str("&X-Amz-Signature=");
+        url.push_str(&signature);
         Ok(url)
     }
 }
+
+/// The credential scope, `YYYYMMDD/region/s3/aws4_request`.
+fn scope(date: &str, region: &str) -> String {
+    let mut scope = String::with_capacity(date.len() + region.len() + 20);
+    for part in [date, "/", region, "/s3/aws4_request"] {
+        scope.push_str(part);
+    }
+    scope
+}
+
+const X_AMZ_DATE: http::HeaderName = http::HeaderName::from_static("x-amz-date");
+const X_AMZ_CONTENT_SHA256: http::HeaderName =
+    http::HeaderName::from_static("x-amz-content-sha256");
 
 fn encoded(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() + 8);
