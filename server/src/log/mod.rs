@@ -2,7 +2,7 @@
 //! The serving process buffers them ([`stderr`]); the one-shot commands write each line at
 //! once, so their lines interleave with what they print.
 
-mod fields;
+mod format;
 mod stderr;
 
 use clap::ValueEnum;
@@ -44,11 +44,12 @@ where
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_timer(format::Rfc3339Micros)
         .with_writer(writer)
         // Colour codes only on a terminal: a log file or journald gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
-        Format::Text => builder.fmt_fields(fields::PlainFields).init(),
+        Format::Text => builder.fmt_fields(format::PlainFields).init(),
         Format::Json => builder.json().flatten_event(true).init(),
     }
 }
