@@ -14,6 +14,9 @@ use shared::store::{
 };
 use sql_store::SqlStore;
 
+mod group_commit;
+use group_commit::{IndexWrite, WriteQueue};
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
     bucket TEXT NOT NULL, key TEXT NOT NULL,
@@ -67,10 +70,12 @@ fn bucket_json(record: &BucketRecord) -> Result<String, StoreError> {
 /// free connection (there is one per serving thread): with one shared connection the
 /// event-loop threads queued on its mutex, a futex sleep and wake-up per contended request in
 /// the profile, while WAL readers need not wait for each other. Writes all go through the
-/// first connection (see [`SqliteStore::write`]). A guard is never held across an `.await`,
-/// so the futures stay `Send`.
+/// first connection (see [`SqliteStore::write`]); the index writes of requests share
+/// transactions ([`group_commit`]). A guard is never held across an `.await`, so the futures
+/// stay `Send`.
 pub struct SqliteStore {
     conns: Vec<Mutex<Connection>>,
+    writes: WriteQueue,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -95,7 +100,10 @@ impl SqliteStore {
         for _ in 0..count {
             conns.push(Mutex::new(Self::connect(path)?));
         }
-        Ok(Self { conns })
+        Ok(Self {
+            conns,
+            writes: WriteQueue::default(),
+        })
     }
 
     fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -282,29 +290,20 @@ impl MetadataStore for SqliteStore {
         key: &str,
         r: &ObjectRecord,
     ) -> Result<(), StoreError> {
-        self.write(|c| {
-            c.prepare_cached(
-                "INSERT OR REPLACE INTO objects (bucket, key, backend, size, etag, last_modified)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                bucket,
-                key,
-                r.backend,
-                r.size as i64,
-                r.etag,
-                r.last_modified as i64
-            ])
-            .map(drop)
-        })
+        let write = IndexWrite::Put {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            record: r.clone(),
+        };
+        self.writes.write(&self.conns[0], write).await
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        self.write(|c| {
-            c.prepare_cached("DELETE FROM objects WHERE bucket = ?1 AND key = ?2")?
-                .execute(params![bucket, key])
-                .map(drop)
-        })
+        let write = IndexWrite::Delete {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        };
+        self.writes.write(&self.conns[0], write).await
     }
 
     async fn put_object_unless_newer(
