@@ -62,6 +62,28 @@ fn bucket_json(record: &BucketRecord) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(err)
 }
 
+/// Writes one index entry, replacing the one there.
+fn insert_object(
+    c: &Connection,
+    bucket: &str,
+    key: &str,
+    r: &ObjectRecord,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO objects (bucket, key, backend, size, etag, last_modified)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        bucket,
+        key,
+        r.backend,
+        r.size as i64,
+        r.etag,
+        r.last_modified as i64
+    ])
+    .map(drop)
+}
+
 /// The metadata index in one SQLite file.
 ///
 /// A few connections, each behind a `std::sync::Mutex`, used directly inside the async
@@ -182,25 +204,8 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.lock(0);
         let tx = conn.transaction().map_err(err)?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO objects (bucket, key, backend, size, etag, last_modified)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(err)?;
-            for (key, r) in rows {
-                insert
-                    .execute(params![
-                        bucket,
-                        key,
-                        r.backend,
-                        r.size as i64,
-                        r.etag,
-                        r.last_modified as i64
-                    ])
-                    .map_err(err)?;
-            }
+        for (key, r) in rows {
+            insert_object(&tx, bucket, key, r).map_err(err)?;
         }
         tx.commit().map_err(err)
     }

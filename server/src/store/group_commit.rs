@@ -21,7 +21,7 @@ use rusqlite::{params, Connection};
 use shared::store::{ObjectRecord, StoreError};
 use tokio::sync::oneshot;
 
-use super::err;
+use super::{err, insert_object};
 
 /// One index write that can share a transaction with others.
 pub enum IndexWrite {
@@ -42,21 +42,8 @@ impl IndexWrite {
             IndexWrite::Put {
                 bucket,
                 key,
-                record: r,
-            } => c
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO objects (bucket, key, backend, size, etag, last_modified)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
-                    bucket,
-                    key,
-                    r.backend,
-                    r.size as i64,
-                    r.etag,
-                    r.last_modified as i64
-                ])
-                .map(drop),
+                record,
+            } => insert_object(c, bucket, key, record),
             IndexWrite::Delete { bucket, key } => c
                 .prepare_cached("DELETE FROM objects WHERE bucket = ?1 AND key = ?2")?
                 .execute(params![bucket, key])
