@@ -95,6 +95,11 @@ impl WriteQueue {
 
     /// Commits everything queued (nothing if another caller took it already).
     fn commit_queued(&self, writer: &Mutex<Connection>) {
+        // Empty: another caller took the queue, under the writer's lock, and commits it. Not
+        // waiting for that lock here spares a thread a futex sleep for nothing.
+        if lock(&self.queued).is_empty() {
+            return;
+        }
         // The writer's lock first: batches are taken in the order they commit.
         let mut conn = lock(writer);
         let batch = std::mem::take(&mut *lock(&self.queued));
