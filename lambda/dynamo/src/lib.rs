@@ -156,6 +156,19 @@ pub struct DynamoStore {
     table: String,
 }
 
+/// Boxes a future. The SDK's request futures are about 12 KB each, and every future that
+/// awaits a store call grew by that much: the engine's futures over the server's `AnyStore`
+/// (which may be this store) were 13-19 KB for a GET over SQLite, copied on each request
+/// (docs/performance.md). A DynamoDB call is a network round trip: the allocation is nothing
+/// beside it.
+trait Boxed: std::future::Future + Sized {
+    fn boxed(self) -> std::pin::Pin<Box<Self>> {
+        Box::pin(self)
+    }
+}
+
+impl<F: std::future::Future> Boxed for F {}
+
 impl DynamoStore {
     /// Writes a bucket's item if `condition` holds; `false` when it does not.
     async fn put_bucket_if(
@@ -171,6 +184,7 @@ impl DynamoStore {
             .set_item(Some(bucket_item(record)?))
             .condition_expression(condition)
             .send()
+            .boxed()
             .await;
         match result {
             Ok(_) => Ok(true),
@@ -211,7 +225,9 @@ impl DynamoStore {
     }
 
     async fn client(&self) -> &Client {
-        self.client.get_or_init(Self::client_from_env).await
+        self.client
+            .get_or_init(|| Self::client_from_env().boxed())
+            .await
     }
 
     /// Creates the table (pk/sk strings, on-demand billing) if it does not exist yet. The SAM
@@ -242,6 +258,7 @@ impl DynamoStore {
             .key_schema(schema("sk", KeyType::Range)?)
             .billing_mode(BillingMode::PayPerRequest)
             .send()
+            .boxed()
             .await;
         match result {
             Ok(_) => Ok(()),
@@ -259,6 +276,7 @@ impl DynamoStore {
             .set_key(Some(key(pk, sk)))
             .consistent_read(true)
             .send()
+            .boxed()
             .await
             .map_err(|e| err(op, e))?;
         Ok(out.item)
@@ -271,6 +289,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_key(Some(key(pk, sk)))
             .send()
+            .boxed()
             .await
             .map_err(|e| err(op, e))?;
         Ok(())
@@ -283,6 +302,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_item(Some(item))
             .send()
+            .boxed()
             .await
             .map_err(|e| err(op, e))?;
         Ok(())
@@ -317,7 +337,7 @@ impl DynamoStore {
             };
             let want = limit - items.len();
             q = q.limit(i32::try_from(want).unwrap_or(i32::MAX));
-            let out = q.send().await.map_err(|e| err(op, e))?;
+            let out = q.send().boxed().await.map_err(|e| err(op, e))?;
             items.extend(out.items.unwrap_or_default());
             match out.last_evaluated_key {
                 Some(k) if items.len() < limit && !k.is_empty() => start = Some(k),
@@ -352,6 +372,7 @@ impl DynamoStore {
         update
             .update_expression(format!("ADD {}", clauses.join(", ")))
             .send()
+            .boxed()
             .await
             .map_err(|e| err(op, e))?;
         Ok(())
@@ -410,6 +431,7 @@ impl MetadataStore for DynamoStore {
             .condition_expression("attribute_not_exists(pk) OR modified < :not_before")
             .expression_attribute_values(":not_before", n(not_before))
             .send()
+            .boxed()
             .await;
         match result {
             Ok(_) => Ok(true),
@@ -438,6 +460,7 @@ impl MetadataStore for DynamoStore {
             .condition_expression("attribute_not_exists(pk) OR modified < :not_before")
             .expression_attribute_values(":not_before", n(not_before))
             .send()
+            .boxed()
             .await;
         match result {
             Ok(_) => Ok(true),
@@ -603,6 +626,7 @@ impl MetadataStore for DynamoStore {
             .expression_attribute_values(":pk", s(STALE))
             .expression_attribute_values(":prefix", s(stale_prefix(bucket, key)))
             .send()
+            .boxed()
             .await
             .map_err(|e| err("Query stale copies of a key", e))?;
         out.items

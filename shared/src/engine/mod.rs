@@ -490,7 +490,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             }
             None if self.is_admin_request(&state, &parts) => {
                 log.operation = "Admin";
-                Ok(self.admin_api(&state, parts, body, ctx).await)
+                // Boxed: the admin API's future is the largest here, and every S3 request's
+                // future would otherwise be as large (it is moved on each request).
+                Ok(Box::pin(self.admin_api(&state, parts, body, ctx)).await)
             }
             None => {
                 self.serve(&state, parts, body, ctx, &mut log, &mut cors)
