@@ -38,6 +38,23 @@ pub fn amz_date(t: SystemTime) -> String {
     out
 }
 
+/// `YYYY-MM`, the month operations are counted in (once per backend request: written digit by
+/// digit, as [`amz_date`]).
+pub fn year_month(t: SystemTime) -> String {
+    let dt = to_offset(t);
+    let year = u32::try_from(dt.year()).unwrap_or(u32::MAX);
+    if year > 9999 {
+        let mut month = iso8601(t);
+        month.truncate("YYYY-MM".len());
+        return month;
+    }
+    let mut out = String::with_capacity(7);
+    push_digits(&mut out, year, 4);
+    out.push('-');
+    push_digits(&mut out, u32::from(u8::from(dt.month())), 2);
+    out
+}
+
 /// The last `width` decimal digits of `n`, zero-padded.
 fn push_digits(out: &mut String, n: u32, width: u32) {
     for place in (0..width).rev() {
@@ -101,7 +118,7 @@ mod tests {
     }
 
     #[test]
-    fn amz_date_is_what_the_general_formatter_writes() {
+    fn amz_date_and_month_are_what_the_general_formatter_writes() {
         // Every 100,003 s (so every hour, minute and second comes up) from 1970 to 2096.
         for secs in (0..4_000_000_000u64).step_by(100_003).chain([u64::MAX / 2]) {
             let t = from_unix_secs(secs.min(253_402_300_799));
@@ -110,6 +127,7 @@ mod tests {
                 to_offset(t).format(AMZ_DATE).unwrap(),
                 "{secs}"
             );
+            assert_eq!(year_month(t), iso8601(t)[..7], "{secs}");
         }
     }
 }

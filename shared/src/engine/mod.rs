@@ -145,13 +145,6 @@ fn is_class_b(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }
 
-/// `YYYY-MM` of `now`, the key of monthly operation budgets.
-fn month_of(now: SystemTime) -> String {
-    let mut month = crate::time::iso8601(now);
-    month.truncate("YYYY-MM".len());
-    month
-}
-
 /// One request being served: everything the operations need.
 pub(crate) struct Call<'a> {
     pub ctx: &'a RequestContext,
@@ -408,7 +401,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             None => HealthSnapshot::default(),
         };
         let usage = self.store.list_usage().await?;
-        let month = month_of(now);
+        let month = crate::time::year_month(now);
         let mut operations = BTreeMap::new();
         for b in &self.config().backends {
             operations.insert(
@@ -928,7 +921,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let c = pending
-            .entry((backend.to_owned(), month_of(now)))
+            .entry((backend.to_owned(), crate::time::year_month(now)))
             .or_default();
         if class_b {
             c.class_b += 1;

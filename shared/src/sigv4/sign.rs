@@ -326,6 +326,9 @@ fn push_spaces_trimmed(value: &[u8], out: &mut Vec<u8>) {
 /// rules), so that what is sent is exactly what `aws-sigv4` signs in `Single` mode and what
 /// the backend recomputes, whatever encoding the caller chose (`+`, `%2f`, `$` ...).
 pub(crate) fn canonical_path_uri(uri: &http::Uri) -> Result<http::Uri, S3Error> {
+    if canonical::is_canonical_path(uri.path()) {
+        return Ok(uri.clone());
+    }
     let path = canonical::canonical_uri(uri.path());
     if path == uri.path() {
         return Ok(uri.clone());
