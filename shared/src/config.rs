@@ -80,6 +80,20 @@ impl KeyLayout {
             KeyLayout::Plain => String::new(),
         }
     }
+
+    /// The key on a backend of `key` of `bucket`: `{bucket}/{key}` or `{key}`.
+    pub fn real_key(self, bucket: &str, key: &str) -> String {
+        match self {
+            KeyLayout::BucketPrefixed => {
+                let mut real = String::with_capacity(bucket.len() + 1 + key.len());
+                real.push_str(bucket);
+                real.push('/');
+                real.push_str(key);
+                real
+            }
+            KeyLayout::Plain => key.to_owned(),
+        }
+    }
 }
 
 /// Which store keeps the metadata index.

@@ -45,25 +45,36 @@ pub(crate) fn backend_uri(
 ) -> Result<Uri, S3Error> {
     let endpoint = backend.endpoint.trim_end_matches('/');
     let (scheme, rest) = endpoint.split_once("://").unwrap_or(("https", endpoint));
-    let (authority, base_path) = match rest.split_once('/') {
-        Some((a, p)) => (a, format!("/{p}")),
-        None => (rest, String::new()),
-    };
-    let key_path = real_key
-        .map(|k| format!("/{}", encode_key(k)))
-        .unwrap_or_default();
-    let mut url = if backend.path_style {
-        format!(
-            "{scheme}://{authority}{base_path}/{}{key_path}",
-            backend.bucket
-        )
-    } else {
-        format!(
-            "{scheme}://{}.{authority}{base_path}{}",
-            backend.bucket,
-            if key_path.is_empty() { "/" } else { &key_path }
-        )
-    };
+    // `base_path`: a path the endpoint itself has (a provider behind a path prefix).
+    let (authority, base_path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut url = String::with_capacity(
+        endpoint.len() + backend.bucket.len() + real_key.map_or(0, str::len) + query.len() + 16,
+    );
+    // Path style: `{scheme}://{authority}{/base_path}/{bucket}/{key}`; virtual-hosted
+    // style: `{scheme}://{bucket}.{authority}{/base_path}/{key}`.
+    url.push_str(scheme);
+    url.push_str("://");
+    if !backend.path_style {
+        url.push_str(&backend.bucket);
+        url.push('.');
+    }
+    url.push_str(authority);
+    if !base_path.is_empty() {
+        url.push('/');
+        url.push_str(base_path);
+    }
+    if backend.path_style {
+        url.push('/');
+        url.push_str(&backend.bucket);
+    }
+    match real_key {
+        Some(key) => {
+            url.push('/');
+            url.extend(utf8_percent_encode(key, PATH));
+        }
+        None if !backend.path_style => url.push('/'),
+        None => {}
+    }
     if !query.is_empty() {
         url.push('?');
         url.push_str(query);
@@ -416,6 +427,41 @@ mod tests {
             backend_uri(&b, None, "").unwrap().to_string(),
             "https://real.s3.us-east-1.amazonaws.com/"
         );
+        // An endpoint behind a path prefix, and one without a scheme.
+        for (endpoint, path_style, key, url) in [
+            (
+                "https://gw.example/s3/",
+                true,
+                Some("k"),
+                "https://gw.example/s3/real/k",
+            ),
+            (
+                "https://gw.example/s3",
+                true,
+                None,
+                "https://gw.example/s3/real",
+            ),
+            (
+                "https://gw.example/s3",
+                false,
+                Some("a/b"),
+                "https://real.gw.example/s3/a/b",
+            ),
+            (
+                "https://gw.example/s3",
+                false,
+                None,
+                "https://real.gw.example/s3/",
+            ),
+            ("minio:9000", true, Some("k"), "https://minio:9000/real/k"),
+        ] {
+            let b = backend(endpoint, path_style);
+            assert_eq!(
+                backend_uri(&b, key, "").unwrap().to_string(),
+                url,
+                "{endpoint}"
+            );
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub(crate) struct ObjectRef<'a> {
 impl ObjectRef<'_> {
     /// The key on a backend (`{bucket}/{key}` or `{key}`).
     pub fn real_key(&self) -> String {
-        format!("{}{}", self.config.key_layout.prefix(self.bucket), self.key)
+        self.config.key_layout.real_key(self.bucket, self.key)
     }
 }
 

@@ -175,10 +175,7 @@ impl<'a> Call<'a> {
 
     /// The real key of `key` of this call's bucket on a backend.
     pub fn real_key(&self, key: &str) -> String {
-        format!(
-            "{}{key}",
-            self.bucket_config().key_layout.prefix(self.bucket())
-        )
+        self.bucket_config().key_layout.real_key(self.bucket(), key)
     }
 
     pub fn pool(&self) -> Vec<&BackendConfig> {

@@ -964,7 +964,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         })?;
         let (bucket, key) = parse_copy_source(raw)?;
         let layout = call.config.bucket_or_default(&bucket).key_layout;
-        let real_key = format!("{}{key}", layout.prefix(&bucket));
+        let real_key = layout.real_key(&bucket, &key);
         super::check_key(&key, real_key.len() - key.len())?;
         // The caller must be allowed to read the source: its scope, owner and ACL.
         match self.bucket_access(call.state, &bucket).await? {
