@@ -227,7 +227,11 @@ async fn shutdown_signal() {
 
 /// `x-amz-request-id`: 16 uppercase hex characters, as AWS writes them.
 pub fn request_id() -> String {
-    format!("{:016X}", rand::random::<u64>())
+    let mut id = [0u8; 16];
+    // Cannot fail: the buffer is exactly twice the input.
+    let _ = hex::encode_to_slice(rand::random::<u64>().to_be_bytes(), &mut id);
+    id.make_ascii_uppercase();
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 async fn handle(
@@ -448,6 +452,11 @@ mod tests {
     fn request_ids_are_16_hex_and_differ() {
         let (a, b) = (request_id(), request_id());
         assert_eq!(a.len(), 16);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)),
+            "{a}"
+        );
         assert_ne!(a, b);
     }
 }

@@ -81,6 +81,14 @@ impl KeyLayout {
         }
     }
 
+    /// The length of [`KeyLayout::prefix`], without building it.
+    pub fn prefix_len(self, bucket: &str) -> usize {
+        match self {
+            KeyLayout::BucketPrefixed => bucket.len() + 1,
+            KeyLayout::Plain => 0,
+        }
+    }
+
     /// The key on a backend of `key` of `bucket`: `{bucket}/{key}` or `{key}`.
     pub fn real_key(self, bucket: &str, key: &str) -> String {
         match self {

@@ -631,7 +631,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             }
         };
         if let (Some(bucket), Some(key)) = (&s3.bucket, &s3.key) {
-            check_key(key, bucket_config.key_layout.prefix(bucket).len())?;
+            check_key(key, bucket_config.key_layout.prefix_len(bucket))?;
         }
         let mut call = Call {
             ctx,
