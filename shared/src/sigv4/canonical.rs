@@ -140,15 +140,21 @@ pub fn canonical_query(raw_query: &str, skip: Option<&str>) -> String {
             (ek, ev)
         })
         .collect();
-    pairs.sort();
-    let mut out = String::new();
+    join_sorted(&mut pairs)
+}
+
+/// Encoded `(name, value)` pairs sorted (by name, then value) and joined as a query:
+/// `a=1&b=2`.
+pub fn join_sorted<K: AsRef<str> + Ord, V: AsRef<str> + Ord>(pairs: &mut [(K, V)]) -> String {
+    pairs.sort_unstable();
+    let mut out = String::with_capacity(pairs.len() * 24);
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push('&');
         }
-        out.push_str(k);
+        out.push_str(k.as_ref());
         out.push('=');
-        out.push_str(v);
+        out.push_str(v.as_ref());
     }
     out
 }

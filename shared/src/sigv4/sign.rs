@@ -233,17 +233,7 @@ impl SignerCache {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .chain(auth.split('&').filter_map(|p| p.split_once('=')))
                 .collect();
-            pairs.sort_unstable();
-            let mut query = String::with_capacity(auth.len() + 64);
-            for (i, (k, v)) in pairs.iter().enumerate() {
-                if i > 0 {
-                    query.push('&');
-                }
-                query.push_str(k);
-                query.push('=');
-                query.push_str(v);
-            }
-            std::borrow::Cow::Owned(query)
+            std::borrow::Cow::Owned(canonical::join_sorted(&mut pairs))
         };
         let mut creq = String::with_capacity(512);
         creq.push_str(method.as_str());
