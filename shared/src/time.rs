@@ -22,44 +22,62 @@ fn to_offset(t: SystemTime) -> OffsetDateTime {
 /// general formatter cost ten times as much (docs/performance.md).
 pub fn amz_date(t: SystemTime) -> String {
     let dt = to_offset(t);
-    let year = u32::try_from(dt.year()).unwrap_or(u32::MAX);
-    if year > 9999 {
+    let Some(year) = four_digit_year(&dt) else {
         return dt.format(AMZ_DATE).unwrap_or_default();
-    }
-    let mut out = String::with_capacity(16);
-    push_digits(&mut out, year, 4);
-    push_digits(&mut out, u32::from(u8::from(dt.month())), 2);
-    push_digits(&mut out, u32::from(dt.day()), 2);
-    out.push('T');
-    push_digits(&mut out, u32::from(dt.hour()), 2);
-    push_digits(&mut out, u32::from(dt.minute()), 2);
-    push_digits(&mut out, u32::from(dt.second()), 2);
-    out.push('Z');
-    out
+    };
+    let mut out = *b"00000000T000000Z";
+    put_digits(&mut out[0..4], year);
+    put_digits(&mut out[4..6], u32::from(u8::from(dt.month())));
+    put_digits(&mut out[6..8], u32::from(dt.day()));
+    put_digits(&mut out[9..11], u32::from(dt.hour()));
+    put_digits(&mut out[11..13], u32::from(dt.minute()));
+    put_digits(&mut out[13..15], u32::from(dt.second()));
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `YYYY-MM`, the month operations are counted in (once per backend request: written digit by
 /// digit, as [`amz_date`]).
 pub fn year_month(t: SystemTime) -> String {
     let dt = to_offset(t);
-    let year = u32::try_from(dt.year()).unwrap_or(u32::MAX);
-    if year > 9999 {
+    let Some(year) = four_digit_year(&dt) else {
         let mut month = iso8601(t);
         month.truncate("YYYY-MM".len());
         return month;
-    }
-    let mut out = String::with_capacity(7);
-    push_digits(&mut out, year, 4);
-    out.push('-');
-    push_digits(&mut out, u32::from(u8::from(dt.month())), 2);
-    out
+    };
+    let mut out = *b"0000-00";
+    put_digits(&mut out[0..4], year);
+    put_digits(&mut out[5..7], u32::from(u8::from(dt.month())));
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The last `width` decimal digits of `n`, zero-padded.
-fn push_digits(out: &mut String, n: u32, width: u32) {
-    for place in (0..width).rev() {
-        let digit = n / 10u32.pow(place) % 10;
-        out.push(char::from(b'0' + digit as u8));
+/// `2026-12-01T12:45:27.972487Z` (UTC, microseconds): the log's timestamp, as
+/// tracing-subscriber writes it, digit by digit (once per access-log line). `None` outside
+/// years 0..=9999.
+pub fn rfc3339_micros(t: SystemTime) -> Option<[u8; 27]> {
+    let dt = OffsetDateTime::from(t);
+    let year = four_digit_year(&dt)?;
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    put_digits(&mut out[0..4], year);
+    put_digits(&mut out[5..7], u32::from(u8::from(dt.month())));
+    put_digits(&mut out[8..10], u32::from(dt.day()));
+    put_digits(&mut out[11..13], u32::from(dt.hour()));
+    put_digits(&mut out[14..16], u32::from(dt.minute()));
+    put_digits(&mut out[17..19], u32::from(dt.second()));
+    put_digits(&mut out[20..26], dt.microsecond());
+    Some(out)
+}
+
+/// The year, when the digit-by-digit writers can take it (the general formatter takes the
+/// others).
+fn four_digit_year(dt: &OffsetDateTime) -> Option<u32> {
+    u32::try_from(dt.year()).ok().filter(|y| *y <= 9999)
+}
+
+/// The last `out.len()` decimal digits of `n` into `out`, zero-padded.
+fn put_digits(out: &mut [u8], mut n: u32) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
@@ -128,6 +146,20 @@ mod tests {
                 "{secs}"
             );
             assert_eq!(year_month(t), iso8601(t)[..7], "{secs}");
+        }
+    }
+
+    #[test]
+    fn log_timestamps_are_what_the_general_formatter_writes() {
+        let format = format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+        );
+        // Every 100,003.000127 s from 1970 to 2096: every hour, minute and second comes up.
+        for i in 0..40_000u64 {
+            let t = UNIX_EPOCH + Duration::from_nanos(i * 100_003_000_127_000);
+            let ours = rfc3339_micros(t).unwrap();
+            let general = OffsetDateTime::from(t).format(format).unwrap();
+            assert_eq!(std::str::from_utf8(&ours).unwrap(), general);
         }
     }
 }

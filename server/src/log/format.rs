@@ -52,13 +52,6 @@ impl PlainVisitor<'_> {
         self.is_empty = false;
     }
 
-    /// Fields `DefaultVisitor` skips (tracing-log's metadata) or styles differently.
-    fn special(name: &str) -> bool {
-        name == "message" || name.starts_with("r#") || name.starts_with("log.")
-    }
-}
-
-impl PlainVisitor<'_> {
     /// `name=` and the value `write_value` writes, as `record_debug` would write them.
     fn plain(&mut self, field: &Field, write_value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         let pad = !std::mem::replace(&mut self.is_empty, false);
@@ -70,6 +63,11 @@ impl PlainVisitor<'_> {
             self.writer.write_char('=')?;
             write_value(&mut self.writer)
         })();
+    }
+
+    /// Fields `DefaultVisitor` skips (tracing-log's metadata) or styles differently.
+    fn special(name: &str) -> bool {
+        name == "message" || name.starts_with("r#") || name.starts_with("log.")
     }
 }
 
@@ -149,33 +147,11 @@ pub struct Rfc3339Micros;
 
 impl FormatTime for Rfc3339Micros {
     fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
-        let now = std::time::SystemTime::now();
-        match rfc3339_micros(now) {
+        match shared::time::rfc3339_micros(std::time::SystemTime::now()) {
             Some(text) => w.write_str(std::str::from_utf8(&text).unwrap_or_default()),
             None => tracing_subscriber::fmt::time::SystemTime.format_time(w),
         }
     }
-}
-
-/// `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`; `None` outside years 0..=9999.
-fn rfc3339_micros(t: std::time::SystemTime) -> Option<[u8; 27]> {
-    let dt = time::OffsetDateTime::from(t);
-    let year = u32::try_from(dt.year()).ok().filter(|y| *y <= 9999)?;
-    let mut out = *b"0000-00-00T00:00:00.000000Z";
-    let put = |out: &mut [u8], mut n: u32| {
-        for digit in out.iter_mut().rev() {
-            *digit = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(&mut out[0..4], year);
-    put(&mut out[5..7], u32::from(u8::from(dt.month())));
-    put(&mut out[8..10], u32::from(dt.day()));
-    put(&mut out[11..13], u32::from(dt.hour()));
-    put(&mut out[14..16], u32::from(dt.minute()));
-    put(&mut out[17..19], u32::from(dt.second()));
-    put(&mut out[20..26], dt.microsecond());
-    Some(out)
 }
 
 #[cfg(test)]
@@ -264,18 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_are_what_the_general_formatter_writes() {
-        let format = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-        );
-        // Every 100,003.000127 s from 1970 to 2096: every hour, minute and second comes up.
-        for i in 0..40_000u64 {
-            let t =
-                std::time::UNIX_EPOCH + std::time::Duration::from_nanos(i * 100_003_000_127_000);
-            let ours = rfc3339_micros(t).unwrap();
-            let general = time::OffsetDateTime::from(t).format(format).unwrap();
-            assert_eq!(std::str::from_utf8(&ours).unwrap(), general);
-        }
+    fn timestamps_have_tracing_subscribers_shape() {
         // The same shape as tracing-subscriber's own timestamp, taken a moment apart.
         let mut theirs = String::new();
         tracing_subscriber::fmt::time::SystemTime

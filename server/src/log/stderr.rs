@@ -50,7 +50,7 @@ struct State {
     idle: bool,
     /// A warning or error, or a full buffer: write without waiting out [`FLUSH_EVERY`].
     urgent: bool,
-    /// [`FlushOnDrop`] ran: lines go straight to the output.
+    /// [`FlushOnDrop`] ran: lines go straight to stderr.
     closed: bool,
 }
 
