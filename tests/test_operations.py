@@ -241,6 +241,33 @@ def test_sigterm_exits_zero(make_gateway):
     assert time.monotonic() - t < 10
 
 
+ACCESS_LINE = re.compile(
+    r'^\S+Z  INFO s3_balance::http_server: request request_id=[0-9A-F]{16} method=(\w+) '
+    r'operation="(\w+)" bucket="data" backend="(g\d)" status=(\d+) bytes=(\d+) '
+    r'duration_ms=\d+ complete=(true|false)$',
+    re.M,
+)
+
+
+def test_each_request_leaves_one_access_log_line(make_gateway):
+    """The access log, as an operator reads it: one line per request with what it did, out of
+    the serving process's log buffer within moments."""
+    gw = make_gateway(2)
+    s3 = gw.client()
+    s3.put_object(Bucket="data", Key="logged", Body=b"12345")
+    assert s3.get_object(Bucket="data", Key="logged")["Body"].read() == b"12345"
+    lines = h.wait_until(
+        "two access log lines",
+        lambda: (found := ACCESS_LINE.findall(gw.proc.output())) and len(found) >= 2 and found,
+        5,
+    )
+    assert len(lines) == 2, lines
+    (put, get) = lines
+    assert put[:2] == ("PUT", "PutObject") and put[3:] == ("200", "5", "true"), put
+    assert get[:2] == ("GET", "GetObject") and get[3:] == ("200", "5", "true"), get
+    assert put[2] == get[2], "read from the backend it was written to"
+
+
 def test_sigterm_lets_a_request_in_flight_finish(make_gateway):
     gw = make_gateway(2)
     s3 = gw.client()

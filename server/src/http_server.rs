@@ -351,18 +351,17 @@ impl Drop for AccessLog {
                 .metrics()
                 .record_transfer(self.log.operation, received, sent);
         }
-        tracing::info!(
-            request_id = %self.request_id,
-            method = %self.method,
-            operation = self.log.operation,
-            bucket = self.log.bucket.as_deref().unwrap_or("-"),
-            backend = self.log.backend.as_deref().unwrap_or("-"),
-            status = self.status,
-            bytes = self.streamed.or(self.log.bytes).unwrap_or(0),
-            duration_ms = self.started.elapsed().as_millis() as u64,
-            complete = self.complete || (self.expected.is_some() && self.streamed == self.expected),
-            "request"
-        );
+        crate::log::access::log(&crate::log::access::Request {
+            request_id: &self.request_id,
+            method: self.method.as_str(),
+            operation: self.log.operation,
+            bucket: self.log.bucket.as_deref().unwrap_or("-"),
+            backend: self.log.backend.as_deref().unwrap_or("-"),
+            status: self.status,
+            bytes: self.streamed.or(self.log.bytes).unwrap_or(0),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            complete: self.complete || (self.expected.is_some() && self.streamed == self.expected),
+        });
     }
 }
 

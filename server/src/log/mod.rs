@@ -2,6 +2,7 @@
 //! The serving process buffers them ([`stderr`]); the one-shot commands write each line at
 //! once, so their lines interleave with what they print.
 
+pub mod access;
 mod format;
 mod stderr;
 
@@ -22,6 +23,9 @@ pub fn init(format: Format, buffered: bool) -> Option<FlushOnDrop> {
     if buffered {
         match stderr::BufferedStderr::start() {
             Ok((sink, guard)) => {
+                if matches!(format, Format::Text) && !ansi() {
+                    access::write_directly_to(sink.clone());
+                }
                 install(format, sink);
                 return Some(guard);
             }
@@ -36,6 +40,11 @@ pub fn init(format: Format, buffered: bool) -> Option<FlushOnDrop> {
     None
 }
 
+/// Colour codes only on a terminal: a log file or journald gets plain text.
+fn ansi() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
 fn install<W>(format: Format, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
@@ -46,8 +55,7 @@ where
         .with_env_filter(filter)
         .with_timer(format::Rfc3339Micros)
         .with_writer(writer)
-        // Colour codes only on a terminal: a log file or journald gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(ansi());
     match format {
         Format::Text => builder.fmt_fields(format::PlainFields).init(),
         Format::Json => builder.json().flatten_event(true).init(),

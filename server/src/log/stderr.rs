@@ -90,6 +90,14 @@ impl BufferedStderr {
     }
 }
 
+impl BufferedStderr {
+    /// Appends one whole line, written with the next batch (the access log's lines,
+    /// [`super::access`]).
+    pub fn append(&self, line: &[u8]) {
+        self.shared.append(line, false);
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Only byte copies happen under the lock: a panic cannot leave it inconsistent.
