@@ -88,9 +88,7 @@ impl BufferedStderr {
             },
         ))
     }
-}
 
-impl BufferedStderr {
     /// Appends one whole line, written with the next batch (the access log's lines,
     /// [`super::access`]).
     pub fn append(&self, line: &[u8]) {
