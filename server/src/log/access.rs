@@ -105,10 +105,7 @@ impl Request<'_> {
 /// A string field as `{:?}` writes it (what the `tracing` event records).
 fn quoted(line: &mut Vec<u8>, name: &[u8], value: &str) {
     line.extend_from_slice(name);
-    if value
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' ')
-    {
+    if super::format::nothing_to_escape(value) {
         line.push(b'"');
         line.extend_from_slice(value.as_bytes());
         line.push(b'"');

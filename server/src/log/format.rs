@@ -78,11 +78,7 @@ impl Visit for PlainVisitor<'_> {
         }
         if field.name() == "message" {
             self.delegate(|v| v.record_str(field, value));
-        } else if !Self::special(field.name())
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' ')
-        {
+        } else if !Self::special(field.name()) && nothing_to_escape(value) {
             // What `{:?}` writes of a string with nothing to escape, without its char-by-char
             // escaping: the access log's operation, bucket and backend names.
             self.plain(field, |w| {
@@ -137,6 +133,14 @@ impl Visit for PlainVisitor<'_> {
         }
         self.plain(field, |w| write!(w, "{value:?}"));
     }
+}
+
+/// Whether `{:?}` writes `value` as it is between quotes: printable ASCII, no quote or
+/// backslash (the access log's operation, bucket and backend names).
+pub(super) fn nothing_to_escape(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' ')
 }
 
 /// `tracing_subscriber`'s `SystemTime` timestamp (`2026-12-01T12:45:27.972487Z`: UTC,
