@@ -1,6 +1,8 @@
 //! `s3-balance-bench`: the tools behind `scripts/bench`.
 //!
 //! - `backend --port P`: the fast in-memory S3 backend (see [`backend`]).
+//! - `bare-proxy --port P --backend URL`: a proxy on the gateway's HTTP stack that does
+//!   nothing else (see [`bare_proxy`]).
 //! - `run --server PATH ...`: starts the backend, the gateway and nginx on 127.0.0.1, measures
 //!   direct / proxy / nginx side by side in interleaved rounds, and prints and writes the report.
 //! - `load --url URL ...`: a fixed number of requests to one URL (GET, or PUT of `--size`
@@ -8,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod bare_proxy;
 mod client;
 mod run;
 
@@ -28,6 +31,18 @@ enum Command {
     Backend {
         #[arg(long)]
         port: u16,
+    },
+    /// A reverse proxy on the gateway's HTTP stack doing nothing else (the floor), on
+    /// 127.0.0.1.
+    BareProxy {
+        #[arg(long)]
+        port: u16,
+        /// `http://127.0.0.1:PORT` of the backend.
+        #[arg(long)]
+        backend: String,
+        /// Event-loop threads; default: one per core, as the gateway.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// The whole benchmark.
     Run(run::Options),
@@ -67,6 +82,11 @@ fn main() {
                 backend::serve(listener, Arc::new(backend::Store::default())).await;
             });
         }
+        Command::BareProxy {
+            port,
+            backend,
+            threads,
+        } => bare_proxy::serve(port, &backend, threads),
         Command::Run(options) => {
             // One thread for the load driver: it shares two cores with the processes measured.
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -378,6 +378,27 @@ fn start_nginx(opts: &Options, backend_port: u16) -> (Proc, String) {
     )
 }
 
+/// The floor ([`crate::bare_proxy`]), on the proxy's cores.
+fn start_bare_proxy(opts: &Options, backend_port: u16) -> (Proc, String) {
+    let port = free_port();
+    let child = pinned_command(
+        std::env::current_exe().unwrap(),
+        opts.pin.as_ref().map(|p| &p.proxy[..]),
+    )
+    .args(["bare-proxy", "--port", &port.to_string(), "--backend"])
+    .arg(format!("http://127.0.0.1:{backend_port}"))
+    .stdin(Stdio::null())
+    .spawn()
+    .expect("start bare proxy");
+    (
+        Proc {
+            name: "bare proxy".into(),
+            child,
+        },
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
 /// One measurement: load stats plus CPU seconds per operation of the processes watched.
 #[derive(Debug, Clone, Default)]
 struct Sample {
@@ -554,11 +575,22 @@ pub async fn run(mut opts: Options) -> i32 {
     )
     .await;
 
-    // Paths: (label, base URL of bucket `bench`'s objects, CPU pid of the proxy).
+    let (bare, bare_base) = start_bare_proxy(&opts, backend_port);
+    let bare_pid = bare.pid();
+    wait_ready(
+        &driver,
+        &format!("{bare_base}/b0?list-type=2&max-keys=1"),
+        "bare proxy",
+    )
+    .await;
+
+    // Paths: (label, base URL of bucket `bench`'s objects, CPU pid of the proxy). `bare` is
+    // the floor (small objects only): the gateway's HTTP stack doing nothing else.
     let paths: Vec<(&str, String, Option<u32>)> = vec![
         ("direct", format!("{direct}/b0/bench"), None),
         ("proxy", format!("{}/bench", gw.base), Some(gpid)),
         ("nginx", format!("{nginx_base}/b0/bench"), Some(npid)),
+        ("bare", format!("{bare_base}/b0/bench"), Some(bare_pid)),
     ];
 
     let large = Bytes::from(vec![0x5au8; 64 * MIB]);
@@ -611,7 +643,7 @@ pub async fn run(mut opts: Options) -> i32 {
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
         for (label, base, pid) in &paths {
-            if do_large {
+            if do_large && *label != "bare" {
                 for (op, method) in [("GET", Method::GET), ("PUT", Method::PUT)] {
                     let url = if op == "GET" {
                         format!("{base}/large")
@@ -791,7 +823,7 @@ pub async fn run(mut opts: Options) -> i32 {
         for op in ["GET", "PUT"] {
             for c in [1, 16] {
                 let d = get(&rows, &format!("small {op} c={c} direct"));
-                for path in ["direct", "proxy", "nginx"] {
+                for path in ["direct", "proxy", "nginx", "bare"] {
                     let r = get(&rows, &format!("small {op} c={c} {path}"));
                     lines.push(format!(
                         "| {op} | {c} | {path} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
@@ -894,6 +926,32 @@ pub async fn run(mut opts: Options) -> i32 {
                     Some(ratio <= l),
                 );
             }
+        }
+        // The floor: how much of the distance to nginx is the HTTP stack's, how much ours.
+        for op in ["GET", "PUT"] {
+            let b = get(&rows, &format!("small {op} c=16 bare"));
+            let n = get(&rows, &format!("small {op} c=16 nginx"));
+            let p = get(&rows, &format!("small {op} c=16 proxy"));
+            headline.push(format!(
+                "| floor: bare hyper proxy, 4 KiB {op} c=16 | {:.3} | nginx | {:.3} | {:.2}x | - |",
+                b.cpu(),
+                n.cpu(),
+                b.cpu() / n.cpu()
+            ));
+            headline.push(format!(
+                "| gateway over the floor, 4 KiB {op} c=16 | {:.3} | bare hyper proxy | {:.3} | {:.2}x | - |",
+                p.cpu(),
+                b.cpu(),
+                p.cpu() / b.cpu()
+            ));
+            head.insert(
+                format!("cpu_ratio_bare_{}_c16_to_nginx", op.to_lowercase()),
+                json!(b.cpu() / n.cpu()),
+            );
+            head.insert(
+                format!("cpu_ratio_{}_c16_to_bare", op.to_lowercase()),
+                json!(p.cpu() / b.cpu()),
+            );
         }
         let (d, p, n) = (
             get(&rows, "small GET c=1 direct"),
@@ -1005,6 +1063,7 @@ pub async fn run(mut opts: Options) -> i32 {
         lines.push(String::new());
     }
     drop(nginx);
+    drop(bare);
     drop(gw);
 
     // ---- 6: scale.

@@ -1,6 +1,6 @@
-//! [`BackendClient`]: the engine's [`HttpClient`] for backend requests, on hyper-util's pooled
-//! client. The engine's `http::Uri` goes out as given, never re-parsed as a URL: the path and
-//! query reach the backend byte for byte, as they were signed.
+//! [`BackendClient`]: the engine's [`HttpClient`] for backend requests, HTTP/1.1 over
+//! keep-alive connections ([`crate::pool`]). The engine's `http::Uri` goes out as given, never
+//! re-parsed as a URL: the path and query reach the backend byte for byte, as they were signed.
 //!
 //! Every phase of a request has a bound, so a hung backend fails requests within seconds
 //! instead of holding them ([`ClientSettings`]): connect (TCP and TLS), the request's bytes
@@ -21,8 +21,7 @@ use http::Uri;
 use http_body::{Frame, SizeHint};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use shared::body::Body as _;
 use shared::config::BackendClientConfig;
 use shared::http::{HttpClient, RequestTimeout, TransportError, TransportErrorKind};
@@ -31,6 +30,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::body::{BodyError, BoxError, NativeBody};
+use crate::pool::{Pool, SendError};
 use crate::stall::StallIo;
 
 /// How the client waits on backends, and how it pools connections.
@@ -83,23 +83,18 @@ impl Default for ClientSettings {
     }
 }
 
-type Pool = Client<Connector, SendBody>;
-
 /// What every pool is built from. The connector holds the TLS config (parsed roots) once for
 /// the process; cloning it is a few reference counts.
 struct Shared {
     connector: Connector,
     settings: ClientSettings,
     /// The one pool of [`PoolScope::Shared`].
-    pool: Option<Pool>,
+    pool: Option<Arc<Pool>>,
 }
 
 impl Shared {
-    fn pool(&self) -> Pool {
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(self.settings.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .build(self.connector.clone())
+    fn pool(&self) -> Arc<Pool> {
+        Pool::new(self.connector.clone(), self.settings.pool_idle_timeout)
     }
 }
 
@@ -111,7 +106,7 @@ thread_local! {
     /// hand thread B a connection whose task runs on thread A, so every read and write would
     /// wake the other thread. A pool per thread keeps each connection on the thread that uses
     /// it. The `Weak` ties a pool to its client: a dropped client's pool is pruned here.
-    static POOLS: RefCell<Vec<(Weak<Shared>, Pool)>> = const { RefCell::new(Vec::new()) };
+    static POOLS: RefCell<Vec<(Weak<Shared>, Arc<Pool>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Sends backend requests over keep-alive connections (pooled as [`PoolScope`] says).
@@ -138,7 +133,9 @@ impl BackendClient {
             // tree enables aws-lc-rs too).
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
-            .enable_all_versions()
+            // HTTP/1.1 only (ALPN offers nothing else), as S3's own endpoints and nginx's
+            // `proxy_pass` speak it: the pool keeps HTTP/1.1 connections.
+            .enable_http1()
             .wrap_connector(http);
         let connector = Connector {
             https,
@@ -164,22 +161,21 @@ impl BackendClient {
         &self.shared.settings
     }
 
-    /// Starts the request on the right pool, creating this thread's on first use.
-    fn request(&self, request: http::Request<SendBody>) -> ResponseFuture {
+    /// The pool to send on: the shared one, or this thread's, created on first use.
+    fn pool(&self) -> Arc<Pool> {
         if let Some(pool) = &self.shared.pool {
-            return pool.request(request);
+            return pool.clone();
         }
         POOLS.with_borrow_mut(|pools| {
             let ours = Arc::as_ptr(&self.shared);
             // A live `Weak` keeps its allocation, so a matching pointer is this very client.
             if let Some((_, pool)) = pools.iter().find(|(s, _)| s.as_ptr() == ours) {
-                return pool.request(request);
+                return pool.clone();
             }
             pools.retain(|(s, _)| s.strong_count() > 0);
             let pool = self.shared.pool();
-            let response = pool.request(request);
-            pools.push((Arc::downgrade(&self.shared), pool));
-            response
+            pools.push((Arc::downgrade(&self.shared), pool.clone()));
+            pool
         })
     }
 
@@ -189,7 +185,7 @@ impl BackendClient {
     /// bounds it instead, so a large upload takes as long as it needs.
     async fn response_head(
         &self,
-        response: ResponseFuture,
+        response: impl Future<Output = Result<http::Response<hyper::body::Incoming>, SendError>>,
         mut body_sent: Option<oneshot::Receiver<()>>,
         limit: Option<Duration>,
         host: &str,
@@ -240,10 +236,13 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[error("connect timed out after {} ms", .0.as_millis())]
 struct ConnectTimedOut(Duration);
 
-fn transport_error(host: &str, e: &hyper_util::client::legacy::Error) -> TransportError {
+fn transport_error(host: &str, e: &SendError) -> TransportError {
     // The innermost source names the real cause (refused, reset, TLS ...). hyper's messages
     // never carry the URL, which could hold a presigned signature; ours names only the host.
-    let mut cause: &(dyn std::error::Error + 'static) = e;
+    let (mut cause, connect): (&(dyn std::error::Error + 'static), bool) = match e {
+        SendError::Connect(e) => (e.as_ref(), true),
+        SendError::Request(e) => (e, false),
+    };
     let mut kind = None;
     loop {
         if kind.is_none() {
@@ -269,7 +268,7 @@ fn transport_error(host: &str, e: &hyper_util::client::legacy::Error) -> Transpo
             None => break,
         }
     }
-    let kind = if e.is_connect() {
+    let kind = if connect {
         TransportErrorKind::Connect
     } else {
         kind.unwrap_or(TransportErrorKind::Other)
@@ -307,12 +306,15 @@ impl HttpClient for BackendClient {
                     http::Method::GET | http::Method::HEAD | http::Method::DELETE
                 )
             {
-                request.headers_mut().insert(CONTENT_LENGTH, len.into());
+                request
+                    .headers_mut()
+                    .insert(CONTENT_LENGTH, shared::http::content_length_value(len));
             }
         }
         let (parts, body) = request.into_parts();
         let (body, body_sent) = SendBody::new(body);
-        let response = self.request(http::Request::from_parts(parts, body));
+        let pool = self.pool();
+        let response = pool.send(http::Request::from_parts(parts, body));
         let response = self
             .response_head(response, body_sent, limit, &host)
             .await?;
@@ -323,7 +325,7 @@ impl HttpClient for BackendClient {
 
 /// The request body as hyper sends it, telling [`BackendClient::response_head`] when it has
 /// been handed over whole (the first-byte clock starts then).
-struct SendBody {
+pub(crate) struct SendBody {
     inner: NativeBody,
     remaining: Option<u64>,
     sent: Option<oneshot::Sender<()>>,
@@ -395,7 +397,7 @@ impl http_body::Body for SendBody {
 /// The HTTPS-or-HTTP connector with a deadline over TCP connect and TLS handshake together,
 /// handing out connections whose writes are watched for stalls.
 #[derive(Clone)]
-struct Connector {
+pub(crate) struct Connector {
     https: HttpsConnector<HttpConnector>,
     connect_timeout: Duration,
     write_stall: Duration,
@@ -724,6 +726,142 @@ mod tests {
         let (p0, p1) = (ports("/t0/"), ports("/t1/"));
         assert_eq!((p0.len(), p1.len()), (1, 1), "{p0:?} {p1:?}");
         assert_ne!(p0, p1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_connections_that_later_requests_reuse() {
+        let (base, seen) = server().await;
+        let client = BackendClient::new().unwrap();
+        let uri: Uri = format!("{base}/c").parse().unwrap();
+        let burst = (0..8).map(|i| {
+            let client = client.clone();
+            let uri = format!("{base}/burst/{i}");
+            async move {
+                read(
+                    client
+                        .send(request("GET", &uri, NativeBody::Empty))
+                        .await
+                        .unwrap(),
+                )
+                .await
+            }
+        });
+        for body in futures_util::future::join_all(burst).await {
+            assert_eq!(body, Bytes::from_static(b"hello"));
+        }
+        let opened = client.pool().open(&uri);
+        assert!((1..=8).contains(&opened), "{opened}");
+        // One at a time, the next request finds the connection of the one before.
+        for i in 0..20 {
+            let uri = format!("{base}/after/{i}");
+            let resp = client
+                .send(request("GET", &uri, NativeBody::Empty))
+                .await
+                .unwrap();
+            assert_eq!(read(resp).await, Bytes::from_static(b"hello"));
+        }
+        let seen = seen.lock().unwrap();
+        let mut ports: Vec<u16> = seen.iter().map(|s| s.peer_port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), opened, "no connection opened after the burst");
+        assert_eq!(client.pool().open(&uri), opened);
+    }
+
+    /// Answers one request per connection, then closes it without saying so.
+    async fn one_request_per_connection() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        (base, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_backend_closed_is_not_reused() {
+        let (base, accepted) = one_request_per_connection().await;
+        let client = BackendClient::new().unwrap();
+        for i in 0..5 {
+            let uri = format!("{base}/k{i}");
+            let resp = client
+                .send(request("GET", &uri, NativeBody::Empty))
+                .await
+                .unwrap();
+            assert_eq!(read(resp).await, Bytes::from_static(b"ok"));
+            // The close reaches the client's connection task.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+        let uri: Uri = base.parse().unwrap();
+        assert_eq!(client.pool().open(&uri), 0);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let (base, _) = server().await;
+        let client = BackendClient::with_settings(
+            ClientSettings::default().pool_idle_timeout(Duration::from_millis(200)),
+        )
+        .unwrap();
+        let resp = client
+            .send(request("GET", &format!("{base}/k"), NativeBody::Empty))
+            .await
+            .unwrap();
+        assert_eq!(read(resp).await, Bytes::from_static(b"hello"));
+        let uri: Uri = base.parse().unwrap();
+        assert_eq!(client.pool().open(&uri), 1);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(client.pool().open(&uri), 0, "closed by the pool, unused");
+    }
+
+    #[tokio::test]
+    async fn a_request_without_host_gets_one_from_its_uri() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        });
+        let resp = BackendClient::new()
+            .unwrap()
+            .send(request(
+                "GET",
+                &format!("http://{addr}/b/k?x=1"),
+                NativeBody::Empty,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let head = rx.await.unwrap().to_lowercase();
+        assert!(head.starts_with("get /b/k?x=1 http/1.1\r\n"), "{head}");
+        assert!(head.contains(&format!("\r\nhost: {addr}\r\n")), "{head}");
     }
 
     fn quick(first_byte_ms: u64, stall_ms: u64) -> BackendClient {

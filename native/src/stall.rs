@@ -206,14 +206,6 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for StallIo<T> {
     }
 }
 
-impl<T: hyper_util::client::legacy::connect::Connection>
-    hyper_util::client::legacy::connect::Connection for StallIo<T>
-{
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.inner.connected()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

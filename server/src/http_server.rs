@@ -231,7 +231,8 @@ pub fn request_id() -> String {
     // Cannot fail: the buffer is exactly twice the input.
     let _ = hex::encode_to_slice(rand::random::<u64>().to_be_bytes(), &mut id);
     id.make_ascii_uppercase();
-    String::from_utf8_lossy(&id).into_owned()
+    // ASCII: `from_utf8` checks it a word at a time (the lossy form goes byte by byte).
+    std::str::from_utf8(&id).unwrap_or_default().to_owned()
 }
 
 async fn handle(
@@ -268,10 +269,10 @@ async fn handle(
         );
     }
     engine.record_response(&response, started.elapsed().as_secs_f64());
+    // Taken, not cloned: nothing reads it from the response after this.
     let log = response
-        .extensions()
-        .get::<RequestLog>()
-        .cloned()
+        .extensions_mut()
+        .remove::<RequestLog>()
         .unwrap_or_default();
     let entry = AccessLog {
         request_id: ctx.request_id,

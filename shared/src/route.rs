@@ -354,6 +354,10 @@ fn bad_part_number() -> S3Error {
 /// Percent-decodes one path piece strictly: a `%` must start two hex digits and the result
 /// must be UTF-8, as S3 answers `InvalidURI` otherwise.
 fn decode_path(raw: &str) -> Result<String, S3Error> {
+    if !raw.contains('%') {
+        // Nothing escaped (most keys): the piece as it is.
+        return Ok(raw.to_owned());
+    }
     let b = raw.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -391,6 +395,10 @@ fn host_name(host: &str) -> String {
 
 /// The bucket named by the Host header, if it is `<label>.<base domain>`.
 pub(crate) fn virtual_host_bucket(host: &str, base_domains: &[String]) -> Option<String> {
+    if base_domains.is_empty() {
+        // Path style only: no host name to lower-case and copy.
+        return None;
+    }
     let host = host_name(host);
     base_domains
         .iter()

@@ -234,7 +234,10 @@ pub(crate) fn response_headers(backend: &HeaderMap) -> HeaderMap {
 }
 
 pub(crate) fn set_content_length(h: &mut HeaderMap, len: u64) {
-    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        http::header::CONTENT_LENGTH,
+        crate::http::content_length_value(len),
+    );
 }
 
 pub(crate) fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {

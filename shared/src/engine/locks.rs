@@ -19,19 +19,24 @@ type Slot = Arc<AsyncMutex<()>>;
 
 #[derive(Default)]
 pub(crate) struct KeyLocks {
-    slots: Mutex<HashMap<(String, String), Slot>>,
+    /// By `bucket/key`: a bucket name never holds a `/`, so the first one splits them. (One
+    /// string instead of a pair: half the allocations and hashing per write.)
+    slots: Mutex<HashMap<String, Slot>>,
 }
 
 /// Held while a write or delete of one key runs.
 pub(crate) struct KeyGuard<'a> {
     locks: &'a KeyLocks,
-    id: (String, String),
+    id: String,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl KeyLocks {
     pub(crate) async fn lock(&self, bucket: &str, key: &str) -> KeyGuard<'_> {
-        let id = (bucket.to_owned(), key.to_owned());
+        let mut id = String::with_capacity(bucket.len() + 1 + key.len());
+        id.push_str(bucket);
+        id.push('/');
+        id.push_str(key);
         let slot = self
             .slots
             .lock()

@@ -119,9 +119,10 @@ pub struct Engine<S, C> {
     state: RwLock<Arc<State>>,
     metrics: Metrics,
     counter: std::sync::atomic::AtomicU64,
-    /// Operation counts not yet added to the store, by (backend, month). Flushed by
+    /// Operation counts not yet added to the store, by backend and month. Flushed by
     /// [`Engine::refresh`] so that serving a request does not rewrite a shared counter.
-    pending_operations: Mutex<BTreeMap<(String, String), OperationCounts>>,
+    /// (Nested, so that a request finds its backend's counts by `&str`, allocating nothing.)
+    pending_operations: Mutex<BTreeMap<String, BTreeMap<String, OperationCounts>>>,
     /// Usage changes (bytes, objects) per backend not yet added to the store, flushed by
     /// [`Engine::refresh`] for the same reason: one atomic add per backend every few seconds
     /// instead of one per write (Workers KV allows one write a second to a key).
@@ -382,8 +383,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        for ((backend, month), counts) in &pending {
-            self.store.add_operations(backend, month, counts).await?;
+        for (backend, months) in &pending {
+            for (month, counts) in months {
+                self.store.add_operations(backend, month, counts).await?;
+            }
         }
         let usage =
             std::mem::take(&mut *self.pending_usage.lock().unwrap_or_else(|e| e.into_inner()));
@@ -917,9 +920,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             .pending_operations
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let c = pending
-            .entry((backend.to_owned(), crate::time::year_month(now)))
-            .or_default();
+        if !pending.contains_key(backend) {
+            pending.insert(backend.to_owned(), BTreeMap::new());
+        }
+        let Some(months) = pending.get_mut(backend) else {
+            return;
+        };
+        let c = months.entry(crate::time::year_month(now)).or_default();
         if class_b {
             c.class_b += 1;
         } else {
@@ -1070,8 +1077,10 @@ fn check_content_md5_form(headers: &http::HeaderMap) -> Result<(), S3Error> {
 
 /// `x-amz-request-id`, on every answer of the engine.
 fn set_request_id<B>(response: &mut http::Response<B>, request_id: &str) {
+    // A constant name: a `&str` name that is not a standard header is allocated per insert.
+    const X_AMZ_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-amz-request-id");
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert("x-amz-request-id", v);
+        response.headers_mut().insert(X_AMZ_REQUEST_ID, v);
     }
 }
 

@@ -42,10 +42,18 @@ pub fn uri_encode(bytes: &[u8], keep_slash: bool, out: &mut String) {
 /// Lower-case hex of a SHA-256 digest or HMAC, as signatures and hashes are written. (The
 /// `hex` crate's `encode` goes through a char iterator: slower on this path.)
 pub fn hex32(bytes: &[u8; 32]) -> String {
+    let mut out = String::with_capacity(64);
+    push_hex32(bytes, &mut out);
+    out
+}
+
+/// [`hex32`], appended to `out`.
+pub fn push_hex32(bytes: &[u8; 32], out: &mut String) {
     let mut buf = [0u8; 64];
     // Cannot fail: the buffer is exactly twice the input.
     let _ = hex::encode_to_slice(bytes, &mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
+    // ASCII: `from_utf8` checks it a word at a time.
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
 }
 
 /// What goes between `url` and a parameter appended to it: `?` when it has no query yet,
@@ -341,9 +349,16 @@ impl SigningKeys {
 }
 
 /// [`signature`] with the signing key's HMAC state from [`SigningKeys::s3_mac`].
-pub fn signature_with(mut mac: Hmac<Sha256>, string_to_sign: &str) -> String {
+pub fn signature_with(mac: Hmac<Sha256>, string_to_sign: &str) -> String {
+    let mut out = String::with_capacity(64);
+    push_signature_with(mac, string_to_sign, &mut out);
+    out
+}
+
+/// [`signature_with`], appended to `out` (the `Authorization` header being built).
+pub fn push_signature_with(mut mac: Hmac<Sha256>, string_to_sign: &str, out: &mut String) {
     mac.update(string_to_sign.as_bytes());
-    hex32(&mac.finalize().into_bytes().into())
+    push_hex32(&mac.finalize().into_bytes().into(), out);
 }
 
 /// The hex signature of a string to sign.

@@ -32,13 +32,31 @@ pub(crate) fn signing_failed(what: &str, e: impl std::fmt::Display) -> S3Error {
 pub(crate) fn canonical_target(parts: &mut http::request::Parts) -> Result<(), S3Error> {
     parts.uri = canonical_path_uri(&parts.uri)?;
     if !parts.headers.contains_key(http::header::HOST) {
-        let host = host_header(&parts.uri)?;
-        parts.headers.insert(
-            http::header::HOST,
-            http::HeaderValue::from_str(&host).map_err(|e| signing_failed("host header", e))?,
-        );
+        parts
+            .headers
+            .insert(http::header::HOST, host_header_value(&parts.uri)?);
     }
     Ok(())
+}
+
+/// [`host_header`] as a header value; for most URIs the authority as it is, with no string
+/// built in between. (The native client sets it on unsigned requests too.)
+pub fn host_header_value(uri: &http::Uri) -> Result<http::HeaderValue, S3Error> {
+    let value = match uri.authority() {
+        Some(a) if !a.as_str().contains('@') && !names_default_port(uri) => {
+            http::HeaderValue::from_str(a.as_str())
+        }
+        _ => http::HeaderValue::from_str(&host_header(uri)?),
+    };
+    value.map_err(|e| signing_failed("host header", e))
+}
+
+/// `http://...:80` or `https://...:443`: a port the Host header leaves out.
+fn names_default_port(uri: &http::Uri) -> bool {
+    matches!(
+        (uri.scheme_str(), uri.port_u16()),
+        (Some("http"), Some(80)) | (Some("https"), Some(443))
+    )
 }
 
 /// The `Host` header for `uri`: its authority, without the scheme's default port.
@@ -107,18 +125,28 @@ impl SignerCache {
         now: SystemTime,
     ) -> Result<(), S3Error> {
         canonical_target(parts)?;
-        let amz_date = crate::time::amz_date(now);
+        // The date moves into its header without a copy (a `String` of exactly its length
+        // becomes the value's `Bytes` as it is) and is read back from there.
+        let date_value =
+            http::HeaderValue::from_maybe_shared(bytes::Bytes::from(crate::time::amz_date(now)))
+                .map_err(|e| signing_failed("x-amz-date", e))?;
+        let hash_value = match payload {
+            PayloadHash::Unsigned => http::HeaderValue::from_static(UNSIGNED_PAYLOAD),
+            PayloadHash::Sha256(hash) => http::HeaderValue::from_str(hash)
+                .map_err(|e| signing_failed("x-amz-content-sha256", e))?,
+        };
+        parts.headers.insert(X_AMZ_DATE, date_value);
+        parts.headers.insert(X_AMZ_CONTENT_SHA256, hash_value);
+        parts.headers.remove(http::header::AUTHORIZATION);
+        let amz_date = parts
+            .headers
+            .get(X_AMZ_DATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         let payload_hash = match payload {
             PayloadHash::Unsigned => UNSIGNED_PAYLOAD,
             PayloadHash::Sha256(hash) => hash.as_str(),
         };
-        let date_value =
-            http::HeaderValue::from_str(&amz_date).map_err(|e| signing_failed("x-amz-date", e))?;
-        let hash_value = http::HeaderValue::from_str(payload_hash)
-            .map_err(|e| signing_failed("x-amz-content-sha256", e))?;
-        parts.headers.insert(X_AMZ_DATE, date_value);
-        parts.headers.insert(X_AMZ_CONTENT_SHA256, hash_value);
-        parts.headers.remove(http::header::AUTHORIZATION);
 
         // By `HeaderName`: looking a value up by `&str` parses the name again.
         let mut signed: Vec<&http::HeaderName> = parts
@@ -127,16 +155,9 @@ impl SignerCache {
             .filter(|n| !EXCLUDED_HEADERS.contains(&n.as_str()))
             .collect();
         signed.sort_unstable_by_key(|n| n.as_str());
-        let mut signed_headers = String::with_capacity(signed.len() * 16);
-        for (i, name) in signed.iter().enumerate() {
-            if i > 0 {
-                signed_headers.push(';');
-            }
-            signed_headers.push_str(name.as_str());
-        }
 
         let query = canonical::canonical_query(parts.uri.query().unwrap_or(""), None);
-        let mut creq = Vec::with_capacity(512);
+        let mut creq = Vec::with_capacity(1024);
         creq.extend_from_slice(parts.method.as_str().as_bytes());
         creq.push(b'\n');
         creq.extend_from_slice(parts.uri.path().as_bytes());
@@ -157,32 +178,47 @@ impl SignerCache {
             creq.push(b'\n');
         }
         creq.push(b'\n');
-        creq.extend_from_slice(signed_headers.as_bytes());
+        // The signed header names, written once: here, and copied into `Authorization`.
+        let names_at = creq.len();
+        for (i, name) in signed.iter().enumerate() {
+            if i > 0 {
+                creq.push(b';');
+            }
+            creq.extend_from_slice(name.as_str().as_bytes());
+        }
+        let names = names_at..creq.len();
         creq.push(b'\n');
         creq.extend_from_slice(payload_hash.as_bytes());
+        // Header names are ASCII.
+        let signed_headers = std::str::from_utf8(&creq[names]).unwrap_or_default();
 
         // `YYYYMMDD` of `YYYYMMDDTHHMMSSZ`.
         let date = amz_date.get(..8).unwrap_or_default();
         let scope = scope(date, &backend.region);
-        let sts = canonical::string_to_sign(&amz_date, &scope, &creq);
-        let signature = canonical::signature_with(self.signing_mac(backend, date), &sts);
-        let mut authorization = String::with_capacity(
-            100 + backend.access_key.len() + scope.len() + signed_headers.len(),
-        );
-        for part in [
+        let sts = canonical::string_to_sign(amz_date, &scope, &creq);
+        let parts_before_signature = [
             canonical::ALGORITHM,
             " Credential=",
             &backend.access_key,
             "/",
             &scope,
             ", SignedHeaders=",
-            &signed_headers,
+            signed_headers,
             ", Signature=",
-            &signature,
-        ] {
+        ];
+        // Exactly its length, so that it becomes the header's `Bytes` without a copy.
+        let mut authorization = String::with_capacity(
+            parts_before_signature
+                .iter()
+                .map(|p| p.len())
+                .sum::<usize>()
+                + 64,
+        );
+        for part in parts_before_signature {
             authorization.push_str(part);
         }
-        let value = http::HeaderValue::from_str(&authorization)
+        canonical::push_signature_with(self.signing_mac(backend, date), &sts, &mut authorization);
+        let value = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(authorization))
             .map_err(|e| signing_failed("authorization header", e))?;
         parts.headers.insert(http::header::AUTHORIZATION, value);
         Ok(())
@@ -293,6 +329,11 @@ fn encoded(bytes: &[u8]) -> String {
 /// `aws-sigv4`'s header value normalization: leading and trailing spaces removed, runs of
 /// spaces collapsed to one; other whitespace (tabs) kept.
 fn push_spaces_trimmed(value: &[u8], out: &mut Vec<u8>) {
+    if !value.contains(&b' ') {
+        // Dates, hashes, hosts: nothing to trim or collapse (`contains` on bytes is memchr).
+        out.extend_from_slice(value);
+        return;
+    }
     let start = value.iter().position(|&b| b != b' ').unwrap_or(value.len());
     let end = value
         .iter()

@@ -1760,3 +1760,21 @@ fn verifying_with_cached_client_keys_follows_secret_and_region_changes() {
         S3ErrorCode::SignatureDoesNotMatch
     );
 }
+
+#[test]
+fn host_header_leaves_out_default_ports_and_user_info() {
+    for (uri, host) in [
+        ("http://127.0.0.1:9000/b/k", "127.0.0.1:9000"),
+        ("https://s3.example.com/b", "s3.example.com"),
+        ("https://s3.example.com:443/b", "s3.example.com"),
+        ("http://s3.example.com:80/b", "s3.example.com"),
+        ("http://s3.example.com:443/b", "s3.example.com:443"),
+        ("http://u:p@minio.local:9000/b", "minio.local:9000"),
+        ("https://u@minio.local/b", "minio.local"),
+        ("http://[::1]:9000/b", "[::1]:9000"),
+    ] {
+        let uri: http::Uri = uri.parse().unwrap();
+        assert_eq!(sign::host_header_value(&uri).unwrap(), host, "{uri}");
+        assert_eq!(sign::host_header(&uri).unwrap(), host, "{uri}");
+    }
+}
