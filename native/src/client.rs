@@ -768,6 +768,44 @@ mod tests {
         assert_eq!(client.pool().open(&uri), opened);
     }
 
+    #[tokio::test]
+    async fn connections_closed_after_each_answer_do_not_pile_up() {
+        // Every answer says `Connection: close`: each request opens a connection of its own.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+                        let mut r = http::Response::new(http_body_util::Full::new(
+                            Bytes::from_static(b"ok"),
+                        ));
+                        r.headers_mut()
+                            .insert("connection", http::HeaderValue::from_static("close"));
+                        Ok::<_, std::convert::Infallible>(r)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), svc)
+                        .await;
+                });
+            }
+        });
+        let client = BackendClient::new().unwrap();
+        for i in 0..50 {
+            let uri = format!("{base}/k{i}");
+            let resp = client
+                .send(request("GET", &uri, NativeBody::Empty))
+                .await
+                .unwrap();
+            assert_eq!(read(resp).await, Bytes::from_static(b"ok"));
+            tokio::task::yield_now().await;
+        }
+        let uri: Uri = base.parse().unwrap();
+        let listed = client.pool().listed(&uri);
+        assert!(listed <= 3, "{listed} connections listed");
+    }
+
     /// Answers one request per connection, then closes it without saying so.
     async fn one_request_per_connection() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

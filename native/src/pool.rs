@@ -121,11 +121,14 @@ impl Pool {
         }
     }
 
-    /// A ready connection to `uri`'s authority. (A closed one is never ready; the reaper
-    /// drops those and the long idle ones, so a request pays for no clock reads here.)
+    /// A ready connection to `uri`'s authority, dropping the closed ones from the list: a
+    /// backend that closes every connection after its response (`Connection: close`) would
+    /// otherwise fill it between two runs of the reaper. (Long idle ones are the reaper's, so
+    /// a request pays for no clock reads here.)
     fn take(&self, uri: &Uri) -> Option<SendRequest<SendBody>> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         let host = hosts.list.iter_mut().find(|h| h.is(uri))?;
+        host.conns.retain(|c| !c.sender.is_closed());
         // The most recently used first: its socket is the likeliest to be open and warm.
         let i = host.conns.iter().rposition(|c| c.sender.is_ready())?;
         Some(host.conns.swap_remove(i).sender)
@@ -202,6 +205,18 @@ impl Pool {
                 .retain(|c| !c.sender.is_closed() && !c.idle_too_long(now, self.idle_timeout));
         }
         hosts.list.retain(|h| !h.conns.is_empty());
+    }
+
+    /// Connections listed for `uri`'s authority, closed ones included (tests).
+    #[cfg(test)]
+    pub(crate) fn listed(&self, uri: &Uri) -> usize {
+        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts
+            .list
+            .iter()
+            .filter(|h| h.is(uri))
+            .map(|h| h.conns.len())
+            .sum()
     }
 
     /// Open connections to `uri`'s authority (tests).
