@@ -523,6 +523,15 @@ mod tests {
             .to_bytes()
     }
 
+    /// The body of a GET of `uri` that must succeed.
+    async fn get(client: &BackendClient, uri: &str) -> Bytes {
+        let resp = client
+            .send(request("GET", uri, NativeBody::Empty))
+            .await
+            .unwrap();
+        read(resp).await
+    }
+
     #[tokio::test]
     async fn streamed_put_sends_content_length_not_chunked() {
         let (base, seen) = server().await;
@@ -696,11 +705,7 @@ mod tests {
                     rt.block_on(async {
                         for i in 0..3 {
                             let uri = format!("{base}/t{t}/{i}");
-                            let resp = client
-                                .send(request("GET", &uri, NativeBody::Empty))
-                                .await
-                                .unwrap();
-                            assert_eq!(read(resp).await, Bytes::from_static(b"hello"));
+                            assert_eq!(get(&client, &uri).await, Bytes::from_static(b"hello"));
                             // Lets the connection go back to this thread's pool.
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
@@ -736,36 +741,24 @@ mod tests {
         let burst = (0..8).map(|i| {
             let client = client.clone();
             let uri = format!("{base}/burst/{i}");
-            async move {
-                read(
-                    client
-                        .send(request("GET", &uri, NativeBody::Empty))
-                        .await
-                        .unwrap(),
-                )
-                .await
-            }
+            async move { get(&client, &uri).await }
         });
         for body in futures_util::future::join_all(burst).await {
             assert_eq!(body, Bytes::from_static(b"hello"));
         }
-        let opened = client.pool().open(&uri);
+        let (_, opened) = client.pool().listed_and_open(&uri);
         assert!((1..=8).contains(&opened), "{opened}");
         // One at a time, the next request finds the connection of the one before.
         for i in 0..20 {
             let uri = format!("{base}/after/{i}");
-            let resp = client
-                .send(request("GET", &uri, NativeBody::Empty))
-                .await
-                .unwrap();
-            assert_eq!(read(resp).await, Bytes::from_static(b"hello"));
+            assert_eq!(get(&client, &uri).await, Bytes::from_static(b"hello"));
         }
         let seen = seen.lock().unwrap();
         let mut ports: Vec<u16> = seen.iter().map(|s| s.peer_port).collect();
         ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), opened, "no connection opened after the burst");
-        assert_eq!(client.pool().open(&uri), opened);
+        assert_eq!(client.pool().listed_and_open(&uri).1, opened);
     }
 
     #[tokio::test]
@@ -794,15 +787,11 @@ mod tests {
         let client = BackendClient::new().unwrap();
         for i in 0..50 {
             let uri = format!("{base}/k{i}");
-            let resp = client
-                .send(request("GET", &uri, NativeBody::Empty))
-                .await
-                .unwrap();
-            assert_eq!(read(resp).await, Bytes::from_static(b"ok"));
+            assert_eq!(get(&client, &uri).await, Bytes::from_static(b"ok"));
             tokio::task::yield_now().await;
         }
         let uri: Uri = base.parse().unwrap();
-        let listed = client.pool().listed(&uri);
+        let (listed, _) = client.pool().listed_and_open(&uri);
         assert!(listed <= 3, "{listed} connections listed");
     }
 
@@ -841,17 +830,13 @@ mod tests {
         let client = BackendClient::new().unwrap();
         for i in 0..5 {
             let uri = format!("{base}/k{i}");
-            let resp = client
-                .send(request("GET", &uri, NativeBody::Empty))
-                .await
-                .unwrap();
-            assert_eq!(read(resp).await, Bytes::from_static(b"ok"));
+            assert_eq!(get(&client, &uri).await, Bytes::from_static(b"ok"));
             // The close reaches the client's connection task.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
         let uri: Uri = base.parse().unwrap();
-        assert_eq!(client.pool().open(&uri), 0);
+        assert_eq!(client.pool().listed_and_open(&uri).1, 0);
     }
 
     #[tokio::test]
@@ -861,15 +846,18 @@ mod tests {
             ClientSettings::default().pool_idle_timeout(Duration::from_millis(200)),
         )
         .unwrap();
-        let resp = client
-            .send(request("GET", &format!("{base}/k"), NativeBody::Empty))
-            .await
-            .unwrap();
-        assert_eq!(read(resp).await, Bytes::from_static(b"hello"));
+        assert_eq!(
+            get(&client, &format!("{base}/k")).await,
+            Bytes::from_static(b"hello")
+        );
         let uri: Uri = base.parse().unwrap();
-        assert_eq!(client.pool().open(&uri), 1);
+        assert_eq!(client.pool().listed_and_open(&uri).1, 1);
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert_eq!(client.pool().open(&uri), 0, "closed by the pool, unused");
+        assert_eq!(
+            client.pool().listed_and_open(&uri),
+            (0, 0),
+            "closed by the pool, unused"
+        );
     }
 
     #[tokio::test]

@@ -207,28 +207,18 @@ impl Pool {
         hosts.list.retain(|h| !h.conns.is_empty());
     }
 
-    /// Connections listed for `uri`'s authority, closed ones included (tests).
+    /// Connections listed for `uri`'s authority, and how many of them are open (tests).
     #[cfg(test)]
-    pub(crate) fn listed(&self, uri: &Uri) -> usize {
+    pub(crate) fn listed_and_open(&self, uri: &Uri) -> (usize, usize) {
         let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        hosts
+        let conns = hosts
             .list
             .iter()
             .filter(|h| h.is(uri))
-            .map(|h| h.conns.len())
-            .sum()
-    }
-
-    /// Open connections to `uri`'s authority (tests).
-    #[cfg(test)]
-    pub(crate) fn open(&self, uri: &Uri) -> usize {
-        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        hosts
-            .list
-            .iter()
-            .filter(|h| h.is(uri))
-            .map(|h| h.conns.iter().filter(|c| !c.sender.is_closed()).count())
-            .sum()
+            .flat_map(|h| &h.conns);
+        conns.fold((0, 0), |(listed, open), c| {
+            (listed + 1, open + usize::from(!c.sender.is_closed()))
+        })
     }
 }
 
