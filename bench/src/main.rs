@@ -3,8 +3,9 @@
 //! - `backend --port P`: the fast in-memory S3 backend (see [`backend`]).
 //! - `bare-proxy --port P --backend URL`: a proxy on the gateway's HTTP stack that does
 //!   nothing else (see [`bare_proxy`]).
-//! - `run --server PATH ...`: starts the backend, the gateway and nginx on 127.0.0.1, measures
-//!   direct / proxy / nginx side by side in interleaved rounds, and prints and writes the report.
+//! - `run --server PATH ...`: starts the backend, the gateway, nginx and the bare proxy on
+//!   127.0.0.1, measures direct / proxy / nginx / bare side by side in interleaved rounds, and
+//!   prints and writes the report.
 //! - `load --url URL ...`: a fixed number of requests to one URL (GET, or PUT of `--size`
 //!   bytes), for profiling a process under a known load (`valgrind --tool=callgrind`).
 #![forbid(unsafe_code)]

@@ -231,8 +231,7 @@ pub fn request_id() -> String {
     // Cannot fail: the buffer is exactly twice the input.
     let _ = hex::encode_to_slice(rand::random::<u64>().to_be_bytes(), &mut id);
     id.make_ascii_uppercase();
-    // ASCII: `from_utf8` checks it a word at a time (the lossy form goes byte by byte).
-    std::str::from_utf8(&id).unwrap_or_default().to_owned()
+    shared::time::ascii_string(&id)
 }
 
 async fn handle(

@@ -73,14 +73,14 @@ fn four_digit_year(dt: &OffsetDateTime) -> Option<u32> {
     u32::try_from(dt.year()).ok().filter(|y| *y <= 9999)
 }
 
-/// The last `out.len()` decimal digits of `n` into `out`, zero-padded.
-/// `bytes` (ASCII written by this crate: digits, hex) as a `String` of exactly their length.
+/// `bytes` (ASCII the caller wrote: digits, hex) as a `String` of exactly their length.
 /// `str::from_utf8` checks ASCII a word at a time; `String::from_utf8_lossy` went through
 /// its chunk iterator byte by byte (~500 instructions for 64 bytes).
-pub(crate) fn ascii_string(bytes: &[u8]) -> String {
+pub fn ascii_string(bytes: &[u8]) -> String {
     std::str::from_utf8(bytes).unwrap_or_default().to_owned()
 }
 
+/// The last `out.len()` decimal digits of `n` into `out`, zero-padded.
 fn put_digits(out: &mut [u8], mut n: u32) {
     for digit in out.iter_mut().rev() {
         *digit = b'0' + (n % 10) as u8;
