@@ -75,6 +75,12 @@ fn exclusion(b: &BackendState, size: Option<u64>) -> Option<String> {
     None
 }
 
+/// Whether `b` may take a new object of undeclared size: what [`write_candidates`] asks of
+/// each backend, for one.
+pub fn takes_writes(b: &BackendState) -> bool {
+    exclusion(b, None).is_none()
+}
+
 /// The backends that may take a new object of `size` bytes (when declared), in config order.
 /// None left: `InsufficientStorage` (507) naming why each backend was excluded.
 pub fn write_candidates(

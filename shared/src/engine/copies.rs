@@ -381,10 +381,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         Ok(left)
     }
 
-    /// Whether `backend` takes new writes now (enabled, healthy, not read-only, within budget
-    /// and not full).
-    fn writable(states: &[placement::BackendState], backend: &str) -> bool {
-        placement::write_candidates(states, None).is_ok_and(|c| c.iter().any(|s| s.name == backend))
+    /// Whether `backend` is in the pool of `bucket` and takes new writes now (enabled,
+    /// healthy, not read-only, within budget and not full).
+    fn writable(&self, state: &State, bucket: &VirtualBucketConfig, backend: &str) -> bool {
+        self.pool_state(state, bucket, backend)
+            .is_some_and(|s| placement::takes_writes(&s))
     }
 
     /// Where a write of `key` (of the call's bucket) goes: the backend holding the key if it
@@ -429,14 +430,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             key,
             config: call.bucket_config(),
         };
-        let states = self.pool_states(call.state, object.config);
         if let Some(entry) = &entry {
             // An index hit. The entry may be misdirected (a lagging or repaired index), so the
             // copy is confirmed where it points (one HEAD); by the invariant it is then the
             // only one.
             let stays = match fixed {
                 Some(f) => f == entry.backend,
-                None => Self::writable(&states, &entry.backend),
+                None => self.writable(call.state, object.config, &entry.backend),
             };
             if stays {
                 let here = self
@@ -464,7 +464,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 let mut holders: Vec<&Copy> = survey.copies.iter().collect();
                 // Newest first (stable: probe order among equals).
                 holders.sort_by_key(|c| std::cmp::Reverse(c.modified));
-                match holders.iter().find(|c| Self::writable(&states, &c.backend)) {
+                match holders
+                    .iter()
+                    .find(|c| self.writable(call.state, object.config, &c.backend))
+                {
                     Some(c) => (c.backend.clone(), false),
                     None => (self.place(call, key, size, &[])?, survey.copies.is_empty()),
                 }
@@ -522,8 +525,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         if !conditional || entry.etag.is_empty() || size > call.config.balancer.retry_buffer {
             return None;
         }
-        let states = self.pool_states(call.state, call.bucket_config());
-        if !Self::writable(&states, &entry.backend) {
+        if !self.writable(call.state, call.bucket_config(), &entry.backend) {
             return None;
         }
         let etag = if entry.etag.starts_with('"') {

@@ -80,6 +80,7 @@ pub struct State {
     /// [`crate::admin::OVERRIDES_DOCUMENT`]).
     pub overrides: crate::admin::Overrides,
     pub health: HealthSnapshot,
+    /// Sorted by backend name.
     pub usage: Vec<BackendUsage>,
     /// Operations per backend this month (stored counts plus this process's unflushed ones).
     pub operations: BTreeMap<String, OperationCounts>,
@@ -400,7 +401,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             }),
             None => HealthSnapshot::default(),
         };
-        let usage = self.store.list_usage().await?;
+        let mut usage = self.store.list_usage().await?;
+        // Sorted, so that placement finds a backend's usage by binary search.
+        usage.sort_unstable_by(|a, b| a.backend.cmp(&b.backend));
         let month = crate::time::year_month(now);
         let mut operations = BTreeMap::new();
         for b in &self.config().backends {
@@ -754,46 +757,41 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         }
     }
 
-    /// Placement's view of every configured backend: config, health snapshot, this process's
-    /// circuits, usage and operation budgets.
-    pub(crate) fn all_states(&self, state: &State) -> Vec<BackendState> {
-        let circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
-        state
-            .config
-            .backends
-            .iter()
-            .map(|b| {
-                let usage = state.usage.iter().find(|u| u.backend == b.name);
-                let ops = state.operations.get(&b.name).cloned().unwrap_or_default();
-                let circuit_open = circuits.get(&b.name).is_some_and(Circuit::is_open);
-                BackendState {
-                    name: b.name.clone(),
-                    weight: b.weight,
-                    enabled: b.enabled,
-                    read_only: b.read_only,
-                    healthy: state.health.is_healthy(&b.name) && !circuit_open,
-                    max_size: b.max_size,
-                    used_bytes: usage.map(|u| u.used_bytes.max(0) as u64).unwrap_or(0),
-                    class_a_used: ops.class_a,
-                    class_b_used: ops.class_b,
-                    class_a_limit: b.limit_class_a,
-                    class_b_limit: b.limit_class_b,
-                }
-            })
-            .collect()
-    }
-
-    /// Placement's view of the pool of `bucket`.
+    /// Placement's view of the pool of `bucket`, in config order.
+    ///
+    /// Built from the pool's backends alone, each looked up once: a write's placement runs
+    /// this, and with every backend's view built first and then filtered, a PUT to a pool of
+    /// 50 backends cost three times one to a single backend (`BACKENDS=50
+    /// scripts/callgrind-requests`, docs/performance.md).
     pub(crate) fn pool_states(
         &self,
         state: &State,
         bucket: &VirtualBucketConfig,
     ) -> Vec<BackendState> {
-        let pool = state.config.pool(bucket);
-        self.all_states(state)
-            .into_iter()
-            .filter(|s| pool.iter().any(|b| b.name == s.name))
+        let circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .config
+            .backends
+            .iter()
+            .filter(|b| bucket.backends.is_empty() || bucket.backends.contains(&b.name))
+            .map(|b| backend_state(state, &circuits, b))
             .collect()
+    }
+
+    /// Placement's view of `backend` as a member of the pool of `bucket` (`None`: not in the
+    /// pool, or not configured).
+    pub(crate) fn pool_state(
+        &self,
+        state: &State,
+        bucket: &VirtualBucketConfig,
+        backend: &str,
+    ) -> Option<BackendState> {
+        if !(bucket.backends.is_empty() || bucket.backends.iter().any(|n| n == backend)) {
+            return None;
+        }
+        let b = state.config.backend(backend)?;
+        let circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        Some(backend_state(state, &circuits, b))
     }
 
     /// Opens the circuit of every backend whose latest scheduled probe failed (once per
@@ -957,6 +955,35 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         self.metrics
             .record_decision(&chosen.name, strategy_name(strategy));
         Ok(chosen.name.clone())
+    }
+}
+
+/// Placement's view of backend `b`: its config, the health snapshot, this process's circuit,
+/// usage and operation budgets.
+fn backend_state(
+    state: &State,
+    circuits: &BTreeMap<String, Circuit>,
+    b: &crate::config::BackendConfig,
+) -> BackendState {
+    let usage = state
+        .usage
+        .binary_search_by(|u| u.backend.as_str().cmp(&b.name))
+        .ok()
+        .map(|i| &state.usage[i]);
+    let ops = state.operations.get(&b.name).cloned().unwrap_or_default();
+    let circuit_open = circuits.get(&b.name).is_some_and(Circuit::is_open);
+    BackendState {
+        name: b.name.clone(),
+        weight: b.weight,
+        enabled: b.enabled,
+        read_only: b.read_only,
+        healthy: state.health.is_healthy(&b.name) && !circuit_open,
+        max_size: b.max_size,
+        used_bytes: usage.map(|u| u.used_bytes.max(0) as u64).unwrap_or(0),
+        class_a_used: ops.class_a,
+        class_b_used: ops.class_b,
+        class_a_limit: b.limit_class_a,
+        class_b_limit: b.limit_class_b,
     }
 }
 

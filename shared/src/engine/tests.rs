@@ -366,6 +366,45 @@ fn round_robin_spreads_over_every_backend_and_overwrites_stay_put() {
     assert_eq!(&h.get("/photos/k0").body[..], b"again");
 }
 
+/// Placement looks at one backend at a time for an overwrite: a backend that left the
+/// bucket's pool must still count as outside it (with and without conditional writes).
+#[test]
+fn an_overwrite_goes_to_the_pool_once_its_backend_has_left_it() {
+    for conditional in [false, true] {
+        let mut c = config(Strategy::RoundRobin);
+        for b in &mut c.backends {
+            b.conditional_writes = conditional;
+        }
+        c.virtual_buckets[0].backends = vec!["b1".into()];
+        let h = Harness::with_config(c.clone());
+        assert_eq!(h.put("/photos/k", b"v1").status, StatusCode::OK);
+        assert_eq!(h.holders("photos/k"), vec![0]);
+        c.virtual_buckets[0].backends = vec!["b3".into()];
+        h.engine.set_config(Arc::new(c));
+        assert_eq!(h.put("/photos/k", b"v2").status, StatusCode::OK);
+        assert!(
+            h.holders("photos/k").contains(&2),
+            "conditional: {conditional}"
+        );
+        assert_eq!(&h.get("/photos/k").body[..], b"v2");
+    }
+}
+
+#[test]
+fn least_space_places_by_the_usage_read_at_refresh() {
+    let mut c = config(Strategy::LeastSpace);
+    for b in &mut c.backends {
+        b.max_size = Some(1_000_000);
+    }
+    let h = Harness::with_config(c);
+    for (backend, used) in [("b3", 900_000), ("b1", 500_000), ("b2", 100_000)] {
+        block_on(h.engine.store().add_usage(backend, used, 1)).unwrap();
+    }
+    block_on(h.engine.refresh(h.now)).unwrap();
+    assert_eq!(h.put("/photos/k", b"x").status, StatusCode::OK);
+    assert_eq!(h.holders("photos/k"), vec![1], "b2 has the most room");
+}
+
 #[test]
 fn objects_stay_readable_and_listable_when_the_index_is_lost() {
     let h = Harness::new(Strategy::RoundRobin);
