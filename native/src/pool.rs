@@ -121,17 +121,32 @@ impl Pool {
         }
     }
 
-    /// A ready connection to `uri`'s authority, dropping the closed ones from the list: a
-    /// backend that closes every connection after its response (`Connection: close`) would
-    /// otherwise fill it between two runs of the reaper. (Long idle ones are the reaper's, so
-    /// a request pays for no clock reads here.)
+    /// A ready connection to `uri`'s authority, the most recently used first (its socket is
+    /// the likeliest to be open and warm).
+    ///
+    /// The list is searched from its end, where connections are put back as soon as their
+    /// request is sent: the busy ones are skipped and the closed ones met on the way dropped,
+    /// so a request pays for the connections in use, not for every idle one (after a burst,
+    /// hundreds). Closed ones cannot pile up: a new connection is only made after a search of
+    /// the whole list, which drops them all, so a backend that closes every connection after
+    /// its answer (`Connection: close`) does not fill the list between two runs of the reaper.
+    /// (Long idle ones are the reaper's, so a request pays for no clock reads here.)
     fn take(&self, uri: &Uri) -> Option<SendRequest<SendBody>> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         let host = hosts.list.iter_mut().find(|h| h.is(uri))?;
-        host.conns.retain(|c| !c.sender.is_closed());
-        // The most recently used first: its socket is the likeliest to be open and warm.
-        let i = host.conns.iter().rposition(|c| c.sender.is_ready())?;
-        Some(host.conns.swap_remove(i).sender)
+        let mut i = host.conns.len();
+        while i > 0 {
+            i -= 1;
+            let sender = &host.conns[i].sender;
+            if sender.is_ready() {
+                return Some(host.conns.swap_remove(i).sender);
+            }
+            if sender.is_closed() {
+                // What takes its place was already looked at.
+                host.conns.swap_remove(i);
+            }
+        }
+        None
     }
 
     fn put(self: &Arc<Self>, uri: &Uri, sender: SendRequest<SendBody>) {
