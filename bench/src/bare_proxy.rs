@@ -22,12 +22,17 @@ use shared::http::HttpClient;
 /// process may run on, as the gateway), forwarding to `backend` (`http://host:port`), until
 /// the process is killed.
 pub fn serve(port: u16, backend: &str, threads: Option<usize>) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    serve_on(listener, backend, threads);
+}
+
+/// [`serve`] on a bound listener.
+fn serve_on(listener: std::net::TcpListener, backend: &str, threads: Option<usize>) {
     let threads = threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let backend: Uri = backend.parse().expect("backend URL");
     let authority = backend.authority().expect("backend host:port").clone();
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     // Clones share the client; each thread keeps its own connections, as in the gateway.
     let client = BackendClient::new().expect("client");
@@ -92,4 +97,45 @@ async fn forward(
             r
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::Method;
+
+    use crate::backend::{self, Store};
+    use crate::client::{Driver, Payload};
+
+    /// The floor `scripts/bench` reports is a proxy that works: what is PUT through it
+    /// reaches the backend, and GETs through it read it back (CI runs no benchmark, so this
+    /// is what keeps the bare proxy from breaking unnoticed).
+    #[tokio::test]
+    async fn puts_and_gets_reach_the_backend_through_the_bare_proxy() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(backend::serve(listener, Arc::new(Store::default())));
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}/b0", proxy.local_addr().unwrap());
+        std::thread::spawn(move || super::serve_on(proxy, &backend_url, Some(2)));
+
+        let driver = Driver::new(None);
+        let body = Payload::Bytes(vec![7u8; 4096].into());
+        for i in 0..20 {
+            let url = format!("{base}/k{}", i % 4);
+            let put = driver.send(Method::PUT, &url, &body).await.unwrap();
+            assert_eq!(put.status, 200, "PUT {url}");
+            let get = driver
+                .send(Method::GET, &url, &Payload::None)
+                .await
+                .unwrap();
+            assert_eq!((get.status, get.bytes), (200, 4096), "GET {url}");
+        }
+        let missing = driver
+            .send(Method::GET, &format!("{base}/none"), &Payload::None)
+            .await
+            .unwrap();
+        assert_eq!(missing.status, 404);
+    }
 }
