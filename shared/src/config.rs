@@ -188,6 +188,13 @@ pub struct VirtualBucketConfig {
     pub key_layout: KeyLayout,
 }
 
+impl VirtualBucketConfig {
+    /// Whether backend `name` is in this bucket's pool (every backend is when none is listed).
+    pub fn has_backend(&self, name: &str) -> bool {
+        self.backends.is_empty() || self.backends.iter().any(|b| b == name)
+    }
+}
+
 /// An access key of the gateway.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CredentialConfig {

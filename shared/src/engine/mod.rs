@@ -773,7 +773,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             .config
             .backends
             .iter()
-            .filter(|b| bucket.backends.is_empty() || bucket.backends.contains(&b.name))
+            .filter(|b| bucket.has_backend(&b.name))
             .map(|b| backend_state(state, &circuits, b))
             .collect()
     }
@@ -786,7 +786,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         bucket: &VirtualBucketConfig,
         backend: &str,
     ) -> Option<BackendState> {
-        if !(bucket.backends.is_empty() || bucket.backends.iter().any(|n| n == backend)) {
+        if !bucket.has_backend(backend) {
             return None;
         }
         let b = state.config.backend(backend)?;
@@ -963,7 +963,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
 fn backend_state(
     state: &State,
     circuits: &BTreeMap<String, Circuit>,
-    b: &crate::config::BackendConfig,
+    b: &BackendConfig,
 ) -> BackendState {
     let usage = state
         .usage
