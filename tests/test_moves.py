@@ -220,3 +220,45 @@ def test_the_admin_api_starts_a_drain_and_steps_it(make_gateway):
     if not requests.get(f"{gw.endpoint}/_admin/api/moves", headers=auth, timeout=5).json()["done"]:
         assert busy.status_code == 400 and busy.json()["code"] == "InvalidRequest", busy.text
     requests.delete(f"{gw.endpoint}/_admin/api/moves", headers=auth, timeout=30)
+
+
+def test_a_backend_taken_out_of_the_pool_without_a_drain_leaves_no_copy_to_come_back(make_gateway):
+    """The config takes g1 out of the pool while it holds objects (no drain first): the reload
+    says so, its objects still read through the index, and an overwrite, a DELETE and a
+    DeleteObjects reach their copies there, so nothing deleted or overwritten comes back when
+    g1 rejoins the pool."""
+    gw = make_gateway(3, strategy="round-robin")
+    vb = gw.vbucket("data")
+    g1, g2, g3 = gw.backends
+    vb.backends = [g1]
+    gw.write_config()
+    gw.restart()
+    s3 = gw.client()
+    keys = ["over", "gone", "batch", "kept"]
+    for key in keys:
+        s3.put_object(Bucket="data", Key=key, Body=key.encode())
+        assert g1.has(vb.real_key(key))
+
+    vb.backends = [g2, g3]
+    gw.write_config()
+    h.wait_until("the reload's warning", lambda: 'backend "g1" left the pool of bucket "data"' in gw.proc.output(), 30)
+    assert s3.get_object(Bucket="data", Key="kept")["Body"].read() == b"kept"
+    s3.put_object(Bucket="data", Key="over", Body=b"v2")
+    s3.delete_object(Bucket="data", Key="gone")
+    answer = s3.delete_objects(Bucket="data", Delete={"Objects": [{"Key": "batch"}]})
+    assert [d["Key"] for d in answer.get("Deleted", [])] == ["batch"] and not answer.get("Errors"), answer
+    for key in ["over", "gone", "batch"]:
+        assert not g1.has(vb.real_key(key)), f"{key}: the copy out of the pool is left behind"
+    assert g1.has(vb.real_key("kept"))
+
+    vb.backends = [g1, g2, g3]
+    gw.write_config()
+
+    def listed():
+        return sorted(o["Key"] for o in s3.list_objects_v2(Bucket="data").get("Contents", []))
+
+    h.wait_until("g1 back in the pool", lambda: listed() == ["kept", "over"], 30)
+    assert s3.get_object(Bucket="data", Key="over")["Body"].read() == b"v2"
+    for key in ["gone", "batch"]:
+        with pytest.raises(s3.exceptions.NoSuchKey):
+            s3.get_object(Bucket="data", Key=key)

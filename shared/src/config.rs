@@ -165,7 +165,7 @@ pub struct BackendConfig {
     /// overwrite of an indexed key is then sent with the indexed ETag in `If-Match` instead
     /// of being confirmed by a HEAD first: one backend round trip instead of two. Off by
     /// default, since a provider that ignores the header would make a misdirected index
-    /// entry undetectable.
+    /// entry undetectable. One that refuses it (501 `NotImplemented`) costs a second send.
     pub conditional_writes: bool,
     /// Monthly class A (writes, lists) and class B (reads) operation budgets.
     pub limit_class_a: Option<u64>,
@@ -456,6 +456,48 @@ impl Config {
                 .filter_map(|n| self.backend(n))
                 .collect()
         }
+    }
+
+    /// What changing to `next` takes from objects already written: a backend leaving a
+    /// configured bucket's pool keeps that bucket's objects, which are then read (and
+    /// overwritten and deleted) through the index but no longer listed, until a drain moves
+    /// them into the pool; a backend leaving the config leaves its objects unreachable, and
+    /// so does a bucket's new key layout. Said as warnings when a changed config is applied:
+    /// the operator may have meant it, and `drain` works before or after the change.
+    pub fn change_warnings(&self, next: &Config) -> Warnings {
+        let mut warnings = Vec::new();
+        for bucket in &next.virtual_buckets {
+            if let Some(before) = self.virtual_bucket(&bucket.name) {
+                if before.key_layout != bucket.key_layout {
+                    warnings.push(format!(
+                        "bucket {:?} changed its key layout: objects written before are stored under their old keys ({}), which the gateway no longer looks at",
+                        bucket.name,
+                        before.key_layout.real_key(&bucket.name, "{key}")
+                    ));
+                }
+            }
+        }
+        for backend in &self.backends {
+            let name = &backend.name;
+            if next.backend(name).is_none() {
+                warnings.push(format!(
+                    "backend {name:?} is no longer configured: objects on it can no longer be read or deleted through the gateway (configure it again and run `s3-balance drain {name}` to move them)"
+                ));
+                continue;
+            }
+            for bucket in &next.virtual_buckets {
+                let was_in = self
+                    .virtual_bucket(&bucket.name)
+                    .is_some_and(|before| before.has_backend(name));
+                if was_in && !bucket.has_backend(name) {
+                    warnings.push(format!(
+                        "backend {name:?} left the pool of bucket {:?}: objects of the bucket on it are read through the index but not listed until `s3-balance drain {name}` moves them into the pool",
+                        bucket.name
+                    ));
+                }
+            }
+        }
+        warnings
     }
 
     pub fn credential(&self, access_key: &str) -> Option<&CredentialConfig> {

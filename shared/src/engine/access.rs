@@ -293,7 +293,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 return Ok(empty(StatusCode::OK));
             }
             if response.status() == StatusCode::NOT_FOUND && located.from_index && attempt == 0 {
-                located = self.find(call, &bucket, &key, Some(&backend.name)).await?;
+                located = self
+                    .find(call, &bucket, &key, Some(&backend.name), &[])
+                    .await?;
                 continue;
             }
             return Err(backend_error(&backend.name, response).await);

@@ -17,6 +17,10 @@
 //!   them later (newest Last-Modified wins, ties to rendezvous order), so nothing is silently
 //!   dropped.
 //! - Wherever several copies are seen (a read's survey, a listing, reindex) the newest wins.
+//! - A backend taken out of the pool by a config change (without a drain) keeps its copies,
+//!   and index entries and stale-copy records still name it: writes, deletes, settling and
+//!   reindex reach it through them ([`outside_pool`]), so no copy there comes back when it
+//!   rejoins.
 //!
 //! Writes and deletes of one key in one process take turns ([`super::locks`]).
 
@@ -27,7 +31,7 @@ use http::Method;
 
 use super::backend::{self, backend_uri, BackendRequest};
 use super::{record, store_unavailable, Call, Engine, State};
-use crate::config::VirtualBucketConfig;
+use crate::config::{Config, VirtualBucketConfig};
 use crate::error::{S3Error, S3ErrorCode};
 use crate::http::HttpClient;
 use crate::placement;
@@ -127,6 +131,30 @@ pub(crate) fn live_copy<'a>(
     trusted.or_else(|| survey.newest())
 }
 
+/// The backends among `named` (an index entry's, stale-copy records') that are configured but
+/// outside `bucket`'s pool. A backend taken out of a pool without a drain keeps what it holds,
+/// and reads still find it through the index; a write or delete that passed it by would leave
+/// a copy that comes back when it rejoins the pool. So writes, deletes and the maintenance
+/// task reach these as well.
+pub(crate) fn outside_pool<'n>(
+    state: &State,
+    bucket: &VirtualBucketConfig,
+    named: impl IntoIterator<Item = &'n str>,
+) -> Vec<String> {
+    let mut outside: Vec<String> = Vec::new();
+    for name in named {
+        if out_of_pool(&state.config, bucket, name) && !outside.iter().any(|o| o == name) {
+            outside.push(name.to_owned());
+        }
+    }
+    outside
+}
+
+/// Whether `backend` is configured but not in `bucket`'s pool (see [`outside_pool`]).
+pub(crate) fn out_of_pool(config: &Config, bucket: &VirtualBucketConfig, backend: &str) -> bool {
+    !bucket.has_backend(backend) && config.backend(backend).is_some()
+}
+
 /// ETags as S3 sends them are quoted; an empty one (an entry indexed ahead of a redirected
 /// upload) matches nothing.
 fn same_etag(a: &str, b: &str) -> bool {
@@ -166,13 +194,15 @@ pub(crate) struct WritePlan {
 }
 
 impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
-    /// Asks backends of `object`'s pool whether they hold the key: HEAD in parallel, each
-    /// bounded by the probe timeout. A backend that is down is not waited on.
+    /// Asks backends of `object`'s pool, and the backends outside it in `outside` (see
+    /// [`outside_pool`]), whether they hold the key: HEAD in parallel, each bounded by the
+    /// probe timeout. A backend that is down is not waited on.
     pub(crate) async fn survey(
         &self,
         state: &State,
         object: ObjectRef<'_>,
         ask: Ask<'_>,
+        outside: &[String],
         now: SystemTime,
     ) -> Survey {
         let real_key = object.real_key();
@@ -180,11 +210,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let order = placement::probe_order(&states, object.bucket, object.key);
         let asks = order
             .iter()
-            .filter(|s| ask.includes(&s.name))
-            .map(|s| {
+            .map(|s| s.name.as_str())
+            .chain(outside.iter().map(String::as_str))
+            .filter(|name| ask.includes(name))
+            .map(|name| {
                 let real_key = &real_key;
                 async move {
-                    let name = s.name.clone();
+                    let name = name.to_owned();
                     let Some(backend) = state.config.backend(&name) else {
                         return (name, Err(()));
                     };
@@ -322,7 +354,8 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         }
     }
 
-    /// Makes sure `object` has one live copy: asks every backend, keeps the newest, removes
+    /// Makes sure `object` has one live copy: asks every backend of the pool (and those outside
+    /// it that the index or a record names), keeps the newest, removes
     /// the others and points the index at the live one. Returns how many older copies are
     /// left (recorded again). Fails when a backend could not answer (nothing is decided
     /// then). No copy anywhere: the index entry, if any, is dropped.
@@ -332,12 +365,6 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         object: ObjectRef<'_>,
         now: SystemTime,
     ) -> Result<usize, S3Error> {
-        let survey = self.survey(state, object, Ask::All, now).await;
-        if !survey.unknown.is_empty() {
-            return Err(S3Error::unavailable(
-                "A backend that may hold this object is unavailable. Please try again.",
-            ));
-        }
         let indexed = self
             .store
             .get_object(object.bucket, object.key)
@@ -351,6 +378,18 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             .into_iter()
             .map(|c| c.backend)
             .collect();
+        let named = indexed.iter().map(|e| e.backend.as_str());
+        let outside = outside_pool(
+            state,
+            object.config,
+            named.chain(recorded.iter().map(String::as_str)),
+        );
+        let survey = self.survey(state, object, Ask::All, &outside, now).await;
+        if !survey.unknown.is_empty() {
+            return Err(S3Error::unavailable(
+                "A backend that may hold this object is unavailable. Please try again.",
+            ));
+        }
         let Some(live) = live_copy(&survey, indexed.as_ref(), &recorded).cloned() else {
             self.store
                 .delete_object_unless_newer(object.bucket, object.key, crate::time::unix_secs(now))
@@ -430,6 +469,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             key,
             config: call.bucket_config(),
         };
+        let outside = outside_pool(
+            call.state,
+            object.config,
+            entry.iter().map(|e| e.backend.as_str()),
+        );
         if let Some(entry) = &entry {
             // An index hit. The entry may be misdirected (a lagging or repaired index), so the
             // copy is confirmed where it points (one HEAD); by the invariant it is then the
@@ -440,7 +484,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             };
             if stays {
                 let here = self
-                    .survey(call.state, object, Ask::Only(&entry.backend), call.ctx.now)
+                    .survey(
+                        call.state,
+                        object,
+                        Ask::Only(&entry.backend),
+                        &outside,
+                        call.ctx.now,
+                    )
                     .await;
                 if let Some(copy) = here.copies.first() {
                     return Ok(WritePlan {
@@ -454,9 +504,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 }
             }
         }
-        // No entry, a misdirected one, or the key must move: find every copy first.
+        // No entry, a misdirected one, or the key must move: find every copy first, on the
+        // indexed backend too when it has left the pool (its copy becomes an older one).
         let survey = self
-            .survey(call.state, object, Ask::All, call.ctx.now)
+            .survey(call.state, object, Ask::All, &outside, call.ctx.now)
             .await;
         let (target, movable) = match fixed {
             Some(f) => (f.to_owned(), false),

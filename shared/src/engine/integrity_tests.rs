@@ -108,6 +108,158 @@ fn an_overwrite_after_index_loss_stays_on_the_holder_and_a_delete_is_final() {
     }
 }
 
+fn set_pool(h: &Harness, names: &[&str]) {
+    h.set_config(|c| c.virtual_buckets[0].backends = names.iter().map(|n| n.to_string()).collect());
+}
+
+/// A backend taken out of a bucket's pool without a drain keeps what it holds, and reads find
+/// it through the index. An overwrite or a delete of such a key must remove that copy too: it
+/// would come back (older, or deleted) when the backend rejoins the pool.
+#[test]
+fn a_copy_left_on_a_backend_out_of_the_pool_does_not_come_back_when_it_rejoins() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    set_pool(&h, &["b1"]);
+    for key in ["over", "gone", "batch", "kept"] {
+        assert_eq!(h.put(&path(key), key.as_bytes()).status, StatusCode::OK);
+        assert_eq!(h.holders_of(key), vec![0]);
+    }
+    set_pool(&h, &["b3"]);
+    assert_eq!(
+        body(&h.get("/photos/gone")),
+        "gone",
+        "read through the index"
+    );
+
+    assert_eq!(h.put("/photos/over", b"v2").status, StatusCode::OK);
+    assert_eq!(
+        h.holders_of("over"),
+        vec![2],
+        "the copy out of the pool is removed"
+    );
+    let delete = h.send(Method::DELETE, "/photos/gone", &[], b"");
+    assert_eq!(delete.status, StatusCode::NO_CONTENT);
+    assert!(
+        h.holders_of("gone").is_empty(),
+        "deleted out of the pool too"
+    );
+    let batch = h.delete_keys("photos", &["batch"]);
+    assert_eq!(
+        tags(&batch.text(), "Key"),
+        vec!["batch"],
+        "{}",
+        batch.text()
+    );
+    assert!(!batch.text().contains("<Error>"), "{}", batch.text());
+    assert!(
+        h.holders_of("batch").is_empty(),
+        "batch-deleted out of the pool too"
+    );
+    // Reindex lists the pool only: it keeps the entry that still reaches the copy outside.
+    block_on(h.engine.reindex(h.now + Duration::from_secs(10))).unwrap();
+    assert_eq!(body(&h.get("/photos/kept")), "kept", "after reindex");
+
+    set_pool(&h, &["b1", "b3"]);
+    for when in ["rejoined", "rejoined, index lost"] {
+        assert_eq!(body(&h.get("/photos/over")), "v2", "{when}");
+        assert_eq!(
+            h.get("/photos/gone").status,
+            StatusCode::NOT_FOUND,
+            "{when}"
+        );
+        assert_eq!(
+            h.get("/photos/batch").status,
+            StatusCode::NOT_FOUND,
+            "{when}"
+        );
+        let list = h.get("/photos?list-type=2");
+        assert_eq!(tags(&list.text(), "Key"), vec!["kept", "over"], "{when}");
+        h.engine.store().forget_objects();
+        block_on(h.engine.reindex(h.now)).unwrap();
+    }
+}
+
+/// A delete must reach the copy out of the pool: while that backend is down it fails and
+/// changes nothing, as it does for a backend of the pool.
+#[test]
+fn a_delete_waits_for_a_backend_out_of_the_pool_that_holds_the_key() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    set_pool(&h, &["b1"]);
+    h.put("/photos/k", b"v1");
+    set_pool(&h, &["b3"]);
+    h.s3().set_down(ENDPOINTS[0], true);
+    let now = h.now;
+    block_on(h.engine.check_health(&|| now)).unwrap();
+    for answer in [
+        h.send(Method::DELETE, "/photos/k", &[], b""),
+        h.delete_keys("photos", &["k"]),
+    ] {
+        assert!(
+            answer.status == StatusCode::SERVICE_UNAVAILABLE
+                || answer.text().contains("<Code>ServiceUnavailable</Code>"),
+            "{} {}",
+            answer.status,
+            answer.text()
+        );
+    }
+    assert!(h.entry("k").is_some(), "the index entry stays");
+    h.all_up();
+    assert_eq!(h.holders_of("k"), vec![0]);
+    assert_eq!(body(&h.get("/photos/k")), "v1");
+    let delete = h.send(Method::DELETE, "/photos/k", &[], b"");
+    assert_eq!(delete.status, StatusCode::NO_CONTENT);
+    assert!(h.holders_of("k").is_empty());
+}
+
+/// With a pool of b1 and b2: `k` written ("live"), and an older copy ("older", written later
+/// behind the gateway's back, as a write that landed late) on the other one, recorded as a
+/// stale copy. Returns the two backends' positions.
+fn live_and_recorded_older_copy(h: &Harness) -> (usize, usize) {
+    set_pool(h, &["b1", "b2"]);
+    h.put("/photos/k", b"live");
+    let live = h.holders_of("k")[0];
+    let older = 1 - live;
+    h.s3()
+        .put_direct(ENDPOINTS[older], &bucket_of(older), "photos/k", "older");
+    let record = crate::store::StaleCopy {
+        bucket: "photos".into(),
+        key: "k".into(),
+        backend: format!("b{}", older + 1),
+        etag: None,
+        noted: crate::time::unix_secs(h.now),
+    };
+    block_on(h.engine.store().put_stale_copy(&record)).unwrap();
+    (live, older)
+}
+
+/// An older copy recorded on a backend that has since left the pool is removed by the
+/// maintenance task, not forgotten: forgotten, it would come back when the backend rejoins.
+#[test]
+fn an_older_copy_recorded_out_of_the_pool_is_removed_by_maintenance() {
+    let mut h = Harness::with_config(photos_only(Placement::RoundRobin));
+    let (live, _) = live_and_recorded_older_copy(&h);
+    set_pool(&h, &[&format!("b{}", live + 1)]);
+    h.now += Duration::from_secs(1);
+    assert_eq!(h.maintain(), 1);
+    assert_eq!(h.stale_copies(), 0);
+    assert_eq!(h.holders_of("k"), vec![live], "the older copy is removed");
+    set_pool(&h, &["b1", "b2"]);
+    h.engine.store().forget_objects();
+    assert_eq!(body(&h.get("/photos/k")), "live");
+}
+
+/// Reindex lists the pool only. A key whose live copy is on a backend out of the pool (the
+/// index says so) while the pool holds an older one, even with a later Last-Modified (a
+/// write that landed late), keeps its live copy.
+#[test]
+fn reindex_keeps_the_live_copy_out_of_the_pool_over_an_older_one_in_it() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    let (live, older) = live_and_recorded_older_copy(&h);
+    set_pool(&h, &[&format!("b{}", older + 1)]);
+    block_on(h.engine.reindex(h.now + Duration::from_secs(10))).unwrap();
+    assert_eq!(body(&h.get("/photos/k")), "live");
+    assert_eq!(h.holders_of("k"), vec![live], "the older copy is removed");
+}
+
 /// Backends that honour `If-Match` on PutObject (`conditional_writes`).
 fn conditional(mut c: Config) -> Config {
     for b in &mut c.backends {
@@ -142,6 +294,53 @@ fn an_overwrite_on_a_conditional_backend_is_confirmed_by_the_put_itself() {
     assert_eq!(h.put("/photos/k", b"v3").status, StatusCode::OK);
     let methods: Vec<Method> = h.s3().requests().into_iter().map(|(m, _)| m).collect();
     assert_eq!(methods, [Method::HEAD, Method::PUT]);
+}
+
+/// A backend marked `conditional_writes` that refuses `If-Match` after all (`NotImplemented`,
+/// as AWS did before November 2024) or reports a concurrent conditional write
+/// (`ConditionalRequestConflict`) stored nothing: the overwrite is planned in full and sent
+/// again without it, instead of failing.
+#[test]
+fn an_overwrite_refused_for_its_if_match_is_sent_again_after_the_full_plan() {
+    for code in [
+        S3ErrorCode::NotImplemented,
+        S3ErrorCode::ConditionalRequestConflict,
+    ] {
+        let h = Harness::with_config(conditional(photos_only(Placement::RoundRobin)));
+        h.put("/photos/k", b"v1");
+        let holder = h.holders_of("k");
+        for e in ENDPOINTS {
+            h.s3().add_fault(e, Fault::FailIfMatch(code));
+        }
+        let put = h.put("/photos/k", b"v2");
+        assert_eq!(put.status, StatusCode::OK, "{code}: {}", put.text());
+        assert_eq!(h.holders_of("k"), holder, "{code}");
+        assert_eq!(body(&h.get("/photos/k")), "v2", "{code}");
+    }
+}
+
+/// A backend's own error codes reach the client with their status (not as 500), such as a
+/// client's conditional write that lost a race.
+#[test]
+fn a_clients_conditional_write_that_conflicts_answers_409_as_the_backend_did() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    h.put("/photos/k", b"v1");
+    let etag = h.get("/photos/k").header("etag").unwrap().to_owned();
+    for e in ENDPOINTS {
+        h.s3().add_fault(
+            e,
+            Fault::FailIfMatch(S3ErrorCode::ConditionalRequestConflict),
+        );
+    }
+    let put = h.send(Method::PUT, "/photos/k", &[("if-match", &etag)], b"v2");
+    assert_eq!(put.status, StatusCode::CONFLICT, "{}", put.text());
+    assert!(put
+        .text()
+        .contains("<Code>ConditionalRequestConflict</Code>"));
+    for e in ENDPOINTS {
+        h.s3().clear_faults(e);
+    }
+    assert_eq!(body(&h.get("/photos/k")), "v1");
 }
 
 #[test]
@@ -680,6 +879,9 @@ enum Step {
     Strategy(usize),
     Maintain,
     Reindex,
+    /// The config takes a backend out of the pool (no drain), or puts every one back.
+    Leave(usize),
+    Rejoin,
 }
 
 fn step() -> impl proptest::strategy::Strategy<Value = Step> {
@@ -701,6 +903,8 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         1 => (0..4usize).prop_map(Step::Strategy),
         1 => Just(Step::Maintain),
         1 => Just(Step::Reindex),
+        1 => (0..3usize).prop_map(Step::Leave),
+        1 => Just(Step::Rejoin),
     ]
 }
 
@@ -779,6 +983,9 @@ fn run_model(steps: Vec<Step>, conditional: [bool; 3]) {
     let mut h = Harness::with_config(c);
     let mut model = Model::new();
     let mut down: BTreeSet<usize> = BTreeSet::new();
+    // The backend out of the pool, if any. Meanwhile the index is neither lost nor made
+    // stale: it is how a copy out of the pool is reached (a documented limit).
+    let mut out: Option<usize> = None;
     for (n, step) in steps.into_iter().enumerate() {
         h.now += Duration::from_secs(1);
         let ctx = format!("step {n} {step:?}");
@@ -909,6 +1116,7 @@ fn run_model(steps: Vec<Step>, conditional: [bool; 3]) {
                     s => panic!("{ctx}: Complete {s} {}", r.text()),
                 }
             }
+            Step::LoseIndex | Step::StaleEntry(..) if out.is_some() => {}
             Step::LoseIndex => h.engine.store().forget_objects(),
             Step::StaleEntry(k, b) => {
                 let rec = ObjectRecord {
@@ -952,6 +1160,19 @@ fn run_model(steps: Vec<Step>, conditional: [bool; 3]) {
             Step::Reindex => {
                 block_on(h.engine.reindex(h.now)).unwrap();
             }
+            Step::Leave(b) => {
+                if out.is_none() && down.is_empty() {
+                    // Every key is read first, which repairs the index of every key.
+                    check_reads(&h, &mut model, &ctx, true);
+                    let pool = (0..3).filter(|i| *i != b).map(|i| format!("b{}", i + 1));
+                    h.set_config(|c| c.virtual_buckets[0].backends = pool.collect());
+                    out = Some(b);
+                }
+            }
+            Step::Rejoin => {
+                h.set_config(|c| c.virtual_buckets[0].backends.clear());
+                out = None;
+            }
         }
         if std::env::var("MODEL_DEBUG").is_ok() {
             let holders: Vec<(&str, Vec<usize>)> =
@@ -959,28 +1180,31 @@ fn run_model(steps: Vec<Step>, conditional: [bool; 3]) {
             eprintln!("{ctx}: holders {holders:?} stale {}", h.stale_copies());
         }
         // Reads must be right whenever every backend is up, failing removals or not.
+        // Listings leave out what is outside the pool.
         if down.is_empty() {
-            check_reads(&h, &mut model, &ctx);
+            check_reads(&h, &mut model, &ctx, out.is_none());
         }
     }
+    h.set_config(|c| c.virtual_buckets[0].backends.clear());
     // Settle everything with all backends up: one copy per key, the model's value.
     h.all_up();
     h.now += Duration::from_secs(1);
     h.maintain();
-    check_reads(&h, &mut model, "end");
+    check_reads(&h, &mut model, "end", true);
     for key in KEYS {
         let holders = h.holders_of(key);
         assert!(holders.len() <= 1, "end: {key} held by {holders:?}");
     }
     block_on(h.engine.reindex(h.now + Duration::from_secs(1))).unwrap();
-    check_reads(&h, &mut model, "after reindex");
+    check_reads(&h, &mut model, "after reindex", true);
     for key in KEYS {
         assert!(h.holders_of(key).len() <= 1, "after reindex: {key}");
     }
 }
 
-/// Every key reads as the model allows, and the listing shows exactly the keys that exist.
-fn check_reads(h: &Harness, model: &mut Model, ctx: &str) {
+/// Every key reads as the model allows, and (`listing`) the listing shows exactly the keys
+/// that exist.
+fn check_reads(h: &Harness, model: &mut Model, ctx: &str, listing: bool) {
     for key in KEYS {
         let r = h.get(&path(key));
         match r.status {
@@ -988,6 +1212,9 @@ fn check_reads(h: &Harness, model: &mut Model, ctx: &str) {
             StatusCode::NOT_FOUND => model.observe(key, None, ctx),
             s => panic!("{ctx}: check GET {key}: {s} {}", r.text()),
         }
+    }
+    if !listing {
+        return;
     }
     let list = h.get("/photos?list-type=2");
     assert_eq!(list.status, StatusCode::OK, "{ctx}: {}", list.text());

@@ -228,12 +228,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let mut settled = 0;
         for copy in self.store.list_stale_copies(budget).await? {
             let bucket_config = config.bucket_or_default(&copy.bucket);
-            let in_pool = config
-                .pool(&bucket_config)
-                .iter()
-                .any(|b| b.name == copy.backend);
-            if !in_pool {
-                tracing::warn!(bucket = %copy.bucket, key = %copy.key, backend = %copy.backend, "a recorded older copy is on a backend no longer in the pool; forgetting it");
+            // A backend out of the pool is still settled (`settle` asks it): its copy would come
+            // back if it rejoined. Only one no longer configured cannot be asked.
+            if config.backend(&copy.backend).is_none() {
+                tracing::warn!(bucket = %copy.bucket, key = %copy.key, backend = %copy.backend, "a recorded older copy is on a backend no longer configured; forgetting it");
                 self.store.delete_stale_copy(&copy).await?;
                 continue;
             }

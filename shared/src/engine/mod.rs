@@ -357,7 +357,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         var: &dyn Fn(&str) -> Option<String>,
         adapt: &dyn Fn(Config) -> Config,
     ) -> ConfigUpdate {
-        let (config, warnings) = match Config::from_text(name, text, var) {
+        let (config, mut warnings) = match Config::from_text(name, text, var) {
             Ok(loaded) => loaded,
             Err(e) => return ConfigUpdate::Rejected(e),
         };
@@ -367,6 +367,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             return ConfigUpdate::Unchanged;
         }
         let restart_needed = current.server != config.server || current.metadata != config.metadata;
+        warnings.extend(current.change_warnings(&config));
         self.set_config(Arc::new(config));
         ConfigUpdate::Applied {
             warnings,
@@ -789,6 +790,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         if !bucket.has_backend(backend) {
             return None;
         }
+        self.backend_view(state, backend)
+    }
+
+    /// Placement's view of `backend` whatever pool it is in (`None`: not configured).
+    pub(crate) fn backend_view(&self, state: &State, backend: &str) -> Option<BackendState> {
         let b = state.config.backend(backend)?;
         let circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
         Some(backend_state(state, &circuits, b))

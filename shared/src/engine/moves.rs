@@ -904,6 +904,32 @@ mod tests {
         assert_eq!(run(&h, &goal, later, false).moved, 0);
     }
 
+    /// Taken out of a bucket's pool without a drain first, a backend's objects are read through
+    /// the index but missing from listings; a drain afterwards still moves them into the pool.
+    #[test]
+    fn a_drain_after_the_backend_left_the_pool_brings_its_objects_back_into_listings() {
+        let mut c = config(Strategy::RoundRobin);
+        c.virtual_buckets[0].backends = vec!["b1".into()];
+        let h = Harness::with_config(c.clone());
+        for i in 0..5 {
+            assert_eq!(h.put(&format!("/photos/d/{i}"), b"kept").status, 200);
+        }
+        c.virtual_buckets[0].backends = vec!["b2".into(), "b3".into()];
+        h.engine.set_config(std::sync::Arc::new(c));
+        let listed = |h: &Harness| {
+            crate::engine::tests::tags(&h.get("/photos?list-type=2").text(), "Key").len()
+        };
+        assert_eq!(listed(&h), 0, "out of the pool, out of listings");
+        let later = h.now + Duration::from_secs(SETTLE_SECS + 1);
+        let done = run(&h, &MoveGoal::Drain("b1".into()), later, false);
+        assert_eq!((done.moved, done.done), (5, true));
+        assert!(on(&h, 0, "photos/d/").is_empty(), "b1 drained");
+        assert_eq!(listed(&h), 5);
+        for i in 0..5 {
+            assert_eq!(&h.get(&format!("/photos/d/{i}")).body[..], b"kept");
+        }
+    }
+
     #[test]
     fn an_object_changed_on_its_backend_since_it_was_indexed_is_not_moved() {
         let h = Harness::new(Strategy::RoundRobin);

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use http::{HeaderValue, Method, StatusCode};
 
 use super::backend::{self, backend_error, backend_uri, BackendRequest};
-use super::copies::{copy_record, retryable, Ask, ObjectRef};
+use super::copies::{copy_record, outside_pool, retryable, Ask, ObjectRef};
 use super::{empty, redirect, store_unavailable, xml, Call, Engine};
 use crate::body::Body;
 use crate::config::BackendConfig;
@@ -26,6 +26,16 @@ pub(crate) struct Located {
     pub from_index: bool,
     /// The object's size, as the index or the backend knows it.
     pub size: u64,
+}
+
+impl Located {
+    fn indexed(entry: crate::store::ObjectRecord) -> Self {
+        Self {
+            backend: entry.backend,
+            from_index: true,
+            size: entry.size,
+        }
+    }
 }
 
 /// GetObject's response overrides and the header each sets. In proxy mode the gateway sets
@@ -104,28 +114,30 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             Ok(Some(rec)) if call.config.backend(&rec.backend).is_some() => {
                 // While older copies are recorded, a lagging index entry may point at one:
                 // then every backend is asked and the newest copy wins.
-                let older_there = call.state.stale_copies_pending
-                    && self
-                        .store
-                        .stale_copies_of(bucket, key)
-                        .await
-                        .map_or(true, |c| c.iter().any(|c| c.backend == rec.backend));
-                if !older_there {
-                    return Ok(Located {
-                        backend: rec.backend,
-                        from_index: true,
-                        size: rec.size,
-                    });
+                if !call.state.stale_copies_pending {
+                    return Ok(Located::indexed(rec));
                 }
+                let recorded = self.store.stale_copies_of(bucket, key).await;
+                let older_there = recorded
+                    .as_ref()
+                    .map_or(true, |c| c.iter().any(|c| c.backend == rec.backend));
+                if !older_there {
+                    return Ok(Located::indexed(rec));
+                }
+                // Those backends are asked even when they have left the pool.
+                let mut named = vec![rec.backend];
+                named.extend(recorded.into_iter().flatten().map(|c| c.backend));
+                return self.find(call, bucket, key, None, &named).await;
             }
             Ok(_) => {}
             // The index is optional for reads: ask the backends instead.
             Err(e) => tracing::warn!(error = %e, "index lookup failed; asking the backends"),
         }
-        self.find(call, bucket, key, None).await
+        self.find(call, bucket, key, None, &[]).await
     }
 
-    /// Asks every backend of `bucket`'s pool but `skip` for `key` (HEAD, in parallel); the
+    /// Asks every backend of `bucket`'s pool but `skip` for `key` (HEAD, in parallel), and
+    /// those among `named` that have left the pool ([`super::copies::outside_pool`]); the
     /// newest copy is the live one and the index is pointed at it. Several copies (left by an
     /// earlier failure) are recorded for the maintenance task to settle. None found:
     /// NoSuchKey, unless a backend could not answer (then ServiceUnavailable: never a false
@@ -136,6 +148,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         bucket: &str,
         key: &str,
         skip: Option<&str>,
+        named: &[String],
     ) -> Result<Located, S3Error> {
         // The call's own bucket is looked up already; a copy source may be another one.
         let other;
@@ -154,7 +167,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             Some(b) => Ask::AllBut(b),
             None => Ask::All,
         };
-        let survey = self.survey(call.state, object, ask, call.ctx.now).await;
+        let outside = outside_pool(call.state, config, named.iter().map(String::as_str));
+        let survey = self
+            .survey(call.state, object, ask, &outside, call.ctx.now)
+            .await;
         let Some(live) = survey.newest().cloned() else {
             return Err(if survey.unknown.is_empty() {
                 S3Error::no_such_key(key)
@@ -245,7 +261,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             let status = response.status();
             if status == StatusCode::NOT_FOUND && located.from_index {
                 // The index was stale: the object moved, or was removed behind our back.
-                match self.find(call, &bucket, &key, Some(&backend.name)).await {
+                match self
+                    .find(call, &bucket, &key, Some(&backend.name), &[])
+                    .await
+                {
                     Ok(found) => {
                         located = found;
                         continue;
@@ -466,17 +485,26 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 .await
             {
                 Ok(response) => break response,
-                // The indexed copy is not there (404) or not that version (412), and the
-                // backend stored nothing: find every copy, as for an unindexed key.
+                // The indexed copy is not there (404) or not that version (412), a concurrent
+                // write or delete of the key won (409), or the backend has no conditional
+                // writes after all (501), and it stored nothing: find every copy, as for an
+                // unindexed key, and send the body again without `If-Match`.
+                // <https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html>
                 Err(e)
                     if plan.if_match.is_some()
                         && kept.is_some()
                         && matches!(
                             e.code,
-                            S3ErrorCode::PreconditionFailed | S3ErrorCode::NoSuchKey
+                            S3ErrorCode::PreconditionFailed
+                                | S3ErrorCode::NoSuchKey
+                                | S3ErrorCode::ConditionalRequestConflict
+                                | S3ErrorCode::NotImplemented
                         ) =>
                 {
-                    tracing::info!(backend = %backend.name, bucket = call.bucket(), key = %key, "index entry not confirmed by the backend; asking the whole pool");
+                    if e.code == S3ErrorCode::NotImplemented {
+                        tracing::warn!(backend = %backend.name, "the backend does not take If-Match on PutObject: set conditional_writes: false for it");
+                    }
+                    tracing::info!(backend = %backend.name, bucket = call.bucket(), key = %key, code = %e.code, "index entry not confirmed by the backend; asking the whole pool");
                     plan = self
                         .plan_write_from(call, &key, Some(length), None, None)
                         .await?;
@@ -583,7 +611,19 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             .stale_copies_of(bucket, key)
             .await
             .map_err(store_unavailable)?;
-        let (up, down): (Vec<_>, Vec<_>) = pool.iter().partition(|s| s.healthy);
+        // A backend outside the pool that the index or a record names holds a copy too.
+        let named = entry.iter().map(|e| e.backend.as_str());
+        let outside = outside_pool(
+            call.state,
+            call.bucket_config(),
+            named.chain(older.iter().map(|c| c.backend.as_str())),
+        );
+        let outside_views: Vec<_> = outside
+            .iter()
+            .filter_map(|name| self.backend_view(call.state, name))
+            .collect();
+        let (up, down): (Vec<_>, Vec<_>) =
+            pool.iter().chain(&outside_views).partition(|s| s.healthy);
         let up: Vec<String> = up.into_iter().map(|s| s.name.clone()).collect();
         let down: Vec<String> = down.into_iter().map(|s| s.name.clone()).collect();
         let unavailable = || {
@@ -614,10 +654,16 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 return Err(unavailable());
             }
         }
-        Ok(DeleteTarget { entry, older, up })
+        Ok(DeleteTarget {
+            entry,
+            older,
+            up,
+            outside,
+        })
     }
 
-    /// Deletes `key` on every backend of the pool that is up; every one must confirm. Recorded
+    /// Deletes `key` on every backend of the pool that is up (and on those outside it that
+    /// hold a copy, [`DeleteTarget::outside`]); every one must confirm. Recorded
     /// older copies go first: if one cannot be removed, the live copy stays, so a read never
     /// falls back to an older one.
     async fn delete_key(
@@ -637,7 +683,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 config: call.bucket_config(),
             };
             let survey = self
-                .survey(call.state, object, Ask::All, call.ctx.now)
+                .survey(call.state, object, Ask::All, &target.outside, call.ctx.now)
                 .await;
             if !survey.unknown.is_empty() {
                 return Err(S3Error::unavailable(
@@ -736,8 +782,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             turns.push(self.key_locks.lock(&bucket, key).await);
         }
         let fail = |e: &S3Error| (e.code.as_str().to_owned(), e.message.clone());
-        // Keys with recorded older copies go one by one (older copies first); the rest are
-        // deleted on every backend that is up with one request per backend.
+        // Keys with recorded older copies or a copy outside the pool go one by one (older
+        // copies first); the rest are deleted on every backend that is up with one request
+        // per backend.
         // One view of which backends are up for the whole request: a key is only reported
         // deleted if every backend that may hold it was asked.
         let pool = self.pool_states(call.state, call.bucket_config());
@@ -751,7 +798,8 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     continue;
                 }
             };
-            if target.older.is_empty() {
+            // The batches go to the pool's backends: a key also held outside it goes alone.
+            if target.older.is_empty() && target.outside.is_empty() {
                 batched.push(key.clone());
             } else if let Err(e) = self.delete_key(call, key, &target).await {
                 failed.insert(key.clone(), fail(&e));
@@ -990,7 +1038,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 }
                 404 => {
                     located = self
-                        .find(call, &bucket, &key, Some(&located.backend))
+                        .find(call, &bucket, &key, Some(&located.backend), &[])
                         .await?
                 }
                 _ => return Err(backend_error(&backend.name, response).await),
@@ -1098,8 +1146,11 @@ struct DeleteTarget {
     entry: Option<crate::store::ObjectRecord>,
     /// Recorded older copies of the key.
     older: Vec<crate::store::StaleCopy>,
-    /// Backends of the pool that are up.
+    /// Backends of the pool that are up, and those outside it in `outside`.
     up: Vec<String>,
+    /// Backends outside the pool that the index entry or a record names
+    /// ([`super::copies::outside_pool`]).
+    outside: Vec<String>,
 }
 
 /// A located copy source.

@@ -10,7 +10,8 @@
 //!   started, so an entry a client's write made meanwhile is never replaced;
 //! - older copies on other backends are removed (`If-Match` on the listed ETag, so a copy a
 //!   client rewrote meanwhile stays), or only reported with `dry_run`;
-//! - index entries of keys that no backend lists are dropped, unless written after the start.
+//! - index entries of keys that no backend lists are dropped, unless written after the start
+//!   or pointing at a configured backend outside the pool (taken out without a drain).
 //!
 //! A backend that cannot be listed stops the step with [`ReindexError::Backend`] and leaves
 //! the cursor where it was: deciding without one backend's listing could drop entries of keys
@@ -22,7 +23,7 @@ use std::time::SystemTime;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use super::copies::{copy_record, newest, Copy, ObjectRef};
+use super::copies::{copy_record, newest, out_of_pool, Copy, ObjectRef};
 use super::Engine;
 use crate::error::S3Error;
 use crate::http::HttpClient;
@@ -191,16 +192,9 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 });
             }
         }
-        let states = self.pool_states(&state, &bucket_config);
-        for (key, found) in &copies {
-            // Probe order breaks Last-Modified ties, as everywhere else.
-            let order = placement::probe_order(&states, &bucket, key);
-            let mut found = found.clone();
-            found.sort_by_key(|c| order.iter().position(|s| s.name == c.backend));
-            self.reindex_key(&state, cursor, &bucket, &bucket_config, key, &found, now)
-                .await?;
-        }
         // Index entries in the same range whose key no backend listed: nothing to point at.
+        // (Before the keys are indexed: their own entries are not what is looked at here.)
+        let mut outside: std::collections::BTreeSet<String> = Default::default();
         let mut after = cursor.after.clone();
         'sweep: loop {
             let entries = self.store.list_objects(&bucket, &after, 1000).await?;
@@ -208,9 +202,18 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 break;
             };
             let last = last.clone();
-            for (key, _) in entries {
+            for (key, entry) in entries {
                 if boundary.as_ref().is_some_and(|b| key > *b) {
                     break 'sweep;
+                }
+                // On a backend taken out of the pool (not listed here): the entry is how reads,
+                // deletes and a drain still reach the copy (`copies::outside_pool`). If the pool
+                // lists the key too, the listed copies may be older: it is settled below.
+                if out_of_pool(&config, &bucket_config, &entry.backend) {
+                    if copies.contains_key(&key) {
+                        outside.insert(key);
+                    }
+                    continue;
                 }
                 if copies.contains_key(&key) {
                     continue;
@@ -229,6 +232,20 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             }
             after = last;
         }
+        let states = self.pool_states(&state, &bucket_config);
+        for (key, found) in &copies {
+            if outside.contains(key) && !cursor.dry_run {
+                self.reindex_with_copy_outside(&state, cursor, &bucket, &bucket_config, key, now)
+                    .await?;
+                continue;
+            }
+            // Probe order breaks Last-Modified ties, as everywhere else.
+            let order = placement::probe_order(&states, &bucket, key);
+            let mut found = found.clone();
+            found.sort_by_key(|c| order.iter().position(|s| s.name == c.backend));
+            self.reindex_key(&state, cursor, &bucket, &bucket_config, key, &found, now)
+                .await?;
+        }
         match boundary {
             Some(b) => cursor.after = b,
             None => {
@@ -241,6 +258,37 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             self.store.put_document(REINDEX_DOCUMENT, &text).await?;
         }
         Ok(true)
+    }
+
+    /// Settles `key`, whose index entry points at a backend outside the pool while the pool
+    /// lists copies too: the listings do not show the copy outside, which may be the live one
+    /// (the pool's an older one whose removal failed), so every copy is asked instead
+    /// ([`Engine::settle`], the index entry's rule).
+    async fn reindex_with_copy_outside(
+        &self,
+        state: &super::State,
+        cursor: &mut ReindexCursor,
+        bucket: &str,
+        bucket_config: &crate::config::VirtualBucketConfig,
+        key: &str,
+        now: SystemTime,
+    ) -> Result<(), ReindexError> {
+        let object = ObjectRef {
+            bucket,
+            key,
+            config: bucket_config,
+        };
+        let _turn = self.key_locks.lock(bucket, key).await;
+        let left =
+            self.settle(state, object, now)
+                .await
+                .map_err(|error| ReindexError::Backend {
+                    backend: format!("a backend holding {bucket}/{key}"),
+                    error,
+                })?;
+        cursor.report.objects += 1;
+        cursor.report.older_copies_left += left as u64;
+        Ok(())
     }
 
     /// One key found by a reindex with its copies (in probe order).

@@ -382,12 +382,35 @@ fn an_overwrite_goes_to_the_pool_once_its_backend_has_left_it() {
         c.virtual_buckets[0].backends = vec!["b3".into()];
         h.engine.set_config(Arc::new(c));
         assert_eq!(h.put("/photos/k", b"v2").status, StatusCode::OK);
-        assert!(
-            h.holders("photos/k").contains(&2),
-            "conditional: {conditional}"
-        );
+        assert_eq!(h.holders("photos/k"), vec![2], "conditional: {conditional}");
         assert_eq!(&h.get("/photos/k").body[..], b"v2");
     }
+}
+
+/// Taking a backend out of a pool or out of the config without a drain, or changing a bucket's
+/// key layout, is allowed (the operator may mean it) but said: objects leave listings, or
+/// become unreachable.
+#[test]
+fn a_config_that_strands_objects_says_so() {
+    let before = config(Strategy::RoundRobin);
+    assert!(before.change_warnings(&before).is_empty());
+    let mut after = before.clone();
+    after.virtual_buckets[1].backends = vec!["b1".into(), "b2".into(), "b3".into()];
+    assert!(before.change_warnings(&after).is_empty(), "a backend added");
+    after.virtual_buckets[1].backends = vec!["b1".into()];
+    let warnings = before.change_warnings(&after);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("\"b2\" left the pool of bucket \"plain\""));
+    assert!(warnings[0].contains("s3-balance drain b2"));
+    after.backends.pop();
+    let warnings = before.change_warnings(&after);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[1].contains("\"b3\" is no longer configured"));
+    let mut relaid = before.clone();
+    relaid.virtual_buckets[0].key_layout = KeyLayout::Plain;
+    let warnings = before.change_warnings(&relaid);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("bucket \"photos\" changed its key layout"));
 }
 
 #[test]

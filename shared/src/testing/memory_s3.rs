@@ -153,6 +153,9 @@ struct Endpoint {
 pub enum Fault {
     /// Requests with this method answer this error and change nothing.
     Fail(Method, S3ErrorCode),
+    /// Requests carrying `If-Match` answer this error and change nothing: a backend without
+    /// conditional writes (AWS before November 2024 answered `NotImplemented`).
+    FailIfMatch(S3ErrorCode),
     /// Requests with this method are carried out, but the answer never arrives: `send` fails
     /// with `TransportErrorKind::Timeout` (a write may have happened).
     TimeoutAfter(Method),
@@ -450,14 +453,15 @@ impl HttpClient for MemoryS3 {
             body,
         };
         for fault in &ep.faults {
-            if let Fault::Fail(method, code) = fault {
-                if *method == req.method {
-                    return Ok(ep.finish(
-                        world,
-                        &req,
-                        Err(S3Error::new(*code, "Injected failure")),
-                    ));
+            let failed = match fault {
+                Fault::Fail(method, code) if *method == req.method => Some(*code),
+                Fault::FailIfMatch(code) if req.headers.contains_key(header::IF_MATCH) => {
+                    Some(*code)
                 }
+                _ => None,
+            };
+            if let Some(code) = failed {
+                return Ok(ep.finish(world, &req, Err(S3Error::new(code, "Injected failure"))));
             }
         }
         let mut response = ep.handle(world, &req);
