@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from botocore.exceptions import ClientError
 import requests
 
 import harness as h
@@ -262,3 +263,51 @@ def test_a_backend_taken_out_of_the_pool_without_a_drain_leaves_no_copy_to_come_
     for key in ["gone", "batch"]:
         with pytest.raises(s3.exceptions.NoSuchKey):
             s3.get_object(Bucket="data", Key=key)
+
+
+def test_a_backend_taken_out_of_the_config_brings_nothing_back(make_gateway):
+    """The config drops g1 altogether while it holds objects (no drain first): the reload says
+    so; reads and deletes of its objects answer 503 (never a false 404, and nothing changes);
+    an overwrite lands in the pool. Configured again, g1 serves what was not overwritten, and
+    the maintenance task removes the copy the overwrite left there: nothing comes back."""
+    gw = make_gateway(3, strategy="round-robin")
+    vb = gw.vbucket("data")
+    g1, g2, g3 = gw.backends
+    vb.backends = [g1]
+    gw.write_config()
+    gw.restart()
+    s3 = gw.client()
+    for key in ["over", "kept"]:
+        s3.put_object(Bucket="data", Key=key, Body=key.encode())
+        assert g1.has(vb.real_key(key))
+
+    gw.backends = [g2, g3]
+    vb.backends = [g2, g3]
+    gw.write_config()
+    h.wait_until("the reload's warning", lambda: 'backend "g1" is no longer configured' in gw.proc.output(), 30)
+
+    def refused(call):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503, e.value.response
+        assert e.value.response["Error"]["Code"] == "ServiceUnavailable", e.value.response
+
+    for key in ["over", "kept"]:
+        refused(lambda: s3.get_object(Bucket="data", Key=key))
+        refused(lambda: s3.delete_object(Bucket="data", Key=key))
+        answer = s3.delete_objects(Bucket="data", Delete={"Objects": [{"Key": key}]})
+        assert not answer.get("Deleted") and answer["Errors"][0]["Code"] == "ServiceUnavailable", answer
+        assert g1.has(vb.real_key(key)), f"{key}: deleted while g1 cannot be asked"
+    s3.put_object(Bucket="data", Key="over", Body=b"v2")
+    assert s3.get_object(Bucket="data", Key="over")["Body"].read() == b"v2"
+    refused(lambda: s3.delete_object(Bucket="data", Key="over"))
+
+    gw.backends = [g1, g2, g3]
+    vb.backends = [g1, g2, g3]
+    gw.write_config()
+    h.wait_until("the copy left on g1 removed", lambda: not g1.has(vb.real_key("over")), 30)
+    assert s3.get_object(Bucket="data", Key="over")["Body"].read() == b"v2"
+    assert s3.get_object(Bucket="data", Key="kept")["Body"].read() == b"kept"
+    s3.delete_object(Bucket="data", Key="over")
+    listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="data").get("Contents", []))
+    assert listed == ["kept"]

@@ -112,7 +112,7 @@ fn print_summary(cursor: &ReindexCursor, took: Duration) {
     }
     let listed: Vec<String> = r.listed.iter().map(|(b, n)| format!("{b} {n}")).collect();
     println!(
-        "{}{} objects ({} bytes) in {:.1} s; listed: {}; duplicates {}, older copies {} {}, left {}; entries written {}, kept (newer) {}, dropped {}",
+        "{}{} objects ({} bytes) in {:.1} s; listed: {}; duplicates {}, older copies {} {}, left {}, forgotten {}; entries written {}, kept (newer) {}, dropped {}",
         if cursor.dry_run { "dry run: " } else { "reindexed " },
         r.objects,
         r.bytes,
@@ -122,6 +122,7 @@ fn print_summary(cursor: &ReindexCursor, took: Duration) {
         if cursor.dry_run { "to remove" } else { "removed" },
         r.older_copies_removed,
         r.older_copies_left,
+        r.older_copies_forgotten,
         r.entries_written,
         r.entries_kept_newer,
         r.entries_dropped,

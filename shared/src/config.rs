@@ -461,8 +461,8 @@ impl Config {
     /// What changing to `next` takes from objects already written: a backend leaving a
     /// configured bucket's pool keeps that bucket's objects, which are then read (and
     /// overwritten and deleted) through the index but no longer listed, until a drain moves
-    /// them into the pool; a backend leaving the config leaves its objects unreachable, and
-    /// so does a bucket's new key layout. Said as warnings when a changed config is applied:
+    /// them into the pool; a backend leaving the config leaves its objects unreachable (503:
+    /// neither found nor forgotten), and a bucket's new key layout leaves them unseen. Said as warnings when a changed config is applied:
     /// the operator may have meant it, and `drain` works before or after the change.
     pub fn change_warnings(&self, next: &Config) -> Warnings {
         let mut warnings = Vec::new();
@@ -481,7 +481,7 @@ impl Config {
             let name = &backend.name;
             if next.backend(name).is_none() {
                 warnings.push(format!(
-                    "backend {name:?} is no longer configured: objects on it can no longer be read or deleted through the gateway (configure it again and run `s3-balance drain {name}` to move them)"
+                    "backend {name:?} is no longer configured: reads and deletes of objects on it answer 503 until it is configured again (then `s3-balance drain {name}` moves them), or until a reindex forgets them"
                 ));
                 continue;
             }

@@ -131,19 +131,20 @@ pub(crate) fn live_copy<'a>(
     trusted.or_else(|| survey.newest())
 }
 
-/// The backends among `named` (an index entry's, stale-copy records') that are configured but
-/// outside `bucket`'s pool. A backend taken out of a pool without a drain keeps what it holds,
-/// and reads still find it through the index; a write or delete that passed it by would leave
-/// a copy that comes back when it rejoins the pool. So writes, deletes and the maintenance
-/// task reach these as well.
+/// The backends among `named` (an index entry's, stale-copy records') that are outside
+/// `bucket`'s pool. A backend taken out of a pool without a drain keeps what it holds, and
+/// reads still find it through the index; a write or delete that passed it by would leave a
+/// copy that comes back when it rejoins the pool. So writes, deletes and the maintenance task
+/// reach these as well. One no longer configured at all cannot be asked: a survey counts it
+/// as unknown, as it does a backend that is down, so a delete waits for it (503) and a write
+/// records the copy there for the maintenance task to settle once it is configured again.
 pub(crate) fn outside_pool<'n>(
-    state: &State,
     bucket: &VirtualBucketConfig,
     named: impl IntoIterator<Item = &'n str>,
 ) -> Vec<String> {
     let mut outside: Vec<String> = Vec::new();
     for name in named {
-        if out_of_pool(&state.config, bucket, name) && !outside.iter().any(|o| o == name) {
+        if !bucket.has_backend(name) && !outside.iter().any(|o| o == name) {
             outside.push(name.to_owned());
         }
     }
@@ -380,7 +381,6 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             .collect();
         let named = indexed.iter().map(|e| e.backend.as_str());
         let outside = outside_pool(
-            state,
             object.config,
             named.chain(recorded.iter().map(String::as_str)),
         );
@@ -441,18 +441,18 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         self.plan_write_from(call, key, size, fixed, entry).await
     }
 
-    /// The index entry of `key` (of the call's bucket), if it names a configured backend.
+    /// The index entry of `key` (of the call's bucket). One that names a backend no longer
+    /// configured is kept: the copy there becomes an older one that the write records
+    /// ([`outside_pool`]).
     pub(crate) async fn indexed(
         &self,
         call: &Call<'_>,
         key: &str,
     ) -> Result<Option<ObjectRecord>, S3Error> {
-        Ok(self
-            .store
+        self.store
             .get_object(call.bucket(), key)
             .await
-            .map_err(store_unavailable)?
-            .filter(|e| call.config.backend(&e.backend).is_some()))
+            .map_err(store_unavailable)
     }
 
     /// [`Self::plan_write`] with the index entry already read (`None`: ask every backend).
@@ -469,11 +469,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             key,
             config: call.bucket_config(),
         };
-        let outside = outside_pool(
-            call.state,
-            object.config,
-            entry.iter().map(|e| e.backend.as_str()),
-        );
+        let outside = outside_pool(object.config, entry.iter().map(|e| e.backend.as_str()));
         if let Some(entry) = &entry {
             // An index hit. The entry may be misdirected (a lagging or repaired index), so the
             // copy is confirmed where it points (one HEAD); by the invariant it is then the

@@ -12,7 +12,7 @@ use http::{Method, StatusCode};
 use proptest::prelude::*;
 
 use super::tests::{backend, config, content_md5, tags, Answer, Harness, ENDPOINTS};
-use crate::config::{Config, KeyLayout, Strategy as Placement};
+use crate::config::{BackendConfig, Config, KeyLayout, Strategy as Placement};
 use crate::error::S3ErrorCode;
 use crate::store::{MetadataStore, ObjectRecord};
 use crate::testing::Fault;
@@ -175,6 +175,85 @@ fn a_copy_left_on_a_backend_out_of_the_pool_does_not_come_back_when_it_rejoins()
         assert_eq!(tags(&list.text(), "Key"), vec!["kept", "over"], "{when}");
         h.engine.store().forget_objects();
         block_on(h.engine.reindex(h.now)).unwrap();
+    }
+}
+
+/// A backend taken out of the config altogether (without a drain) cannot be asked, so its
+/// copies are treated as those of a backend that is down: a read of a key it holds answers 503
+/// (not a false 404), a delete waits for it (503, nothing changes), and an overwrite goes into
+/// the pool and records the copy left there. Configured again, it brings nothing back that
+/// was overwritten or deleted: the maintenance task removes the recorded copy.
+#[test]
+fn a_copy_left_on_a_backend_taken_out_of_the_config_does_not_come_back() {
+    let mut h = Harness::with_config(photos_only(Placement::RoundRobin));
+    let full = Config::clone(&h.engine.config());
+    set_pool(&h, &["b1"]);
+    for key in ["over", "kept"] {
+        assert_eq!(h.put(&path(key), key.as_bytes()).status, StatusCode::OK);
+        assert_eq!(h.holders_of(key), vec![0]);
+    }
+    h.set_config(|c| {
+        c.backends.retain(|b| b.name != "b1");
+        c.virtual_buckets[0].backends = vec!["b2".into(), "b3".into()];
+    });
+    for key in ["over", "kept"] {
+        let read = h.get(&path(key));
+        assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE, "{key}");
+        assert!(read.text().contains("not configured"), "{}", read.text());
+        let delete = h.send(Method::DELETE, &path(key), &[], b"");
+        assert_eq!(delete.status, StatusCode::SERVICE_UNAVAILABLE, "{key}");
+        let batch = h.delete_keys("photos", &[key]);
+        assert!(batch.text().contains("<Error>"), "{}", batch.text());
+        assert_eq!(h.holders_of(key), vec![0], "{key}: nothing deleted");
+        assert!(h.entry(key).is_some(), "{key}: the entry stays");
+    }
+    // An overwrite lands in the pool; the copy left out of the config is recorded, and a
+    // delete waits for it as long as it cannot be asked.
+    assert_eq!(h.put("/photos/over", b"v2").status, StatusCode::OK);
+    assert_eq!(body(&h.get("/photos/over")), "v2");
+    assert_eq!(h.stale_copies(), 1);
+    assert_eq!(h.maintain(), 0, "nothing to decide while b1 is unknown");
+    assert_eq!(h.stale_copies(), 1, "the record stays");
+    let delete = h.send(Method::DELETE, "/photos/over", &[], b"");
+    assert_eq!(delete.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    h.engine.set_config(Arc::new(full));
+    h.now += Duration::from_secs(1);
+    assert_eq!(h.maintain(), 1);
+    assert_eq!(h.holders_of("over").len(), 1, "the older copy is removed");
+    assert_eq!(body(&h.get("/photos/over")), "v2");
+    assert_eq!(body(&h.get("/photos/kept")), "kept", "configured again");
+    let delete = h.send(Method::DELETE, "/photos/over", &[], b"");
+    assert_eq!(delete.status, StatusCode::NO_CONTENT);
+    assert!(h.holders_of("over").is_empty());
+    h.engine.store().forget_objects();
+    block_on(h.engine.reindex(h.now + Duration::from_secs(1))).unwrap();
+    assert_eq!(h.get("/photos/over").status, StatusCode::NOT_FOUND);
+    assert_eq!(body(&h.get("/photos/kept")), "kept");
+}
+
+/// Reindex goes by what configured backends hold: it forgets the entries and the records of
+/// older copies that name a backend taken out of the config, which lets deletes through again.
+#[test]
+fn reindex_forgets_what_a_backend_taken_out_of_the_config_held() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    set_pool(&h, &["b1"]);
+    for key in ["over", "kept"] {
+        h.put(&path(key), key.as_bytes());
+    }
+    h.set_config(|c| {
+        c.backends.retain(|b| b.name != "b1");
+        c.virtual_buckets[0].backends = vec!["b2".into()];
+    });
+    assert_eq!(h.put("/photos/over", b"v2").status, StatusCode::OK);
+    let report = block_on(h.engine.reindex(h.now + Duration::from_secs(1))).unwrap();
+    assert_eq!(report.older_copies_forgotten, 1);
+    assert_eq!(report.entries_dropped, 1, "kept's entry");
+    assert_eq!(h.stale_copies(), 0);
+    assert_eq!(h.get("/photos/kept").status, StatusCode::NOT_FOUND);
+    for key in ["over", "kept"] {
+        let delete = h.send(Method::DELETE, &path(key), &[], b"");
+        assert_eq!(delete.status, StatusCode::NO_CONTENT, "{key}");
     }
 }
 
@@ -879,8 +958,10 @@ enum Step {
     Strategy(usize),
     Maintain,
     Reindex,
-    /// The config takes a backend out of the pool (no drain), or puts every one back.
+    /// The config takes a backend out of the pool (no drain), or out of the config
+    /// altogether, or puts every one back.
     Leave(usize),
+    Unconfigure(usize),
     Rejoin,
 }
 
@@ -904,6 +985,7 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         1 => Just(Step::Maintain),
         1 => Just(Step::Reindex),
         1 => (0..3usize).prop_map(Step::Leave),
+        1 => (0..3usize).prop_map(Step::Unconfigure),
         1 => Just(Step::Rejoin),
     ]
 }
@@ -986,6 +1068,20 @@ fn run_model(steps: Vec<Step>, conditional: [bool; 3]) {
     // The backend out of the pool, if any. Meanwhile the index is neither lost nor made
     // stale: it is how a copy out of the pool is reached (a documented limit).
     let mut out: Option<usize> = None;
+    // The config of the backend taken out of the config too, to put back. Meanwhile no
+    // reindex runs (it forgets what that backend holds, by design) and reads of its keys
+    // may answer 503, as for a backend that is down.
+    let mut unconfigured: Option<BackendConfig> = None;
+    let rejoin = |h: &Harness, unconfigured: &mut Option<BackendConfig>| {
+        let back = unconfigured.take();
+        h.set_config(|c| {
+            if let Some(b) = back {
+                let at = c.backends.iter().position(|x| x.name > b.name);
+                c.backends.insert(at.unwrap_or(c.backends.len()), b);
+            }
+            c.virtual_buckets[0].backends.clear();
+        });
+    };
     for (n, step) in steps.into_iter().enumerate() {
         h.now += Duration::from_secs(1);
         let ctx = format!("step {n} {step:?}");
@@ -1006,9 +1102,10 @@ fn run_model(steps: Vec<Step>, conditional: [bool; 3]) {
                 match r.status {
                     StatusCode::OK => model.observe(KEYS[k], Some(r.text()), &ctx),
                     StatusCode::NOT_FOUND => model.observe(KEYS[k], None, &ctx),
-                    StatusCode::SERVICE_UNAVAILABLE => {
-                        assert!(!down.is_empty(), "{ctx}: 503 with every backend up")
-                    }
+                    StatusCode::SERVICE_UNAVAILABLE => assert!(
+                        !down.is_empty() || unconfigured.is_some(),
+                        "{ctx}: 503 with every backend up"
+                    ),
                     s => panic!("{ctx}: GET {s} {}", r.text()),
                 }
             }
@@ -1145,7 +1242,12 @@ fn run_model(steps: Vec<Step>, conditional: [bool; 3]) {
                 h.s3()
                     .add_fault(ENDPOINTS[b], Fault::TimeoutAfter(Method::PUT));
             }
-            Step::ReadOnly(b, on) => h.set_config(|c| c.backends[b].read_only = on),
+            Step::ReadOnly(b, on) => h.set_config(|c| {
+                let name = format!("b{}", b + 1);
+                if let Some(b) = c.backends.iter_mut().find(|x| x.name == name) {
+                    b.read_only = on;
+                }
+            }),
             Step::Strategy(s) => h.set_config(|c| {
                 c.balancer.strategy = [
                     Placement::RoundRobin,
@@ -1157,6 +1259,7 @@ fn run_model(steps: Vec<Step>, conditional: [bool; 3]) {
             Step::Maintain => {
                 block_on(h.engine.remove_stale_copies(1000, h.now)).unwrap();
             }
+            Step::Reindex if unconfigured.is_some() => {}
             Step::Reindex => {
                 block_on(h.engine.reindex(h.now)).unwrap();
             }
@@ -1169,8 +1272,21 @@ fn run_model(steps: Vec<Step>, conditional: [bool; 3]) {
                     out = Some(b);
                 }
             }
+            Step::Unconfigure(b) => {
+                if out.is_none() && down.is_empty() {
+                    check_reads(&h, &mut model, &ctx, true);
+                    let name = format!("b{}", b + 1);
+                    h.set_config(|c| {
+                        let at = c.backends.iter().position(|x| x.name == name).unwrap();
+                        unconfigured = Some(c.backends.remove(at));
+                        c.virtual_buckets[0].backends =
+                            c.backends.iter().map(|x| x.name.clone()).collect();
+                    });
+                    out = Some(b);
+                }
+            }
             Step::Rejoin => {
-                h.set_config(|c| c.virtual_buckets[0].backends.clear());
+                rejoin(&h, &mut unconfigured);
                 out = None;
             }
         }
@@ -1181,11 +1297,11 @@ fn run_model(steps: Vec<Step>, conditional: [bool; 3]) {
         }
         // Reads must be right whenever every backend is up, failing removals or not.
         // Listings leave out what is outside the pool.
-        if down.is_empty() {
+        if down.is_empty() && unconfigured.is_none() {
             check_reads(&h, &mut model, &ctx, out.is_none());
         }
     }
-    h.set_config(|c| c.virtual_buckets[0].backends.clear());
+    rejoin(&h, &mut unconfigured);
     // Settle everything with all backends up: one copy per key, the model's value.
     h.all_up();
     h.now += Duration::from_secs(1);

@@ -229,10 +229,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         for copy in self.store.list_stale_copies(budget).await? {
             let bucket_config = config.bucket_or_default(&copy.bucket);
             // A backend out of the pool is still settled (`settle` asks it): its copy would come
-            // back if it rejoined. Only one no longer configured cannot be asked.
+            // back if it rejoined. One no longer configured cannot be asked, and its copy would
+            // come back if it were configured again: the record stays (reindex forgets it).
             if config.backend(&copy.backend).is_none() {
-                tracing::warn!(bucket = %copy.bucket, key = %copy.key, backend = %copy.backend, "a recorded older copy is on a backend no longer configured; forgetting it");
-                self.store.delete_stale_copy(&copy).await?;
+                tracing::debug!(bucket = %copy.bucket, key = %copy.key, backend = %copy.backend, "a recorded older copy is on a backend no longer configured; kept");
                 continue;
             }
             let object = ObjectRef {

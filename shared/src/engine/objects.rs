@@ -111,7 +111,10 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         key: &str,
     ) -> Result<Located, S3Error> {
         match self.store.get_object(bucket, key).await {
-            Ok(Some(rec)) if call.config.backend(&rec.backend).is_some() => {
+            Ok(Some(rec)) => {
+                // The live copy is on a backend taken out of the config: it cannot be read
+                // now, but it is not gone (503, never a false 404).
+                call.backend(&rec.backend)?;
                 // While older copies are recorded, a lagging index entry may point at one:
                 // then every backend is asked and the newest copy wins.
                 if !call.state.stale_copies_pending {
@@ -167,7 +170,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             Some(b) => Ask::AllBut(b),
             None => Ask::All,
         };
-        let outside = outside_pool(call.state, config, named.iter().map(String::as_str));
+        let outside = outside_pool(config, named.iter().map(String::as_str));
         let survey = self
             .survey(call.state, object, ask, &outside, call.ctx.now)
             .await;
@@ -604,8 +607,7 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
             .store
             .get_object(bucket, key)
             .await
-            .map_err(store_unavailable)?
-            .filter(|e| call.config.backend(&e.backend).is_some());
+            .map_err(store_unavailable)?;
         let older = self
             .store
             .stale_copies_of(bucket, key)
@@ -614,18 +616,23 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         // A backend outside the pool that the index or a record names holds a copy too.
         let named = entry.iter().map(|e| e.backend.as_str());
         let outside = outside_pool(
-            call.state,
             call.bucket_config(),
             named.chain(older.iter().map(|c| c.backend.as_str())),
         );
-        let outside_views: Vec<_> = outside
-            .iter()
-            .filter_map(|name| self.backend_view(call.state, name))
-            .collect();
+        let mut outside_views = Vec::new();
+        // One no longer configured cannot be asked: it counts as down.
+        let mut unconfigured = Vec::new();
+        for name in &outside {
+            match self.backend_view(call.state, name) {
+                Some(view) => outside_views.push(view),
+                None => unconfigured.push(name.clone()),
+            }
+        }
         let (up, down): (Vec<_>, Vec<_>) =
             pool.iter().chain(&outside_views).partition(|s| s.healthy);
         let up: Vec<String> = up.into_iter().map(|s| s.name.clone()).collect();
-        let down: Vec<String> = down.into_iter().map(|s| s.name.clone()).collect();
+        let mut down: Vec<String> = down.into_iter().map(|s| s.name.clone()).collect();
+        down.extend(unconfigured);
         let unavailable = || {
             S3Error::unavailable(
                 "A backend that may hold this object is unavailable, so it cannot be deleted everywhere. Please try again.",

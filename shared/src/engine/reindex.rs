@@ -11,7 +11,10 @@
 //! - older copies on other backends are removed (`If-Match` on the listed ETag, so a copy a
 //!   client rewrote meanwhile stays), or only reported with `dry_run`;
 //! - index entries of keys that no backend lists are dropped, unless written after the start
-//!   or pointing at a configured backend outside the pool (taken out without a drain).
+//!   or pointing at a configured backend outside the pool (taken out without a drain);
+//! - at the end, records of older copies on backends no longer configured are forgotten, like
+//!   entries pointing there: what such a backend holds is no longer the gateway's (configured
+//!   again, it would come back as it is).
 //!
 //! A backend that cannot be listed stops the step with [`ReindexError::Backend`] and leaves
 //! the cursor where it was: deciding without one backend's listing could drop entries of keys
@@ -48,6 +51,10 @@ pub struct ReindexReport {
     pub older_copies_removed: u64,
     /// Older copies that could not be removed now (recorded for the maintenance task).
     pub older_copies_left: u64,
+    /// Records of older copies on backends no longer configured, forgotten (on a dry run:
+    /// that would be): reindex goes by what configured backends hold.
+    #[serde(default)]
+    pub older_copies_forgotten: u64,
     /// Index entries written.
     pub entries_written: u64,
     /// Entries kept because a client's write made them while the reindex ran.
@@ -135,6 +142,15 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let state = self.state();
         let config = state.config.clone();
         let Some(bucket) = cursor.buckets.get(cursor.bucket).cloned() else {
+            // Records are few (failures only): all are read once, at the end.
+            for copy in self.store.list_stale_copies(usize::MAX).await? {
+                if config.backend(&copy.backend).is_none() {
+                    if !cursor.dry_run {
+                        self.store.delete_stale_copy(&copy).await?;
+                    }
+                    cursor.report.older_copies_forgotten += 1;
+                }
+            }
             if !cursor.dry_run {
                 self.store
                     .put_document(super::maintenance::SCAN_DOCUMENT, "{}")
