@@ -257,6 +257,57 @@ fn reindex_forgets_what_a_backend_taken_out_of_the_config_held() {
     }
 }
 
+/// Records on a backend that cannot be asked (down, or taken out of the config) stay, but they
+/// do not take the maintenance task's budget: the records behind them are settled.
+#[test]
+fn records_on_a_backend_that_cannot_be_asked_do_not_starve_the_others() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    set_pool(&h, &["b2", "b3"]);
+    let record = |key: &str, backend: &str, noted: u64| crate::store::StaleCopy {
+        bucket: "photos".into(),
+        key: key.into(),
+        backend: backend.into(),
+        etag: None,
+        noted,
+    };
+    for (i, backend) in ["b1", "b1", "gone", "gone"].iter().enumerate() {
+        block_on(
+            h.engine
+                .store()
+                .put_stale_copy(&record(&format!("k{i}"), backend, i as u64)),
+        )
+        .unwrap();
+    }
+    // The newest record: an older copy on b3 of a key whose live copy is on b2.
+    assert_eq!(h.put("/photos/dup", b"v1").status, StatusCode::OK);
+    let live = h.holders_of("dup")[0];
+    let other = if live == 1 { 2 } else { 1 };
+    h.s3().put_direct(
+        ENDPOINTS[other],
+        &bucket_of(other),
+        "photos/dup",
+        &b"v0"[..],
+    );
+    let older = record("dup", &format!("b{}", other + 1), 100);
+    block_on(h.engine.store().put_stale_copy(&older)).unwrap();
+    h.s3().set_down(ENDPOINTS[0], true);
+    let now = h.now;
+    block_on(h.engine.check_health(&|| now)).unwrap();
+
+    let settled = block_on(h.engine.remove_stale_copies(2, h.now)).unwrap();
+    assert_eq!(
+        settled, 1,
+        "the record behind the four that cannot be decided"
+    );
+    assert_eq!(h.holders_of("dup"), vec![live]);
+    assert_eq!(body(&h.get("/photos/dup")), "v1");
+    assert_eq!(
+        h.stale_copies(),
+        4,
+        "those on b1 and on the unconfigured backend stay"
+    );
+}
+
 /// A delete must reach the copy out of the pool: while that backend is down it fails and
 /// changes nothing, as it does for a backend of the pool.
 #[test]

@@ -1,5 +1,6 @@
 //! Scheduled work: health probes, the usage scan, and rebuilding the index (reindex).
 
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 use futures_util::future::join_all;
@@ -28,6 +29,9 @@ struct ScanCursor {
 }
 
 pub(crate) const SCAN_DOCUMENT: &str = "usage-scan";
+
+/// How many times `budget` records [`Engine::remove_stale_copies`] looks through at most.
+pub(crate) const STALE_COPIES_LOOKAHEAD: usize = 10;
 
 impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     /// One page (up to 1000 keys) of a backend's real bucket under `prefix`, after `start_after`.
@@ -218,6 +222,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     /// backends that could not be asked): for each key, every backend of its pool is asked,
     /// the newest copy stays and the others are removed. A record whose key cannot be decided
     /// now (a backend is down) stays for the next run. Returns how many records were settled.
+    ///
+    /// Records on a backend that cannot be asked now (down, or no longer configured) are
+    /// passed over without a request and without counting against `budget`, looking up to
+    /// [`STALE_COPIES_LOOKAHEAD`] times further: the store lists records oldest first, so
+    /// otherwise a dead backend's records would take the whole budget of every run.
     pub async fn remove_stale_copies(
         &self,
         budget: usize,
@@ -226,32 +235,57 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let state = self.state();
         let config = state.config.clone();
         let mut settled = 0;
-        for copy in self.store.list_stale_copies(budget).await? {
-            let bucket_config = config.bucket_or_default(&copy.bucket);
-            // A backend out of the pool is still settled (`settle` asks it): its copy would come
-            // back if it rejoined. One no longer configured cannot be asked, and its copy would
-            // come back if it were configured again: the record stays (reindex forgets it).
-            if config.backend(&copy.backend).is_none() {
-                tracing::debug!(bucket = %copy.bucket, key = %copy.key, backend = %copy.backend, "a recorded older copy is on a backend no longer configured; kept");
-                continue;
-            }
-            let object = ObjectRef {
-                bucket: &copy.bucket,
-                key: &copy.key,
-                config: &bucket_config,
-            };
-            let _turn = self.key_locks.lock(&copy.bucket, &copy.key).await;
-            match self.settle(&state, object, now).await {
-                // Anything left was recorded again under the same name: keep that record.
-                Ok(0) => {
-                    self.store.delete_stale_copy(&copy).await?;
-                    settled += 1;
+        let mut attempts = 0;
+        let mut seen: HashSet<(String, String, String)> = HashSet::new();
+        let mut window = budget;
+        'runs: loop {
+            let records = self.store.list_stale_copies(window).await?;
+            let more = records.len() == window;
+            let mut passed_over = false;
+            for copy in records {
+                if !seen.insert((copy.bucket.clone(), copy.key.clone(), copy.backend.clone())) {
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(bucket = %copy.bucket, key = %copy.key, error = %e, "older copy not settled yet");
+                // A backend out of the pool is still settled (`settle` asks it): its copy would
+                // come back if it rejoined. One no longer configured cannot be asked, and its
+                // copy would come back if it were configured again: the record stays (reindex
+                // forgets it).
+                if !self
+                    .backend_view(&state, &copy.backend)
+                    .is_some_and(|b| b.healthy)
+                {
+                    tracing::debug!(bucket = %copy.bucket, key = %copy.key, backend = %copy.backend, "a recorded older copy is on a backend that cannot be asked now; kept");
+                    passed_over = true;
+                    continue;
+                }
+                if attempts == budget {
+                    break 'runs;
+                }
+                attempts += 1;
+                let bucket_config = config.bucket_or_default(&copy.bucket);
+                let object = ObjectRef {
+                    bucket: &copy.bucket,
+                    key: &copy.key,
+                    config: &bucket_config,
+                };
+                let _turn = self.key_locks.lock(&copy.bucket, &copy.key).await;
+                match self.settle(&state, object, now).await {
+                    // Anything left was recorded again under the same name: keep that record.
+                    Ok(0) => {
+                        self.store.delete_stale_copy(&copy).await?;
+                        settled += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(bucket = %copy.bucket, key = %copy.key, error = %e, "older copy not settled yet");
+                    }
                 }
             }
+            let furthest = budget.saturating_mul(STALE_COPIES_LOOKAHEAD);
+            if !more || !passed_over || attempts == budget || window >= furthest {
+                break;
+            }
+            window = furthest;
         }
         if self.store.list_stale_copies(1).await?.is_empty() {
             self.store
