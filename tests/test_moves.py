@@ -223,22 +223,29 @@ def test_the_admin_api_starts_a_drain_and_steps_it(make_gateway):
     requests.delete(f"{gw.endpoint}/_admin/api/moves", headers=auth, timeout=30)
 
 
+def objects_on_g1(make_gateway, keys):
+    """A gateway of three backends whose bucket `data` holds `keys` (each its own name as
+    body), all on g1, the bucket's pool for now."""
+    gw = make_gateway(3, strategy="round-robin")
+    vb = gw.vbucket("data")
+    g1 = gw.backends[0]
+    vb.backends = [g1]
+    gw.write_config()
+    gw.restart()
+    s3 = gw.client()
+    for key in keys:
+        s3.put_object(Bucket="data", Key=key, Body=key.encode())
+        assert g1.has(vb.real_key(key))
+    return gw, vb, s3
+
+
 def test_a_backend_taken_out_of_the_pool_without_a_drain_leaves_no_copy_to_come_back(make_gateway):
     """The config takes g1 out of the pool while it holds objects (no drain first): the reload
     says so, its objects still read through the index, and an overwrite, a DELETE and a
     DeleteObjects reach their copies there, so nothing deleted or overwritten comes back when
     g1 rejoins the pool."""
-    gw = make_gateway(3, strategy="round-robin")
-    vb = gw.vbucket("data")
+    gw, vb, s3 = objects_on_g1(make_gateway, ["over", "gone", "batch", "kept"])
     g1, g2, g3 = gw.backends
-    vb.backends = [g1]
-    gw.write_config()
-    gw.restart()
-    s3 = gw.client()
-    keys = ["over", "gone", "batch", "kept"]
-    for key in keys:
-        s3.put_object(Bucket="data", Key=key, Body=key.encode())
-        assert g1.has(vb.real_key(key))
 
     vb.backends = [g2, g3]
     gw.write_config()
@@ -270,16 +277,8 @@ def test_a_backend_taken_out_of_the_config_brings_nothing_back(make_gateway):
     so; reads and deletes of its objects answer 503 (never a false 404, and nothing changes);
     an overwrite lands in the pool. Configured again, g1 serves what was not overwritten, and
     the maintenance task removes the copy the overwrite left there: nothing comes back."""
-    gw = make_gateway(3, strategy="round-robin")
-    vb = gw.vbucket("data")
+    gw, vb, s3 = objects_on_g1(make_gateway, ["over", "kept"])
     g1, g2, g3 = gw.backends
-    vb.backends = [g1]
-    gw.write_config()
-    gw.restart()
-    s3 = gw.client()
-    for key in ["over", "kept"]:
-        s3.put_object(Bucket="data", Key=key, Body=key.encode())
-        assert g1.has(vb.real_key(key))
 
     gw.backends = [g2, g3]
     vb.backends = [g2, g3]
