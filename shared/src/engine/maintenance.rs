@@ -223,10 +223,12 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     /// the newest copy stays and the others are removed. A record whose key cannot be decided
     /// now (a backend is down) stays for the next run. Returns how many records were settled.
     ///
-    /// Records on a backend that cannot be asked now (down, or no longer configured) are
-    /// passed over without a request and without counting against `budget`, looking up to
-    /// [`STALE_COPIES_LOOKAHEAD`] times further: the store lists records oldest first, so
-    /// otherwise a dead backend's records would take the whole budget of every run.
+    /// Records on a backend no longer configured are passed over without a request and
+    /// without counting against `budget`, looking up to [`STALE_COPIES_LOOKAHEAD`] times
+    /// further: the store lists records oldest first, so otherwise they would take the whole
+    /// budget of every run for as long as the backend stays out of the config. Records on a
+    /// backend that is down are still tried: its circuit's trial requests are how it is seen
+    /// back between health probes.
     pub async fn remove_stale_copies(
         &self,
         budget: usize,
@@ -250,11 +252,8 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                 // come back if it rejoined. One no longer configured cannot be asked, and its
                 // copy would come back if it were configured again: the record stays (reindex
                 // forgets it).
-                if !self
-                    .backend_view(&state, &copy.backend)
-                    .is_some_and(|b| b.healthy)
-                {
-                    tracing::debug!(bucket = %copy.bucket, key = %copy.key, backend = %copy.backend, "a recorded older copy is on a backend that cannot be asked now; kept");
+                if config.backend(&copy.backend).is_none() {
+                    tracing::debug!(bucket = %copy.bucket, key = %copy.key, backend = %copy.backend, "a recorded older copy is on a backend no longer configured; kept");
                     passed_over = true;
                     continue;
                 }
