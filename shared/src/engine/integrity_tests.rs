@@ -304,6 +304,55 @@ fn records_on_a_backend_taken_out_of_the_config_do_not_starve_the_others() {
     );
 }
 
+/// Records that wait on a backend that is down (here the older copies left on b1, out of the
+/// pool) are listed first, being older: one of them is tried (the circuit's trial), the rest
+/// are passed over, and the budget reaches the record behind them.
+#[test]
+fn records_waiting_on_a_down_backend_do_not_starve_the_others() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    set_pool(&h, &["b2", "b3"]);
+    for i in 0..4u64 {
+        let waiting = crate::store::StaleCopy {
+            bucket: "photos".into(),
+            key: format!("k{i}"),
+            backend: "b1".into(),
+            etag: None,
+            noted: i,
+        };
+        block_on(h.engine.store().put_stale_copy(&waiting)).unwrap();
+    }
+    assert_eq!(h.put("/photos/dup", b"v1").status, StatusCode::OK);
+    let live = h.holders_of("dup")[0];
+    let other = if live == 1 { 2 } else { 1 };
+    h.s3().put_direct(
+        ENDPOINTS[other],
+        &bucket_of(other),
+        "photos/dup",
+        &b"v0"[..],
+    );
+    let older = crate::store::StaleCopy {
+        bucket: "photos".into(),
+        key: "dup".into(),
+        backend: format!("b{}", other + 1),
+        etag: None,
+        noted: 100,
+    };
+    block_on(h.engine.store().put_stale_copy(&older)).unwrap();
+    h.s3().set_down(ENDPOINTS[0], true);
+    let now = h.now;
+    block_on(h.engine.check_health(&|| now)).unwrap();
+    let settled = block_on(h.engine.remove_stale_copies(2, h.now)).unwrap();
+    assert_eq!(settled, 1, "the record behind the four waiting on b1");
+    assert_eq!(h.holders_of("dup"), vec![live]);
+    assert_eq!(body(&h.get("/photos/dup")), "v1");
+    assert_eq!(h.stale_copies(), 4, "those waiting on b1 stay");
+    // Back up, b1 is asked again: the four keys are nowhere, so their records are settled.
+    h.all_up();
+    let settled = block_on(h.engine.remove_stale_copies(10, h.now)).unwrap();
+    assert_eq!(settled, 4);
+    assert_eq!(h.stale_copies(), 0);
+}
+
 /// A delete must reach the copy out of the pool: while that backend is down it fails and
 /// changes nothing, as it does for a backend of the pool.
 #[test]

@@ -226,9 +226,11 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
     /// Records on a backend no longer configured are passed over without a request and
     /// without counting against `budget`, looking up to [`STALE_COPIES_LOOKAHEAD`] times
     /// further: the store lists records oldest first, so otherwise they would take the whole
-    /// budget of every run for as long as the backend stays out of the config. Records on a
-    /// backend that is down are still tried: its circuit's trial requests are how it is seen
-    /// back between health probes.
+    /// budget of every run for as long as the backend stays out of the config. Records whose
+    /// settling needs a backend that is down (its circuit open: one of the bucket's pool, or
+    /// the record's own) are tried once per run and per such backend, so that its circuit gets
+    /// its trial request (how it is seen back between health probes), and passed over after
+    /// that in the same way: each of them would fail at once without asking anything.
     pub async fn remove_stale_copies(
         &self,
         budget: usize,
@@ -239,6 +241,8 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
         let mut settled = 0;
         let mut attempts = 0;
         let mut seen: HashSet<(String, String, String)> = HashSet::new();
+        // Backends found down that a record in this run already needed.
+        let mut tried_while_down: HashSet<String> = HashSet::new();
         let mut window = budget;
         'runs: loop {
             let records = self.store.list_stale_copies(window).await?;
@@ -257,11 +261,24 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     passed_over = true;
                     continue;
                 }
+                let bucket_config = config.bucket_or_default(&copy.bucket);
+                let down: Vec<&str> = config
+                    .pool(&bucket_config)
+                    .into_iter()
+                    .map(|b| b.name.as_str())
+                    .chain([copy.backend.as_str()])
+                    .filter(|name| self.circuit(name, |c| c.is_open()))
+                    .collect();
+                if down.iter().any(|name| tried_while_down.contains(*name)) {
+                    tracing::debug!(bucket = %copy.bucket, key = %copy.key, backend = %copy.backend, "a recorded older copy waits on a backend that is down; passed over");
+                    passed_over = true;
+                    continue;
+                }
                 if attempts == budget {
                     break 'runs;
                 }
                 attempts += 1;
-                let bucket_config = config.bucket_or_default(&copy.bucket);
+                tried_while_down.extend(down.into_iter().map(str::to_owned));
                 let object = ObjectRef {
                     bucket: &copy.bucket,
                     key: &copy.key,
