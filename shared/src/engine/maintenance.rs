@@ -262,14 +262,18 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     continue;
                 }
                 let bucket_config = config.bucket_or_default(&copy.bucket);
-                let down: Vec<&str> = config
+                // The backends settling this record asks: its pool, and the record's own.
+                let needed: Vec<&str> = config
                     .pool(&bucket_config)
                     .into_iter()
                     .map(|b| b.name.as_str())
                     .chain([copy.backend.as_str()])
-                    .filter(|name| self.circuit(name, |c| c.is_open()))
                     .collect();
-                if down.iter().any(|name| tried_while_down.contains(*name)) {
+                let is_down = |name: &str| self.circuit(name, |c| c.is_open());
+                if needed
+                    .iter()
+                    .any(|name| tried_while_down.contains(*name) && is_down(name))
+                {
                     tracing::debug!(bucket = %copy.bucket, key = %copy.key, backend = %copy.backend, "a recorded older copy waits on a backend that is down; passed over");
                     passed_over = true;
                     continue;
@@ -278,7 +282,6 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                     break 'runs;
                 }
                 attempts += 1;
-                tried_while_down.extend(down.into_iter().map(str::to_owned));
                 let object = ObjectRef {
                     bucket: &copy.bucket,
                     key: &copy.key,
@@ -296,6 +299,13 @@ impl<S: MetadataStore, C: HttpClient> Engine<S, C> {
                         tracing::debug!(bucket = %copy.bucket, key = %copy.key, error = %e, "older copy not settled yet");
                     }
                 }
+                // Down now (its circuit may have opened on this very attempt): tried.
+                tried_while_down.extend(
+                    needed
+                        .iter()
+                        .filter(|name| is_down(name))
+                        .map(|name| name.to_string()),
+                );
             }
             let furthest = budget.saturating_mul(STALE_COPIES_LOOKAHEAD);
             if !more || !passed_over || attempts == budget || window >= furthest {
