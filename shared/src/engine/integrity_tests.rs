@@ -257,12 +257,11 @@ fn reindex_forgets_what_a_backend_taken_out_of_the_config_held() {
     }
 }
 
-/// Records on a backend taken out of the config stay, but they do not take the maintenance
-/// task's budget: the records behind them are settled.
-#[test]
-fn records_on_a_backend_taken_out_of_the_config_do_not_starve_the_others() {
-    let h = Harness::with_config(photos_only(Placement::RoundRobin));
-    set_pool(&h, &["b2", "b3"]);
+/// Pool [b2, b3]; four stale-copy records of keys k0..k3 on `backend`, noted first, and behind
+/// them a record that can be settled: key `dup` lives on one backend of the pool with an older
+/// copy on the other. Returns the backend holding the live copy.
+fn four_records_before_one_that_can_be_settled(h: &Harness, backend: &str) -> usize {
+    set_pool(h, &["b2", "b3"]);
     let record = |key: &str, backend: &str, noted: u64| crate::store::StaleCopy {
         bucket: "photos".into(),
         key: key.into(),
@@ -270,15 +269,10 @@ fn records_on_a_backend_taken_out_of_the_config_do_not_starve_the_others() {
         etag: None,
         noted,
     };
-    for (i, backend) in ["gone", "gone", "gone", "gone"].iter().enumerate() {
-        block_on(
-            h.engine
-                .store()
-                .put_stale_copy(&record(&format!("k{i}"), backend, i as u64)),
-        )
-        .unwrap();
+    for i in 0..4u64 {
+        let waiting = record(&format!("k{i}"), backend, i);
+        block_on(h.engine.store().put_stale_copy(&waiting)).unwrap();
     }
-    // The newest record: an older copy on b3 of a key whose live copy is on b2.
     assert_eq!(h.put("/photos/dup", b"v1").status, StatusCode::OK);
     let live = h.holders_of("dup")[0];
     let other = if live == 1 { 2 } else { 1 };
@@ -290,6 +284,15 @@ fn records_on_a_backend_taken_out_of_the_config_do_not_starve_the_others() {
     );
     let older = record("dup", &format!("b{}", other + 1), 100);
     block_on(h.engine.store().put_stale_copy(&older)).unwrap();
+    live
+}
+
+/// Records on a backend taken out of the config stay, but they do not take the maintenance
+/// task's budget: the records behind them are settled.
+#[test]
+fn records_on_a_backend_taken_out_of_the_config_do_not_starve_the_others() {
+    let h = Harness::with_config(photos_only(Placement::RoundRobin));
+    let live = four_records_before_one_that_can_be_settled(&h, "gone");
     let settled = block_on(h.engine.remove_stale_copies(2, h.now)).unwrap();
     assert_eq!(
         settled, 1,
@@ -310,34 +313,7 @@ fn records_on_a_backend_taken_out_of_the_config_do_not_starve_the_others() {
 #[test]
 fn records_waiting_on_a_down_backend_do_not_starve_the_others() {
     let h = Harness::with_config(photos_only(Placement::RoundRobin));
-    set_pool(&h, &["b2", "b3"]);
-    for i in 0..4u64 {
-        let waiting = crate::store::StaleCopy {
-            bucket: "photos".into(),
-            key: format!("k{i}"),
-            backend: "b1".into(),
-            etag: None,
-            noted: i,
-        };
-        block_on(h.engine.store().put_stale_copy(&waiting)).unwrap();
-    }
-    assert_eq!(h.put("/photos/dup", b"v1").status, StatusCode::OK);
-    let live = h.holders_of("dup")[0];
-    let other = if live == 1 { 2 } else { 1 };
-    h.s3().put_direct(
-        ENDPOINTS[other],
-        &bucket_of(other),
-        "photos/dup",
-        &b"v0"[..],
-    );
-    let older = crate::store::StaleCopy {
-        bucket: "photos".into(),
-        key: "dup".into(),
-        backend: format!("b{}", other + 1),
-        etag: None,
-        noted: 100,
-    };
-    block_on(h.engine.store().put_stale_copy(&older)).unwrap();
+    let live = four_records_before_one_that_can_be_settled(&h, "b1");
     h.s3().set_down(ENDPOINTS[0], true);
     let now = h.now;
     block_on(h.engine.check_health(&|| now)).unwrap();
